@@ -1,0 +1,37 @@
+//! `fhirside`: the FHIR R4 service in one binary.
+//!
+//! `fhirside serve` runs the service on its embedded store. Settings come from flags, then
+//! `FHIRSIDE_*` environment variables, then the config file, then defaults ([`config`]).
+
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fhirside", version, about = "Fhirside: a FHIR R4 health data service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the FHIR service.
+    Serve(config::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => match config::resolve(args).and_then(serve::run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fhirside: {message}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,90 @@
+//! `fhirside serve`: open the store, set up TLS, and serve until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use fhirside_server::listener::{self, Transport};
+use fhirside_server::{tls, AppState};
+use fhirside_store::{SqliteConfig, SqliteStore};
+
+use crate::config::Settings;
+
+pub fn run(settings: Settings) -> Result<(), String> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", settings.data_dir.display()))?;
+    let data_dir = settings.data_dir.canonicalize().map_err(|e| e.to_string())?;
+    let _lock = lock_data_dir(&data_dir)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fhirside")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+
+        let store = Arc::new(
+            SqliteStore::open(&SqliteConfig::in_dir(&data_dir)).map_err(|e| format!("cannot open the store: {e}"))?,
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "Fhirside {}", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(out, "data directory: {}", data_dir.display());
+        let transport = if settings.http {
+            Transport::Plain
+        } else {
+            let files = match &settings.tls_files {
+                Some((cert, key)) => tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
+                None => tls::ensure_local_certificate(&data_dir.join("tls"), &[local.ip().to_string()])?,
+            };
+            if let Some(ca) = &files.ca {
+                let _ = writeln!(out, "TLS certificate authority: {} (for example: curl --cacert {} ...)", ca.display(), ca.display());
+            }
+            Transport::Tls(tls::server_config(&files)?)
+        };
+        let scheme = if settings.http { "http" } else { "https" };
+        let base = settings.server.base_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
+        if settings.server.auth == fhirside_server::AuthMode::None {
+            let _ = writeln!(out, "authentication: none (local development only)");
+        }
+        let _ = writeln!(out, "FHIR base URL: {base}");
+        let _ = out.flush();
+        drop(out);
+
+        let state = AppState::new(settings.server, store.clone());
+        listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;
+        store.close();
+        println!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process, so that two
+/// servers never share one embedded database.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        return Err(format!("{} is in use by another fhirside process", dir.display()));
+    }
+    Ok(file)
+}

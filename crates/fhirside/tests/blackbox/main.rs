@@ -1,0 +1,18 @@
+//! Black-box tests: they start the real `fhirside` binary on a free port and speak HTTP(S) to it.
+//!
+//! One binary made of modules (see DO_NOT_ADD_TEST_FILES_HERE.md). [`harness`] starts servers and
+//! holds a small HTTP/1.1 client; each module covers one interaction or property.
+
+mod harness;
+
+mod capabilities;
+mod conditional;
+mod crud;
+mod durability;
+mod errors;
+mod examples;
+mod history;
+mod negotiation;
+mod search;
+mod startup;
+mod validate;

@@ -1,0 +1,119 @@
+//! Writing `searchset` and `history` Bundles.
+//!
+//! Bundles are written as bytes, splicing each stored resource body in unchanged: a page of a
+//! thousand resources costs one buffer, not a thousand parse/serialise round trips.
+
+use fhirside_store::StoredVersion;
+
+use crate::context;
+
+/// Writes one Bundle.
+pub(crate) struct BundleWriter {
+    buf: Vec<u8>,
+    entries: usize,
+    /// Where `,"entry":[` starts: FHIR JSON allows no empty arrays, so an empty Bundle drops it.
+    entry_start: usize,
+}
+
+impl BundleWriter {
+    /// Starts a Bundle of `kind` (`searchset`, `history`) with its `self` and optional `next` links.
+    pub fn new(kind: &str, self_link: &str, next_link: Option<&str>, total: Option<u64>) -> BundleWriter {
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(br#"{"resourceType":"Bundle","id":""#);
+        buf.extend_from_slice(uuid::Uuid::new_v4().hyphenated().to_string().as_bytes());
+        buf.extend_from_slice(br#"","meta":{"lastUpdated":""#);
+        buf.extend_from_slice(fhir::datetime::format_instant(fhir::datetime::now_micros()).as_bytes());
+        buf.extend_from_slice(br#""},"type":""#);
+        buf.extend_from_slice(kind.as_bytes());
+        buf.push(b'"');
+        if let Some(total) = total {
+            buf.extend_from_slice(format!(",\"total\":{total}").as_bytes());
+        }
+        buf.extend_from_slice(br#","link":[{"relation":"self","url":"#);
+        push_string(&mut buf, self_link);
+        buf.push(b'}');
+        if let Some(next) = next_link {
+            buf.extend_from_slice(br#",{"relation":"next","url":"#);
+            push_string(&mut buf, next);
+            buf.push(b'}');
+        }
+        buf.push(b']');
+        let entry_start = buf.len();
+        buf.extend_from_slice(br#","entry":["#);
+        BundleWriter { buf, entries: 0, entry_start }
+    }
+
+    fn begin_entry(&mut self) {
+        if self.entries > 0 {
+            self.buf.push(b',');
+        }
+        self.entries += 1;
+    }
+
+    /// A `searchset` entry (`search.mode` is `match` or `outcome`... or `include` later).
+    pub fn search_entry(&mut self, v: &StoredVersion, mode: &str) {
+        self.begin_entry();
+        self.buf.extend_from_slice(br#"{"fullUrl":"#);
+        push_string(&mut self.buf, &full_url(v));
+        self.buf.extend_from_slice(br#","resource":"#);
+        self.buf.extend_from_slice(&v.body);
+        self.buf.extend_from_slice(br#","search":{"mode":""#);
+        self.buf.extend_from_slice(mode.as_bytes());
+        self.buf.extend_from_slice(b"\"}}");
+    }
+
+    /// An entry carrying an arbitrary resource (an OperationOutcome with `search.mode` `outcome`).
+    pub fn outcome_entry(&mut self, resource: &serde_json::Value) {
+        self.begin_entry();
+        self.buf.extend_from_slice(br#"{"resource":"#);
+        self.buf.extend_from_slice(&serde_json::to_vec(resource).unwrap_or_default());
+        self.buf.extend_from_slice(br#","search":{"mode":"outcome"}}"#);
+    }
+
+    /// A `history` entry: the version (none for a deletion), its request and its response.
+    pub fn history_entry(&mut self, v: &StoredVersion) {
+        self.begin_entry();
+        self.buf.extend_from_slice(br#"{"fullUrl":"#);
+        push_string(&mut self.buf, &full_url(v));
+        if !v.deleted {
+            self.buf.extend_from_slice(br#","resource":"#);
+            self.buf.extend_from_slice(&v.body);
+        }
+        let url = match v.method.as_str() {
+            "POST" => v.resource_type.clone(),
+            _ => format!("{}/{}", v.resource_type, v.id),
+        };
+        let status = match (v.method.as_str(), v.version) {
+            ("DELETE", _) => "204",
+            (_, 1) => "201",
+            _ => "200",
+        };
+        self.buf.extend_from_slice(br#","request":{"method":""#);
+        self.buf.extend_from_slice(v.method.as_str().as_bytes());
+        self.buf.extend_from_slice(br#"","url":"#);
+        push_string(&mut self.buf, &url);
+        self.buf.extend_from_slice(br#"},"response":{"status":""#);
+        self.buf.extend_from_slice(status.as_bytes());
+        self.buf.extend_from_slice(format!("\",\"etag\":\"W/\\\"{}\\\"\",\"lastModified\":\"", v.version).as_bytes());
+        self.buf.extend_from_slice(fhir::datetime::format_instant(v.last_updated).as_bytes());
+        self.buf.extend_from_slice(b"\"}}");
+    }
+
+    pub fn finish(mut self) -> bytes::Bytes {
+        if self.entries == 0 {
+            self.buf.truncate(self.entry_start);
+            self.buf.push(b'}');
+        } else {
+            self.buf.extend_from_slice(b"]}");
+        }
+        self.buf.into()
+    }
+}
+
+fn full_url(v: &StoredVersion) -> String {
+    format!("{}/{}/{}", context::base_url(), v.resource_type, v.id)
+}
+
+fn push_string(buf: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *buf, s).expect("writing to a Vec cannot fail");
+}

@@ -1,0 +1,198 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Every handler returns `Result<Response, FhirError>`; this module alone decides the status code,
+//! the `OperationOutcome` issue code and the wording (Azure's, where its service has one, so that
+//! clients written against it see the same messages). Internal details (database messages) are
+//! logged, never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fhirside_store::StoreError;
+use serde_json::{json, Value};
+
+use crate::context;
+
+/// A failed FHIR request.
+#[derive(Debug)]
+pub enum FhirError {
+    /// `404`: no such resource.
+    NotFound { resource_type: String, id: String },
+    /// `404`: no such version.
+    VersionNotFound { resource_type: String, id: String, version: String },
+    /// `410`: the current version is a deletion; carries the deleted version for the `ETag`.
+    Gone { resource_type: String, id: String, version: u64 },
+    /// `403`: the caller lacks the data action.
+    Forbidden,
+    /// `404`: no route.
+    RouteNotFound,
+    /// `405`
+    MethodNotAllowed,
+    /// `400`: the resource type is not an R4 resource type.
+    UnsupportedResourceType(String),
+    /// `400` with one issue.
+    BadRequest { code: &'static str, diagnostics: String, expression: Option<String> },
+    /// `400` with the validator's issues.
+    Invalid(Vec<fhir::Issue>),
+    /// `412`: `If-Match` named another version.
+    VersionMismatch { supplied: String },
+    /// `412`: a precondition other than a version mismatch failed.
+    PreconditionFailed(String),
+    /// `412`: a conditional interaction matched too many resources.
+    NotSelective { resource_type: String },
+    /// `406`
+    NotAcceptable(String),
+    /// `415`
+    UnsupportedMediaType(String),
+    /// `413`
+    PayloadTooLarge { limit: usize },
+    /// `409`
+    Conflict(String),
+    /// `500`: the details go to the log.
+    Internal(String),
+    /// `503`
+    Unavailable,
+}
+
+impl FhirError {
+    pub fn bad_request(diagnostics: impl Into<String>) -> FhirError {
+        FhirError::BadRequest { code: "invalid", diagnostics: diagnostics.into(), expression: None }
+    }
+
+    fn status_and_issues(&self) -> (StatusCode, Vec<Value>) {
+        let issue = |severity: &str, code: &str, diagnostics: String| {
+            vec![json!({"severity": severity, "code": code, "diagnostics": diagnostics})]
+        };
+        match self {
+            FhirError::NotFound { resource_type, id } => (
+                StatusCode::NOT_FOUND,
+                issue("error", "not-found", format!("Resource type '{resource_type}' with id '{id}' couldn't be found.")),
+            ),
+            FhirError::VersionNotFound { resource_type, id, version } => (
+                StatusCode::NOT_FOUND,
+                issue(
+                    "error",
+                    "not-found",
+                    format!("Resource type '{resource_type}' with id '{id}' and version '{version}' couldn't be found."),
+                ),
+            ),
+            FhirError::Gone { resource_type, id, .. } => (
+                StatusCode::GONE,
+                issue("error", "deleted", format!("Resource type '{resource_type}' with id '{id}' has been deleted.")),
+            ),
+            FhirError::Forbidden => {
+                (StatusCode::FORBIDDEN, issue("error", "forbidden", "Authorization failed.".into()))
+            }
+            FhirError::RouteNotFound => {
+                (StatusCode::NOT_FOUND, issue("error", "not-found", "The requested route was not found.".into()))
+            }
+            FhirError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                issue("error", "not-supported", "The requested operation is not supported.".into()),
+            ),
+            FhirError::UnsupportedResourceType(t) => (
+                StatusCode::BAD_REQUEST,
+                issue("error", "not-supported", format!("Resource type '{t}' is not supported.")),
+            ),
+            FhirError::BadRequest { code, diagnostics, expression } => {
+                let mut issue = json!({"severity": "error", "code": code, "diagnostics": diagnostics});
+                if let Some(expression) = expression {
+                    issue["expression"] = json!([expression]);
+                }
+                (StatusCode::BAD_REQUEST, vec![issue])
+            }
+            FhirError::Invalid(issues) => (
+                StatusCode::BAD_REQUEST,
+                issues
+                    .iter()
+                    .map(|i| {
+                        json!({
+                            "severity": i.severity.as_str(),
+                            "code": i.code.as_str(),
+                            "diagnostics": i.diagnostics,
+                            "expression": [i.expression],
+                        })
+                    })
+                    .collect(),
+            ),
+            FhirError::VersionMismatch { supplied } => (
+                StatusCode::PRECONDITION_FAILED,
+                issue("error", "conflict", format!("The supplied version '{supplied}' did not match.")),
+            ),
+            FhirError::PreconditionFailed(diagnostics) => {
+                (StatusCode::PRECONDITION_FAILED, issue("error", "conflict", diagnostics.clone()))
+            }
+            FhirError::NotSelective { resource_type } => (
+                StatusCode::PRECONDITION_FAILED,
+                issue(
+                    "error",
+                    "multiple-matches",
+                    format!(
+                        "Conditional operation on {resource_type} was not attempted because search criteria was not selective enough."
+                    ),
+                ),
+            ),
+            FhirError::NotAcceptable(what) => (StatusCode::NOT_ACCEPTABLE, issue("error", "not-supported", what.clone())),
+            FhirError::UnsupportedMediaType(what) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, issue("error", "not-supported", what.clone()))
+            }
+            FhirError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                issue("error", "too-costly", format!("The request body exceeds the limit of {limit} bytes.")),
+            ),
+            FhirError::Conflict(diagnostics) => (StatusCode::CONFLICT, issue("error", "conflict", diagnostics.clone())),
+            FhirError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                issue("error", "exception", "There was an error processing your request.".into()),
+            ),
+            FhirError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                issue("error", "transient", "The service is shutting down; retry the request.".into()),
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for FhirError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::VersionConflict { expected, .. } => FhirError::VersionMismatch { supplied: expected.to_string() },
+            StoreError::NotFoundForMatch => {
+                FhirError::PreconditionFailed("If-Match was given for a resource that does not exist.".into())
+            }
+            StoreError::TooManyMatches { resource_type, .. } => FhirError::NotSelective { resource_type },
+            StoreError::Invalid(message) => FhirError::bad_request(message),
+            StoreError::Conflict(message) => FhirError::Conflict(message),
+            StoreError::Backend(message) => FhirError::Internal(message),
+            StoreError::Unavailable => FhirError::Unavailable,
+        }
+    }
+}
+
+/// An `OperationOutcome` body: `id` is the request's correlation id, as in Azure's service.
+pub fn operation_outcome(issues: Vec<Value>) -> Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "id": context::request_id(),
+        "meta": {"lastUpdated": fhir::datetime::format_instant(fhir::datetime::now_micros())},
+        "issue": issues,
+    })
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        if let FhirError::Internal(detail) = &self {
+            eprintln!("request {} failed: {detail}", context::request_id());
+        }
+        let (status, issues) = self.status_and_issues();
+        let body = serde_json::to_vec(&operation_outcome(issues)).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::response::FHIR_JSON));
+        if let FhirError::Gone { version, .. } = self {
+            if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+                headers.insert(header::ETAG, etag);
+            }
+        }
+        response
+    }
+}

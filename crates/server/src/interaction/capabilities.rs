@@ -1,0 +1,86 @@
+//! capabilities: `GET /metadata` (<https://hl7.org/fhir/R4/http.html#capabilities>).
+//!
+//! The CapabilityStatement is derived from what the code actually supports — every R4 resource
+//! type with the interactions this server implements and the search parameters it indexes — and
+//! built once at start-up. It never requires authentication.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use fhirside_store::Cost;
+use serde_json::{json, Value};
+
+use crate::error::FhirError;
+use crate::AppState;
+use crate::ServerConfig;
+
+use super::Call;
+
+/// The type- and instance-level interactions implemented for every resource type.
+const INTERACTIONS: &[&str] =
+    &["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"];
+
+/// Search parameters every type supports today, beside `identifier` where the type has it.
+const COMMON_SEARCH: &[(&str, &str, &str)] = &[
+    ("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id"),
+    ("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
+];
+
+pub(crate) async fn handle(State(state): State<AppState>, request: Request) -> Result<Response, FhirError> {
+    let call = Call::new(request);
+    let format = call.format()?;
+    crate::response::document(StatusCode::OK, (*state.capability_statement).clone(), format, Cost::default())
+}
+
+pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
+    let definitions = fhir::definitions();
+    let interactions: Vec<Value> = INTERACTIONS.iter().map(|code| json!({"code": code})).collect();
+    let resources: Vec<Value> = definitions
+        .resource_types()
+        .iter()
+        .map(|t| {
+            let mut search: Vec<Value> = COMMON_SEARCH
+                .iter()
+                .map(|(name, kind, url)| json!({"name": name, "definition": url, "type": kind}))
+                .collect();
+            if let Some(p) = definitions.search_param(t, "identifier") {
+                search.push(json!({"name": "identifier", "definition": p.url, "type": p.kind.as_str()}));
+            }
+            json!({
+                "type": t,
+                "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
+                "interaction": interactions,
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "multiple",
+                "searchParam": search,
+                "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+            })
+        })
+        .collect();
+    let mut statement = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": fhir::datetime::format_instant(fhir::datetime::now_micros()),
+        "publisher": "Fhirside",
+        "kind": "instance",
+        "software": {"name": "Fhirside", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Fhirside FHIR R4 service"},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "history-system"}],
+            "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+        }],
+    });
+    if let Some(base) = &config.base_url {
+        statement["implementation"]["url"] = json!(base);
+    }
+    serde_json::to_vec(&statement).expect("a JSON value always serializes").into()
+}

@@ -1,0 +1,74 @@
+//! Dispatch for `/{segment}/{id}` and `/{segment}/{id}/{op}`: an id (read) or a type-level keyword
+//! (`_history`, `_search`, `$validate`), then instance-level `_history` and `$validate`.
+
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use fhirside_store::HistoryScope;
+
+use crate::error::FhirError;
+use crate::params::Params;
+use crate::AppState;
+
+use super::{history, read, resource_type, search, validate, Call};
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path((segment, id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let call = Call::new(request);
+    let resource_type = resource_type(&segment)?;
+    match id.as_str() {
+        "_history" => history::handle(&state, call, HistoryScope::Type(resource_type.to_owned())).await,
+        "_search" | "$validate" => Err(FhirError::MethodNotAllowed),
+        s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
+        id => read::handle(&state, call, resource_type, id).await,
+    }
+}
+
+pub(crate) async fn post(
+    State(state): State<AppState>,
+    Path((segment, id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let mut call = Call::new(request);
+    let resource_type = resource_type(&segment)?;
+    match id.as_str() {
+        "$validate" => validate::handle(&state, call, resource_type, None).await,
+        "_search" => {
+            // Parameters may come in the form body as well as the URL; both apply.
+            let form = super::read_body(std::mem::take(&mut call.body), state.config.max_body_bytes).await?;
+            let form = std::str::from_utf8(&form).map_err(|_| FhirError::bad_request("The form body is not UTF-8."))?;
+            call.params.0.extend(Params::parse(Some(form)).0);
+            search::handle(&state, call, resource_type).await
+        }
+        s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
+        _ => Err(FhirError::MethodNotAllowed),
+    }
+}
+
+pub(crate) async fn get_sub(
+    State(state): State<AppState>,
+    Path((segment, id, op)): Path<(String, String, String)>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let call = Call::new(request);
+    let resource_type = resource_type(&segment)?;
+    match op.as_str() {
+        "_history" => history::handle(&state, call, HistoryScope::Instance(resource_type.to_owned(), id)).await,
+        _ => Err(FhirError::RouteNotFound),
+    }
+}
+
+pub(crate) async fn post_sub(
+    State(state): State<AppState>,
+    Path((segment, id, op)): Path<(String, String, String)>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let call = Call::new(request);
+    let resource_type = resource_type(&segment)?;
+    match op.as_str() {
+        "$validate" => validate::handle(&state, call, resource_type, Some(&id)).await,
+        _ => Err(FhirError::RouteNotFound),
+    }
+}

@@ -1,0 +1,173 @@
+//! The FHIR RESTful interactions, one module each (<https://hl7.org/fhir/R4/http.html>).
+//!
+//! `system`, `type_level` and `instance` only dispatch: FHIR paths put `_history`, `_search` and
+//! `$operation` where an id could be, so the router hands those segments here to pick the
+//! interaction. Every interaction module reads like the spec section it cites.
+
+pub(crate) mod capabilities;
+pub(crate) mod create;
+pub(crate) mod delete;
+pub(crate) mod fallback;
+pub(crate) mod history;
+pub(crate) mod instance;
+pub(crate) mod read;
+pub(crate) mod search;
+pub(crate) mod system;
+pub(crate) mod type_level;
+pub(crate) mod update;
+pub(crate) mod validate;
+pub(crate) mod vread;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap};
+use serde_json::{Map, Value};
+
+use crate::auth::{self, DataAction, Principal};
+use crate::error::FhirError;
+use crate::negotiate::{self, Format, Prefer};
+use crate::params::Params;
+
+/// The parts of a request every interaction uses.
+pub(crate) struct Call {
+    pub headers: HeaderMap,
+    pub params: Params,
+    pub path: String,
+    pub body: Body,
+    principal: Option<Principal>,
+}
+
+impl Call {
+    pub fn new(request: Request) -> Call {
+        let (mut parts, body) = request.into_parts();
+        Call {
+            params: Params::parse(parts.uri.query()),
+            path: parts.uri.path().to_owned(),
+            principal: parts.extensions.remove::<Principal>(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// Fails with `403` unless the caller holds `action`.
+    pub fn authorize(&self, action: DataAction) -> Result<(), FhirError> {
+        match &self.principal {
+            Some(principal) => auth::authorize(principal, action),
+            None => Err(FhirError::Forbidden),
+        }
+    }
+
+    pub fn format(&self) -> Result<Format, FhirError> {
+        negotiate::response_format(&self.headers, &self.params)
+    }
+
+    pub fn prefer(&self) -> Result<Prefer, FhirError> {
+        negotiate::prefer(&self.headers)
+    }
+
+    /// The request URL, for `self` links.
+    pub fn self_link(&self) -> String {
+        let query = self.params.encode_without(&[]);
+        let base = crate::context::base_url();
+        if query.is_empty() { format!("{base}{}", self.path) } else { format!("{base}{}?{query}", self.path) }
+    }
+
+    /// `If-Match: W/"3"` as a version number.
+    pub fn if_match(&self) -> Result<Option<u64>, FhirError> {
+        let Some(value) = self.headers.get(header::IF_MATCH) else { return Ok(None) };
+        let text = value.to_str().unwrap_or("");
+        parse_etag(text)
+            .map(Some)
+            .ok_or_else(|| FhirError::bad_request(format!("The If-Match header '{text}' is not a valid ETag such as W/\"1\".")))
+    }
+
+    /// Reads the body (up to the configured limit) and parses it as a valid resource of `resource_type`.
+    pub async fn resource(self, resource_type: &str, limit: usize) -> Result<Map<String, Value>, FhirError> {
+        negotiate::require_json_body(&self.headers)?;
+        let bytes = read_body(self.body, limit).await?;
+        parse_resource(&bytes, resource_type)
+    }
+}
+
+/// `W/"3"`, `"3"` or `3`.
+pub(crate) fn parse_etag(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    text.trim_matches('"').parse().ok()
+}
+
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, FhirError> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(FhirError::PayloadTooLarge { limit }),
+        Err(error) => Err(FhirError::bad_request(format!("The request body could not be read: {error}"))),
+    }
+}
+
+/// Parses and validates a resource body; `resource_type` is the type the URL names.
+pub(crate) fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<Map<String, Value>, FhirError> {
+    if bytes.is_empty() {
+        return Err(FhirError::bad_request("The request body is empty; a FHIR resource is required."));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| FhirError::BadRequest {
+        code: "structure",
+        diagnostics: format!("The request body is not valid JSON: {e}."),
+        expression: None,
+    })?;
+    let Value::Object(resource) = value else {
+        return Err(FhirError::BadRequest {
+            code: "structure",
+            diagnostics: "The request body must be a JSON object holding a FHIR resource.".into(),
+            expression: None,
+        });
+    };
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == resource_type => {}
+        Some(t) => {
+            return Err(FhirError::BadRequest {
+                code: "invalid",
+                diagnostics: format!("Resource type in the body ('{t}') does not match the URL ('{resource_type}')."),
+                expression: Some("resourceType".into()),
+            })
+        }
+        None => {
+            return Err(FhirError::BadRequest {
+                code: "required",
+                diagnostics: "The resource has no resourceType.".into(),
+                expression: Some("resourceType".into()),
+            })
+        }
+    }
+    let object = Value::Object(resource);
+    let issues = fhir::validate::validate_resource(&object);
+    if issues.iter().any(|i| matches!(i.severity, fhir::Severity::Error | fhir::Severity::Fatal)) {
+        return Err(FhirError::Invalid(issues));
+    }
+    match object {
+        Value::Object(resource) => Ok(resource),
+        _ => unreachable!("checked above"),
+    }
+}
+
+/// Checks that `segment` names an R4 resource type.
+pub(crate) fn resource_type(segment: &str) -> Result<&str, FhirError> {
+    if fhir::definitions().is_resource_type(segment) {
+        Ok(segment)
+    } else {
+        Err(FhirError::UnsupportedResourceType(segment.to_owned()))
+    }
+}
+
+/// A page size from `_count`: the default when absent, clamped to the maximum as Azure does.
+pub(crate) fn page_size(params: &Params, default: u32, max: u32) -> Result<u32, FhirError> {
+    match params.get("_count") {
+        None => Ok(default),
+        Some(text) => {
+            let n: u64 = text
+                .parse()
+                .map_err(|_| FhirError::bad_request(format!("_count must be a non-negative integer, not '{text}'.")))?;
+            Ok(n.clamp(1, u64::from(max)) as u32)
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Dispatch for `/{segment}`: a resource type (search, create, conditional update/delete) or a
+//! system-level keyword (`_history`).
+
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use fhirside_store::HistoryScope;
+
+use crate::error::FhirError;
+use crate::AppState;
+
+use super::{create, history, resource_type, search, Call};
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let call = Call::new(request);
+    match segment.as_str() {
+        "_history" => history::handle(&state, call, HistoryScope::System).await,
+        s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
+        s => search::handle(&state, call, resource_type(s)?).await,
+    }
+}
+
+pub(crate) async fn post(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let call = Call::new(request);
+    match segment.as_str() {
+        s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
+        s => create::handle(&state, call, resource_type(s)?).await,
+    }
+}

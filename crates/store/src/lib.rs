@@ -1,0 +1,65 @@
+//! Fhirside's resource store.
+//!
+//! This crate owns persistence: resource versions, history, the search index rows that conditional
+//! interactions and search read, and the cost accounting behind `x-ms-request-charge`. It gives the
+//! server one trait, [`ResourceStore`], and an embedded implementation on SQLite ([`SqliteStore`]);
+//! a PostgreSQL implementation will sit behind the same trait and pass the same conformance tests.
+//!
+//! What it does **not** know: HTTP, authentication, FHIRPath, or the FHIR definitions. Callers hand
+//! it resources that were already validated and the index entries already extracted from them; the
+//! store only assigns `versionId`/`lastUpdated`, enforces the version preconditions atomically, and
+//! answers queries expressed as [`SearchQuery`] — a small, dialect-neutral description that each
+//! backend compiles to its own SQL.
+//!
+//! Shape: every write goes through [`ResourceStore::write`] as one [`WriteOp`], so that a conditional
+//! create or a version check happens in the same database transaction as the write it guards. The
+//! SQLite backend funnels writes to one writer thread that commits them in groups (one fsync for many
+//! requests); reads run on a small pool of read-only connections against the WAL.
+
+mod meta;
+mod model;
+mod query;
+mod sqlite;
+
+pub use model::{
+    Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult,
+};
+pub use query::{
+    Clause, DatePrefix, DateRange, HistoryQuery, HistoryScope, Page, SearchQuery, TokenEntry,
+    TokenSystem, TokenValue, IndexEntries,
+};
+pub use sqlite::{SqliteConfig, SqliteStore};
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, so that [`ResourceStore`] can be used as a trait object (`Arc<dyn ResourceStore>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Outcome<T>, StoreError>> + Send + 'a>>;
+
+/// The storage interface every backend implements.
+///
+/// Each method returns the result together with its [`Cost`], from which the server derives the
+/// request charge. Methods are async because networked backends (PostgreSQL) need to be; the SQLite
+/// backend answers reads synchronously from an in-process connection and returns a ready future.
+pub trait ResourceStore: Send + Sync + 'static {
+    /// The current version of a resource, including a deletion marker if the last version deleted it.
+    fn read<'a>(&'a self, resource_type: &'a str, id: &'a str) -> StoreFuture<'a, Option<StoredVersion>>;
+
+    /// One specific version of a resource.
+    fn vread<'a>(
+        &'a self,
+        resource_type: &'a str,
+        id: &'a str,
+        version: u64,
+    ) -> StoreFuture<'a, Option<StoredVersion>>;
+
+    /// Applies one write atomically: preconditions, conditional matching, the new version and its
+    /// index rows all happen in one transaction.
+    fn write(&self, op: WriteOp) -> StoreFuture<'_, WriteResult>;
+
+    /// Versions in a history scope, newest first.
+    fn history<'a>(&'a self, scope: &'a HistoryScope, query: &'a HistoryQuery) -> StoreFuture<'a, Page>;
+
+    /// Current, non-deleted resources of one type matching every clause of `query`.
+    fn search<'a>(&'a self, resource_type: &'a str, query: &'a SearchQuery) -> StoreFuture<'a, Page>;
+}

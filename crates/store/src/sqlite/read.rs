@@ -1,0 +1,164 @@
+//! Queries shared by the read pool and the writer (which runs conditional matches inside its
+//! transaction).
+
+use bytes::Bytes;
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
+
+use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
+use crate::query::{HistoryQuery, HistoryScope, Page, SearchQuery};
+
+use super::sql;
+
+const VERSION_COLUMNS: &str = "rid, id, version, last_updated, deleted, method, body";
+
+/// Maps a row of [`VERSION_COLUMNS`].
+fn version_row(resource_type: &str, row: &Row<'_>) -> rusqlite::Result<(i64, StoredVersion)> {
+    let body: Option<Vec<u8>> = row.get(6)?;
+    Ok((
+        row.get(0)?,
+        StoredVersion {
+            resource_type: resource_type.to_owned(),
+            id: row.get(1)?,
+            version: row.get::<_, i64>(2)? as u64,
+            last_updated: row.get(3)?,
+            deleted: row.get::<_, i64>(4)? != 0,
+            method: Method::from_db(row.get(5)?),
+            body: body.map(Bytes::from).unwrap_or_default(),
+        },
+    ))
+}
+
+fn cost_of(versions: &[StoredVersion]) -> Cost {
+    Cost {
+        rows_read: versions.len().max(1) as u64,
+        bytes_read: versions.iter().map(|v| v.body.len() as u64).sum(),
+        ..Cost::default()
+    }
+}
+
+/// The current version (possibly a deletion marker) with its row id.
+pub(super) fn current_with_rid(
+    conn: &Connection,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<(i64, StoredVersion)>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM resource WHERE type = ?1 AND id = ?2 AND valid_to IS NULL"
+    ))?;
+    Ok(stmt.query_row((resource_type, id), |row| version_row(resource_type, row)).optional()?)
+}
+
+pub(super) fn current(
+    conn: &Connection,
+    resource_type: &str,
+    id: &str,
+) -> Result<Outcome<Option<StoredVersion>>, StoreError> {
+    let found = current_with_rid(conn, resource_type, id)?.map(|(_, v)| v);
+    let cost = cost_of(found.as_slice());
+    Ok(Outcome { value: found, cost })
+}
+
+pub(super) fn version(
+    conn: &Connection,
+    resource_type: &str,
+    id: &str,
+    version: u64,
+) -> Result<Outcome<Option<StoredVersion>>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3"
+    ))?;
+    let found = stmt
+        .query_row((resource_type, id, version as i64), |row| version_row(resource_type, row))
+        .optional()?
+        .map(|(_, v)| v);
+    let cost = cost_of(found.as_slice());
+    Ok(Outcome { value: found, cost })
+}
+
+/// One page of search results; `query.count` rows at most, with a cursor if there are more.
+pub(super) fn search(
+    conn: &Connection,
+    resource_type: &str,
+    query: &SearchQuery,
+) -> Result<(Page, Cost), StoreError> {
+    let (rows, more) = search_rids(conn, resource_type, query, query.count)?;
+    let next = if more { rows.last().map(|(rid, _)| Page::encode_cursor(*rid)) } else { None };
+    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
+    let cost = cost_of(&versions);
+    Ok((Page { versions, next }, cost))
+}
+
+/// Up to `limit` matches with their row ids, and whether more exist.
+pub(super) fn search_rids(
+    conn: &Connection,
+    resource_type: &str,
+    query: &SearchQuery,
+    limit: u32,
+) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError> {
+    let compiled = sql::compile_search(resource_type, query, limit.saturating_add(1));
+    let mut stmt = conn.prepare_cached(&compiled.sql)?;
+    let mut rows = stmt
+        .query_map(params_from_iter(compiled.params.iter()), |row| version_row(resource_type, row))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    Ok((rows, more))
+}
+
+pub(super) fn history(
+    conn: &Connection,
+    scope: &HistoryScope,
+    query: &HistoryQuery,
+) -> Result<Outcome<Page>, StoreError> {
+    use rusqlite::types::Value as SqlValue;
+    let mut sql = String::from(
+        "SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource WHERE 1 = 1",
+    );
+    let mut params: Vec<SqlValue> = Vec::new();
+    match scope {
+        HistoryScope::System => {}
+        HistoryScope::Type(t) => {
+            sql.push_str(" AND type = ?");
+            params.push(SqlValue::Text(t.clone()));
+        }
+        HistoryScope::Instance(t, id) => {
+            sql.push_str(" AND type = ? AND id = ?");
+            params.push(SqlValue::Text(t.clone()));
+            params.push(SqlValue::Text(id.clone()));
+        }
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND last_updated >= ?");
+        params.push(SqlValue::Integer(since));
+    }
+    if let Some((low, high)) = query.at {
+        sql.push_str(" AND last_updated < ? AND (valid_to IS NULL OR valid_to > ?)");
+        params.push(SqlValue::Integer(high));
+        params.push(SqlValue::Integer(low));
+    }
+    if let Some((t, rid)) = query.cursor {
+        sql.push_str(" AND (last_updated, rid) < (?, ?)");
+        params.push(SqlValue::Integer(t));
+        params.push(SqlValue::Integer(rid));
+    }
+    sql.push_str(" ORDER BY last_updated DESC, rid DESC LIMIT ?");
+    params.push(SqlValue::Integer(i64::from(query.count) + 1));
+
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt
+        .query_map(params_from_iter(params.iter()), |row| {
+            let resource_type: String = row.get(7)?;
+            version_row(&resource_type, row)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = rows.len() > query.count as usize;
+    rows.truncate(query.count as usize);
+    let next = if more {
+        rows.last().map(|(rid, v)| Page::encode_history_cursor(v.last_updated, *rid))
+    } else {
+        None
+    };
+    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
+    let cost = cost_of(&versions);
+    Ok(Outcome { value: Page { versions, next }, cost })
+}

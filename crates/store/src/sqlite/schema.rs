@@ -1,0 +1,59 @@
+//! The SQLite schema, as numbered forward-only migrations.
+//!
+//! The layout is the one the PostgreSQL backend will share: one row per resource version, the
+//! current version being the one whose `valid_to` is NULL, and one index table per search
+//! parameter type whose rows point at the current version's `rid`. `valid_to` (the `lastUpdated`
+//! of the version that replaced this one) makes `_at` history queries a range test instead of a
+//! self-join.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// Each entry migrates from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: resources with history, and token index rows.
+    "CREATE TABLE resource (
+        rid INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated INTEGER NOT NULL,
+        valid_to INTEGER,
+        deleted INTEGER NOT NULL,
+        method INTEGER NOT NULL,
+        body BLOB
+    );
+    CREATE UNIQUE INDEX resource_version ON resource (type, id, version);
+    CREATE UNIQUE INDEX resource_current ON resource (type, id) WHERE valid_to IS NULL;
+    CREATE INDEX resource_live ON resource (type, rid) WHERE valid_to IS NULL AND deleted = 0;
+    CREATE INDEX resource_system_history ON resource (last_updated, rid);
+    CREATE INDEX resource_type_history ON resource (type, last_updated, rid);
+    CREATE TABLE token_index (
+        rid INTEGER NOT NULL,
+        param TEXT NOT NULL,
+        system TEXT,
+        code TEXT NOT NULL
+    );
+    CREATE INDEX token_index_value ON token_index (param, code, system);
+    CREATE INDEX token_index_rid ON token_index (rid);",
+];
+
+/// Brings the database to the newest schema, refusing one written by a newer Fhirside.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let newest = MIGRATIONS.len() as i64;
+    if current > newest {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {current}, newer than this build's {newest}; \
+             upgrade Fhirside instead of downgrading it"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The writer thread and group commit.
+//!
+//! All writes funnel into one thread holding the only read-write connection. It takes whatever
+//! jobs are waiting (up to `max_group`), runs each inside its own SAVEPOINT within one transaction,
+//! commits once, and only then answers the callers. A job that fails rolls back to its savepoint
+//! without disturbing the others; if the commit itself fails, every job in the group is told so,
+//! and none of them was acknowledged. One fsync is thus shared by a whole group, which is what lets
+//! `synchronous = FULL` keep up with many concurrent clients.
+
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::meta;
+use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
+use crate::query::{IndexEntries, SearchQuery};
+
+use super::read;
+
+pub(super) struct Job {
+    pub op: WriteOp,
+    pub reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>>,
+}
+
+pub(super) fn spawn(
+    conn: Connection,
+    max_group: usize,
+) -> Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>), StoreError> {
+    let last_updated: i64 =
+        conn.query_row("SELECT coalesce(max(last_updated), 0) FROM resource", [], |row| row.get(0))?;
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let thread = std::thread::Builder::new()
+        .name("fhirside-store-writer".into())
+        .spawn(move || {
+            let mut writer = Writer { conn, last_updated };
+            writer.run(receiver, max_group.max(1));
+        })
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    Ok((sender, thread))
+}
+
+struct Writer {
+    conn: Connection,
+    /// The newest `lastUpdated` handed out: each version gets a strictly later one, so history
+    /// order is total even when the clock stands still or steps back.
+    last_updated: i64,
+}
+
+impl Writer {
+    fn run(&mut self, receiver: mpsc::Receiver<Job>, max_group: usize) {
+        let mut group = Vec::with_capacity(max_group);
+        while let Ok(first) = receiver.recv() {
+            group.push(first);
+            while group.len() < max_group {
+                match receiver.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut group);
+        }
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<Job>) {
+        let mut results = Vec::with_capacity(group.len());
+        let began = self.conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(error) = began {
+            let message = error.to_string();
+            for job in group.drain(..) {
+                let _ = job.reply.send(Err(StoreError::Backend(message.clone())));
+            }
+            return;
+        }
+        let clock_before = self.last_updated;
+        for job in group.iter_mut() {
+            // Take the op out; the job keeps only its reply channel.
+            let op = std::mem::replace(&mut job.op, WriteOp::Delete {
+                resource_type: String::new(),
+                id: String::new(),
+                if_match: None,
+            });
+            results.push(self.apply_in_savepoint(op));
+        }
+        if let Err(error) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.last_updated = clock_before;
+            let message = error.to_string();
+            for job in group.drain(..) {
+                let _ = job.reply.send(Err(StoreError::Backend(message.clone())));
+            }
+            return;
+        }
+        for (job, result) in group.drain(..).zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+
+    fn apply_in_savepoint(&mut self, op: WriteOp) -> Result<Outcome<WriteResult>, StoreError> {
+        self.conn.execute_batch("SAVEPOINT op")?;
+        let mut cost = Cost::default();
+        match self.apply(op, &mut cost) {
+            Ok(value) => {
+                self.conn.execute_batch("RELEASE op")?;
+                Ok(Outcome { value, cost })
+            }
+            Err(error) => {
+                self.conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                Err(error)
+            }
+        }
+    }
+
+    fn next_timestamp(&mut self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        self.last_updated = now.max(self.last_updated + 1);
+        self.last_updated
+    }
+
+    fn apply(&mut self, op: WriteOp, cost: &mut Cost) -> Result<WriteResult, StoreError> {
+        match op {
+            WriteOp::Create { resource_type, id, resource, index, if_none_exist } => {
+                if let Some(query) = if_none_exist {
+                    if let Some(existing) = self.single_match(&resource_type, &query, cost)? {
+                        return Ok(WriteResult::Existing(existing));
+                    }
+                }
+                self.put(&resource_type, &id, resource, &index, None, Method::Post, cost)
+            }
+            WriteOp::Update { resource_type, id, resource, index, if_match } => {
+                self.put(&resource_type, &id, resource, &index, if_match, Method::Put, cost)
+            }
+            WriteOp::ConditionalUpdate { resource_type, query, new_id, body_id, resource, index, if_match } => {
+                let id = match (self.single_match(&resource_type, &query, cost)?, body_id) {
+                    (Some(existing), Some(body_id)) if existing.id != body_id => {
+                        return Err(StoreError::Invalid(format!(
+                            "The id in the body ('{body_id}') does not match the matched resource ('{}').",
+                            existing.id
+                        )));
+                    }
+                    (Some(existing), _) => existing.id,
+                    (None, Some(body_id)) => {
+                        let taken = read::current_with_rid(&self.conn, &resource_type, &body_id)?
+                            .is_some_and(|(_, v)| !v.deleted);
+                        if taken {
+                            return Err(StoreError::Conflict(format!(
+                                "No resource matched, but {resource_type}/{body_id} exists and does not match the criteria."
+                            )));
+                        }
+                        body_id
+                    }
+                    (None, None) => new_id,
+                };
+                self.put(&resource_type, &id, resource, &index, if_match, Method::Put, cost)
+            }
+            WriteOp::Delete { resource_type, id, if_match } => {
+                let current = read::current_with_rid(&self.conn, &resource_type, &id)?;
+                cost.rows_read += 1;
+                if let (Some(expected), Some((_, v))) = (if_match, &current) {
+                    if v.deleted || v.version != expected {
+                        return Err(StoreError::VersionConflict { expected, current: Some(v.version) });
+                    }
+                }
+                match current {
+                    Some((rid, v)) if !v.deleted => {
+                        Ok(WriteResult::Deleted(vec![self.delete(rid, &v, cost)?]))
+                    }
+                    _ => Ok(WriteResult::Deleted(Vec::new())),
+                }
+            }
+            WriteOp::ConditionalDelete { resource_type, query, max } => {
+                let (matches, more) = read::search_rids(&self.conn, &resource_type, &query, max)?;
+                cost.rows_read += matches.len().max(1) as u64;
+                if more {
+                    return Err(StoreError::TooManyMatches {
+                        resource_type,
+                        matched: matches.len() + 1,
+                    });
+                }
+                let mut deleted = Vec::with_capacity(matches.len());
+                for (rid, version) in matches {
+                    deleted.push(self.delete(rid, &version, cost)?);
+                }
+                Ok(WriteResult::Deleted(deleted))
+            }
+        }
+    }
+
+    /// Zero or one match for a conditional interaction; more is an error.
+    fn single_match(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        cost: &mut Cost,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let (mut matches, more) = read::search_rids(&self.conn, resource_type, query, 1)?;
+        cost.rows_read += 1;
+        if more {
+            return Err(StoreError::TooManyMatches { resource_type: resource_type.to_owned(), matched: 2 });
+        }
+        Ok(matches.pop().map(|(_, v)| v))
+    }
+
+    /// Writes a new version of `resource_type/id` (version 1 if it never existed).
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        resource: Map<String, Value>,
+        index: &IndexEntries,
+        if_match: Option<u64>,
+        method: Method,
+        cost: &mut Cost,
+    ) -> Result<WriteResult, StoreError> {
+        let current = read::current_with_rid(&self.conn, resource_type, id)?;
+        cost.rows_read += 1;
+        match (if_match, &current) {
+            (Some(_), None) => return Err(StoreError::NotFoundForMatch),
+            (Some(expected), Some((_, v))) if v.version != expected || v.deleted => {
+                return Err(StoreError::VersionConflict { expected, current: Some(v.version) });
+            }
+            _ => {}
+        }
+        let last_updated = self.next_timestamp();
+        let version = current.as_ref().map_or(1, |(_, v)| v.version + 1);
+        let created = current.as_ref().is_none_or(|(_, v)| v.deleted);
+        if let Some((rid, _)) = &current {
+            self.retire(*rid, last_updated)?;
+        }
+        let body = meta::stamp(resource, resource_type, id, version, &meta::format_instant(last_updated));
+        let rid = self.insert(resource_type, id, version, last_updated, Some(&body), method)?;
+        for token in &index.tokens {
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO token_index (rid, param, system, code) VALUES (?1, ?2, ?3, ?4)")?;
+            stmt.execute((rid, &token.param, &token.system, &token.code))?;
+        }
+        cost.rows_written += 1 + index.tokens.len() as u64;
+        cost.bytes_written += body.len() as u64;
+        let stored = StoredVersion {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version,
+            last_updated,
+            deleted: false,
+            method,
+            body: body.into(),
+        };
+        Ok(if created { WriteResult::Created(stored) } else { WriteResult::Updated(stored) })
+    }
+
+    /// Writes a deletion marker after `current`.
+    fn delete(&mut self, rid: i64, current: &StoredVersion, cost: &mut Cost) -> Result<StoredVersion, StoreError> {
+        let last_updated = self.next_timestamp();
+        self.retire(rid, last_updated)?;
+        let version = current.version + 1;
+        self.insert(&current.resource_type, &current.id, version, last_updated, None, Method::Delete)?;
+        cost.rows_written += 1;
+        Ok(StoredVersion {
+            resource_type: current.resource_type.clone(),
+            id: current.id.clone(),
+            version,
+            last_updated,
+            deleted: true,
+            method: Method::Delete,
+            body: Default::default(),
+        })
+    }
+
+    /// Ends the current version at `valid_to` and drops its index rows.
+    fn retire(&self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE resource SET valid_to = ?2 WHERE rid = ?1")?
+            .execute((rid, valid_to))?;
+        self.conn.prepare_cached("DELETE FROM token_index WHERE rid = ?1")?.execute([rid])?;
+        Ok(())
+    }
+
+    fn insert(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+        last_updated: i64,
+        body: Option<&[u8]>,
+        method: Method,
+    ) -> Result<i64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO resource (type, id, version, last_updated, valid_to, deleted, method, body) \
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7)",
+        )?;
+        stmt.execute((
+            resource_type,
+            id,
+            version as i64,
+            last_updated,
+            body.is_none() as i64,
+            method.to_db(),
+            body,
+        ))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+}
