@@ -128,13 +128,19 @@ mod tests {
     fn expression_for_picks_the_branch_of_one_resource_type() {
         let defs = definitions();
         let patient = defs.search_param("Observation", "patient").unwrap();
-        assert_eq!(patient.expression_for("Observation").as_deref(), Some("Observation.subject.where(resolve() is Patient)"));
+        assert_eq!(
+            patient.expression_for("Observation").as_deref(),
+            Some("Observation.subject.where(resolve() is Patient)")
+        );
         let context = defs.search_param("ActivityDefinition", "context-quantity").unwrap();
         assert_eq!(
             context.expression_for("ActivityDefinition").as_deref(),
             Some("(ActivityDefinition.useContext.value as Quantity) | (ActivityDefinition.useContext.value as Range)")
         );
-        assert_eq!(defs.search_param("Patient", "_id").unwrap().expression_for("Patient").as_deref(), Some("Resource.id"));
+        assert_eq!(
+            defs.search_param("Patient", "_id").unwrap().expression_for("Patient").as_deref(),
+            Some("Resource.id")
+        );
         assert_eq!(patient.expression_for("Patient"), None);
     }
 

@@ -88,7 +88,9 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         other => return Err(format!("unknown --auth mode '{other}'; this build supports 'none' (loopback only)")),
     };
     if http && !listen.ip().is_loopback() {
-        return Err(format!("plain HTTP is only allowed on a loopback address, not {listen}; drop --http to serve HTTPS"));
+        return Err(format!(
+            "plain HTTP is only allowed on a loopback address, not {listen}; drop --http to serve HTTPS"
+        ));
     }
     if auth == fhirside_server::AuthMode::None && !listen.ip().is_loopback() {
         return Err(format!("--auth none is only allowed on a loopback address, not {listen}"));

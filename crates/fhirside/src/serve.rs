@@ -40,7 +40,12 @@ pub fn run(settings: Settings) -> Result<(), String> {
                 None => tls::ensure_local_certificate(&data_dir.join("tls"), &[local.ip().to_string()])?,
             };
             if let Some(ca) = &files.ca {
-                let _ = writeln!(out, "TLS certificate authority: {} (for example: curl --cacert {} ...)", ca.display(), ca.display());
+                let _ = writeln!(
+                    out,
+                    "TLS certificate authority: {} (for example: curl --cacert {} ...)",
+                    ca.display(),
+                    ca.display()
+                );
             }
             Transport::Tls(tls::server_config(&files)?)
         };

@@ -39,12 +39,7 @@ pub struct Principal {
 pub(crate) fn authenticate(state: &AppState, _headers: &HeaderMap) -> Result<Principal, FhirError> {
     match state.config.auth {
         AuthMode::None => Ok(Principal {
-            data_actions: vec![
-                DataAction::Read,
-                DataAction::Write,
-                DataAction::Delete,
-                DataAction::ResourceValidate,
-            ],
+            data_actions: vec![DataAction::Read, DataAction::Write, DataAction::Delete, DataAction::ResourceValidate],
             object_id: String::new(),
         }),
     }

@@ -77,11 +77,8 @@ fn base_url_for(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(base) = &state.config.base_url {
         return base.clone();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| is_plausible_host(h))
-        .unwrap_or("localhost");
+    let host =
+        headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| is_plausible_host(h)).unwrap_or("localhost");
     format!("{}://{}", state.config.scheme, host)
 }
 

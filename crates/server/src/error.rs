@@ -155,7 +155,9 @@ impl FhirError {
 impl From<StoreError> for FhirError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::VersionConflict { expected, .. } => FhirError::VersionMismatch { supplied: expected.to_string() },
+            StoreError::VersionConflict { expected, .. } => {
+                FhirError::VersionMismatch { supplied: expected.to_string() }
+            }
             StoreError::NotFoundForMatch => {
                 FhirError::PreconditionFailed("If-Match was given for a resource that does not exist.".into())
             }

@@ -57,7 +57,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metadata", get(capabilities::handle))
         .route("/", get(system::get).post(system::post))
-        .route("/{segment}", get(type_level::get).post(type_level::post).put(update::conditional).delete(delete::conditional))
+        .route(
+            "/{segment}",
+            get(type_level::get).post(type_level::post).put(update::conditional).delete(delete::conditional),
+        )
         .route("/{segment}/{id}", get(instance::get).put(update::handle).delete(delete::handle).post(instance::post))
         .route("/{segment}/{id}/{op}", get(instance::get_sub).post(instance::post_sub))
         .route("/{segment}/{id}/_history/{vid}", get(vread::handle))

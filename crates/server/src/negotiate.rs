@@ -30,9 +30,7 @@ pub(crate) fn response_format(headers: &HeaderMap, params: &Params) -> Result<Fo
             Kind::FhirJson | Kind::Any => FHIR_JSON,
             Kind::Json => PLAIN_JSON,
             Kind::Xml => return Err(xml_not_acceptable()),
-            Kind::Other => {
-                return Err(FhirError::NotAcceptable(format!("The _format '{format}' is not supported.")))
-            }
+            Kind::Other => return Err(FhirError::NotAcceptable(format!("The _format '{format}' is not supported."))),
         },
         None => match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
             None => FHIR_JSON,
@@ -176,7 +174,10 @@ mod tests {
     fn accept_picks_json_and_refuses_xml() {
         let none = Params::default();
         assert_eq!(response_format(&headers(&[]), &none).unwrap().content_type, FHIR_JSON);
-        assert_eq!(response_format(&headers(&[("accept", "application/json")]), &none).unwrap().content_type, PLAIN_JSON);
+        assert_eq!(
+            response_format(&headers(&[("accept", "application/json")]), &none).unwrap().content_type,
+            PLAIN_JSON
+        );
         assert_eq!(
             response_format(&headers(&[("accept", "text/html, */*;q=0.8")]), &none).unwrap().content_type,
             FHIR_JSON

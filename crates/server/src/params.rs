@@ -8,9 +8,9 @@ impl Params {
     pub fn parse(query: Option<&str>) -> Params {
         match query {
             None | Some("") => Params::default(),
-            Some(q) => Params(
-                form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
-            ),
+            Some(q) => {
+                Params(form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+            }
         }
     }
 

@@ -86,7 +86,12 @@ pub(crate) fn json_body(bytes: &bytes::Bytes, pretty: bool) -> Result<Body, Fhir
 }
 
 /// A `200` response carrying a JSON document (a Bundle, a CapabilityStatement, an OperationOutcome).
-pub(crate) fn document(status: StatusCode, body: bytes::Bytes, format: Format, cost: Cost) -> Result<Response, FhirError> {
+pub(crate) fn document(
+    status: StatusCode,
+    body: bytes::Bytes,
+    format: Format,
+    cost: Cost,
+) -> Result<Response, FhirError> {
     let mut response = Response::builder().status(status);
     let headers = response.headers_mut().expect("a fresh builder has headers");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type));

@@ -21,12 +21,10 @@ mod model;
 mod query;
 mod sqlite;
 
-pub use model::{
-    Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult,
-};
+pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 pub use query::{
-    Clause, DatePrefix, DateRange, HistoryQuery, HistoryScope, Page, SearchQuery, TokenEntry,
-    TokenSystem, TokenValue, IndexEntries,
+    Clause, DatePrefix, DateRange, HistoryQuery, HistoryScope, IndexEntries, Page, SearchQuery, TokenEntry,
+    TokenSystem, TokenValue,
 };
 pub use sqlite::{SqliteConfig, SqliteStore};
 
@@ -46,12 +44,8 @@ pub trait ResourceStore: Send + Sync + 'static {
     fn read<'a>(&'a self, resource_type: &'a str, id: &'a str) -> StoreFuture<'a, Option<StoredVersion>>;
 
     /// One specific version of a resource.
-    fn vread<'a>(
-        &'a self,
-        resource_type: &'a str,
-        id: &'a str,
-        version: u64,
-    ) -> StoreFuture<'a, Option<StoredVersion>>;
+    fn vread<'a>(&'a self, resource_type: &'a str, id: &'a str, version: u64)
+        -> StoreFuture<'a, Option<StoredVersion>>;
 
     /// Applies one write atomically: preconditions, conditional matching, the new version and its
     /// index rows all happen in one transaction.

@@ -309,7 +309,7 @@ fn render(
             let mut line = j(&Value::Object(head));
             line.pop(); // reopen the object to append the elements one per line
             line.push_str(",\"elements\":[\n");
-            let items: Vec<String> = elements.as_array().into_iter().flatten().map(|e| j(e)).collect();
+            let items: Vec<String> = elements.as_array().into_iter().flatten().map(j).collect();
             line.push_str(&items.join(",\n"));
             line.push_str("]}");
             line
@@ -318,7 +318,7 @@ fn render(
     s.push_str("],\n\"valueSets\":{\n");
     join(&mut s, value_sets.iter().map(|(k, v)| format!("{}:{}", json!(k), json!(v))));
     s.push_str("},\n\"searchParams\":[\n");
-    join(&mut s, search_params.iter().map(|p| j(p)));
+    join(&mut s, search_params.iter().map(j));
     s.push_str("],\n\"compartments\":{\n");
     join(
         &mut s,

@@ -1,7 +1,7 @@
 //! Structural validation of FHIR R4 JSON resources against the embedded StructureDefinitions.
 //!
 //! It runs on every write, so it is built for speed: the definitions are compiled once into a graph of nodes
-//! keyed by JSON property name ([`schema`]), the walk over a resource allocates nothing while the resource is
+//! keyed by JSON property name (module `schema`), the walk over a resource allocates nothing while the resource is
 //! valid, and the FHIRPath-style location of an issue (`Patient.name[0].given[1]`) is rendered from a chain of
 //! stack frames only when an issue is reported.
 //!
@@ -15,7 +15,7 @@
 //!   `_x` extension array, `_x` objects holding only `id` and `extension`;
 //! - `contained` resources (each needs an `id` and may not itself contain resources), and resources nested in
 //!   `Bundle.entry.resource` or `Parameters.parameter.resource`, validated as resources in their own right;
-//! - `Reference.reference` syntax (see [`reference`]);
+//! - `Reference.reference` syntax (module `reference` lists the accepted forms);
 //! - codes of required bindings whose ValueSet is embedded (see `tools/fhir-codegen`).
 //!
 //! Not checked: FHIRPath invariants (`constraint` in the definitions, such as `ele-1` or `dom-3`) — a later

@@ -25,10 +25,18 @@ pub(crate) fn check(p: Primitive, v: &Value) -> Result<(), (IssueType, String)> 
             match n.as_i64() {
                 Some(i) if (min..=i32::MAX as i64).contains(&i) => Ok(()),
                 Some(_) => Err(value_error(v, p, &format!("must be between {min} and {}", i32::MAX))),
+                None if n.is_u64() => Err(value_error(v, p, &format!("must be between {min} and {}", i32::MAX))),
                 None => Err(value_error(v, p, "must be a whole number without a decimal point")),
             }
         }
-        (Primitive::Boolean | Primitive::Decimal | Primitive::Integer | Primitive::UnsignedInt | Primitive::PositiveInt, _) => {
+        (
+            Primitive::Boolean
+            | Primitive::Decimal
+            | Primitive::Integer
+            | Primitive::UnsignedInt
+            | Primitive::PositiveInt,
+            _,
+        ) => {
             let expected = if p == Primitive::Boolean { "a JSON boolean" } else { "a JSON number" };
             Err((IssueType::Structure, format!("a {} must be {expected}, found {}", p.name(), json_kind(v))))
         }
@@ -57,7 +65,11 @@ fn check_string(p: Primitive, s: &str) -> Result<(), String> {
         Primitive::Instant => return parse_instant(s).map(drop).map_err(|e| e.to_string()),
         Primitive::Time => return parse_time(s).map(drop).map_err(|e| e.to_string()),
         Primitive::Xhtml => return check_xhtml(s),
-        Primitive::Boolean | Primitive::Decimal | Primitive::Integer | Primitive::UnsignedInt | Primitive::PositiveInt => {
+        Primitive::Boolean
+        | Primitive::Decimal
+        | Primitive::Integer
+        | Primitive::UnsignedInt
+        | Primitive::PositiveInt => {
             unreachable!("numbers and booleans are matched before strings")
         }
     };
@@ -131,7 +143,9 @@ fn check_xhtml(s: &str) -> Result<(), String> {
     let start_tag = trimmed.strip_prefix("<div").and_then(|rest| rest.split('>').next());
     match start_tag {
         Some(tag) if tag.is_empty() || tag.starts_with(char::is_whitespace) || tag == "/" => {
-            if tag.contains("xmlns=\"http://www.w3.org/1999/xhtml\"") || tag.contains("xmlns='http://www.w3.org/1999/xhtml'") {
+            if tag.contains("xmlns=\"http://www.w3.org/1999/xhtml\"")
+                || tag.contains("xmlns='http://www.w3.org/1999/xhtml'")
+            {
                 Ok(())
             } else {
                 Err("the div must declare xmlns=\"http://www.w3.org/1999/xhtml\"".into())

@@ -144,7 +144,10 @@ impl Primitive {
 }
 
 impl Schema {
-    pub(crate) fn build(types: &HashMap<String, TypeDef>, value_sets: &HashMap<String, Vec<String>>) -> Result<Schema, String> {
+    pub(crate) fn build(
+        types: &HashMap<String, TypeDef>,
+        value_sets: &HashMap<String, Vec<String>>,
+    ) -> Result<Schema, String> {
         let mut names: Vec<&TypeDef> = types.values().collect();
         names.sort_by(|a, b| a.name.cmp(&b.name)); // stable node ids
         let mut schema = Schema { nodes: Vec::new(), by_type: HashMap::default(), value_sets: Vec::new() };
@@ -190,8 +193,11 @@ impl Schema {
             } else {
                 *backbones.get(parent_path).ok_or_else(|| format!("no parent for {}", element.path))?
             };
-            let has_children =
-                t.elements.get(i + 1).is_some_and(|next| next.path.len() > element.path.len() && next.path.starts_with(&element.path) && next.path.as_bytes()[element.path.len()] == b'.');
+            let has_children = t.elements.get(i + 1).is_some_and(|next| {
+                next.path.len() > element.path.len()
+                    && next.path.starts_with(&element.path)
+                    && next.path.as_bytes()[element.path.len()] == b'.'
+            });
             let max = match element.max.as_str() {
                 "*" => u32::MAX,
                 n => n.parse().map_err(|_| format!("bad max {n}"))?,
@@ -211,7 +217,11 @@ impl Schema {
                     let kind = if let Some(p) = Primitive::from_name(code) {
                         ChildKind::Primitive(p, self.by_type[code])
                     } else if code == "Resource" {
-                        if name == "contained" { ChildKind::Contained } else { ChildKind::Resource }
+                        if name == "contained" {
+                            ChildKind::Contained
+                        } else {
+                            ChildKind::Resource
+                        }
                     } else {
                         ChildKind::Complex(*self.by_type.get(code).ok_or_else(|| format!("unknown type {code}"))?)
                     };

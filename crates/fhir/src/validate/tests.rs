@@ -41,7 +41,11 @@ fn a_rich_valid_resource_has_no_issues() {
 fn unknown_element() {
     assert_eq!(issues(patient(json!({"foo": 1}))), one("Patient.foo", "structure"));
     assert_eq!(issues(patient(json!({"name": [{"first": "A"}]}))), one("Patient.name[0].first", "structure"));
-    assert_eq!(issues(patient(json!({"_name": {"id": "x"}}))), one("Patient.name", "structure"), "_x of a non-primitive");
+    assert_eq!(
+        issues(patient(json!({"_name": {"id": "x"}}))),
+        one("Patient.name", "structure"),
+        "_x of a non-primitive"
+    );
 }
 
 #[test]
@@ -51,7 +55,10 @@ fn missing_required_elements() {
     let q = json!({"resourceType": "Questionnaire", "status": "draft",
         "item": [{"linkId": "1", "type": "group", "item": [{"type": "string"}]}]});
     assert_eq!(issues(q), one("Questionnaire.item[0].item[0].linkId", "required"), "via contentReference");
-    assert_eq!(issues(patient(json!({"extension": [{"valueString": "x"}]}))), one("Patient.extension[0].url", "required"));
+    assert_eq!(
+        issues(patient(json!({"extension": [{"valueString": "x"}]}))),
+        one("Patient.extension[0].url", "required")
+    );
     // A primitive present only through its extension counts as present.
     let obs = json!({"resourceType": "Observation", "code": {"text": "x"},
         "_status": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}});

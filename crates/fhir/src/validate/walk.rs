@@ -69,7 +69,12 @@ struct Walk<'d> {
 
 impl<'d> Walk<'d> {
     fn issue(&mut self, code: IssueType, loc: &Loc<'_>, diagnostics: impl Into<String>) {
-        self.issues.push(Issue { severity: Severity::Error, code, expression: loc.to_path(), diagnostics: diagnostics.into() });
+        self.issues.push(Issue {
+            severity: Severity::Error,
+            code,
+            expression: loc.to_path(),
+            diagnostics: diagnostics.into(),
+        });
     }
 
     fn resource(&mut self, value: &Value, loc: &Loc<'_>, nesting: Nesting) {
@@ -190,7 +195,11 @@ impl<'d> Walk<'d> {
                     return self.issue(IssueType::Structure, here, message);
                 }
                 if items.is_empty() {
-                    return self.issue(IssueType::Structure, here, "arrays must not be empty (omit the element instead)");
+                    return self.issue(
+                        IssueType::Structure,
+                        here,
+                        "arrays must not be empty (omit the element instead)",
+                    );
                 }
                 if items.len() as u64 > child.max as u64 {
                     let message = format!("element '{}' has at most {} values", child.name, child.max);
@@ -203,7 +212,10 @@ impl<'d> Walk<'d> {
                         let aligned = matches!(child.kind, ChildKind::Primitive(..))
                             && partner.and_then(|p| p.get(i)).is_some_and(|e| !e.is_null());
                         if !aligned {
-                            let message = format!("null is only allowed in a primitive array aligned with a non-null {} entry", child.ext_key);
+                            let message = format!(
+                                "null is only allowed in a primitive array aligned with a non-null {} entry",
+                                child.ext_key
+                            );
                             self.issue(IssueType::Structure, &at, message);
                         }
                     } else {
@@ -211,7 +223,9 @@ impl<'d> Walk<'d> {
                     }
                 }
             }
-            Value::Null => self.issue(IssueType::Structure, here, "null is not allowed here (omit the element instead)"),
+            Value::Null => {
+                self.issue(IssueType::Structure, here, "null is not allowed here (omit the element instead)")
+            }
             single => {
                 if child.max > 1 {
                     let message = format!("element '{}' repeats and must be an array", child.name);
@@ -233,7 +247,10 @@ impl<'d> Walk<'d> {
                     if codes.binary_search_by(|c| (**c).cmp(code.as_str())).is_err() {
                         let shown: Vec<&str> = codes.iter().take(12).map(|c| &**c).collect();
                         let more = if codes.len() > shown.len() { ", ..." } else { "" };
-                        let message = format!("'{code}' is not in the required value set: expected one of {}{more}", shown.join(", "));
+                        let message = format!(
+                            "'{code}' is not in the required value set: expected one of {}{more}",
+                            shown.join(", ")
+                        );
                         self.issue(IssueType::CodeInvalid, here, message);
                     }
                 }
@@ -256,20 +273,33 @@ impl<'d> Walk<'d> {
 
     /// `_x`: the id/extensions of primitive `x`, an object, or for repeating primitives an array aligned with
     /// `x`'s array (null where a value has no extension).
-    fn primitive_extension(&mut self, child: &'d Child, ext_node: NodeId, parent: &Map<String, Value>, value: &Value, here: &Loc<'_>) {
+    fn primitive_extension(
+        &mut self,
+        child: &'d Child,
+        ext_node: NodeId,
+        parent: &Map<String, Value>,
+        value: &Value,
+        here: &Loc<'_>,
+    ) {
         match value {
             Value::Array(items) => {
                 if child.max <= 1 {
-                    let message = format!("'{}' must not be an array: '{}' has at most one value", child.ext_key, child.name);
+                    let message =
+                        format!("'{}' must not be an array: '{}' has at most one value", child.ext_key, child.name);
                     return self.issue(IssueType::Structure, here, message);
                 }
                 if items.is_empty() {
-                    return self.issue(IssueType::Structure, here, "arrays must not be empty (omit the element instead)");
+                    return self.issue(
+                        IssueType::Structure,
+                        here,
+                        "arrays must not be empty (omit the element instead)",
+                    );
                 }
                 let values = parent.get(&*child.name);
                 if let Some(values) = values {
                     if values.as_array().is_none_or(|v| v.len() != items.len()) {
-                        let message = format!("'{}' must be an array of the same length as '{}'", child.ext_key, child.name);
+                        let message =
+                            format!("'{}' must be an array of the same length as '{}'", child.ext_key, child.name);
                         return self.issue(IssueType::Structure, here, message);
                     }
                 }
@@ -278,7 +308,10 @@ impl<'d> Walk<'d> {
                     if item.is_null() {
                         // Aligned with a value; both null is reported once, on the value side.
                         if values.is_none() {
-                            let message = format!("null is only allowed in '{}' aligned with a value in '{}'", child.ext_key, child.name);
+                            let message = format!(
+                                "null is only allowed in '{}' aligned with a value in '{}'",
+                                child.ext_key, child.name
+                            );
                             self.issue(IssueType::Structure, &at, message);
                         }
                     } else {
@@ -301,7 +334,10 @@ impl<'d> Walk<'d> {
             }
             Value::Object(obj) => self.object(ext_node, obj, here),
             other => {
-                let message = format!("a primitive's extension must be an object with id and/or extension, found {}", json_kind(other));
+                let message = format!(
+                    "a primitive's extension must be an object with id and/or extension, found {}",
+                    json_kind(other)
+                );
                 self.issue(IssueType::Structure, here, message);
             }
         }

@@ -10,10 +10,11 @@ fn capability_statement_is_accurate_and_valid() {
     assert_eq!(statement["resourceType"], "CapabilityStatement");
     assert_eq!(statement["fhirVersion"], "4.0.1");
     let resources = statement["rest"][0]["resource"].as_array().unwrap();
-    assert_eq!(resources.len(), 145, "every concrete R4 resource type");
+    assert_eq!(resources.len(), 146, "every concrete R4 resource type");
     let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
     assert_eq!(patient["versioning"], "versioned-update");
-    let params: Vec<&str> = patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let params: Vec<&str> =
+        patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(params, ["_id", "_lastUpdated", "identifier"]);
     assert!(response.header("x-ms-request-charge").is_some());
     // The statement is itself a valid R4 resource.

@@ -17,17 +17,26 @@ fn conditional_create() {
     assert_eq!(first.json()["id"], again.json()["id"]);
     // A full URL-style criterion works too.
     server
-        .request("POST", "/Patient", &[("content-type", "application/fhir+json"), ("if-none-exist", "Patient?identifier=c1")],
-                 Some(patient("c1").to_string().as_bytes()))
+        .request(
+            "POST",
+            "/Patient",
+            &[("content-type", "application/fhir+json"), ("if-none-exist", "Patient?identifier=c1")],
+            Some(patient("c1").to_string().as_bytes()),
+        )
         .expect(200);
     // Two matches: 412 and nothing stored.
     server.post_json("/Patient", &patient("c1")).expect(201);
-    let ambiguous = server.request("POST", "/Patient", &headers, Some(patient("c1").to_string().as_bytes())).expect(412);
+    let ambiguous =
+        server.request("POST", "/Patient", &headers, Some(patient("c1").to_string().as_bytes())).expect(412);
     assert!(ambiguous.diagnostics().contains("not selective enough"));
     // Unknown parameters in a condition are refused, not ignored.
     server
-        .request("POST", "/Patient", &[("content-type", "application/fhir+json"), ("if-none-exist", "nonsense=1")],
-                 Some(patient("c2").to_string().as_bytes()))
+        .request(
+            "POST",
+            "/Patient",
+            &[("content-type", "application/fhir+json"), ("if-none-exist", "nonsense=1")],
+            Some(patient("c2").to_string().as_bytes()),
+        )
         .expect(400);
 }
 
@@ -39,9 +48,12 @@ fn concurrent_conditional_creates_make_one_resource() {
             let mut client = server.client();
             std::thread::spawn(move || {
                 client
-                    .request("POST", "/Patient",
-                             &[("content-type", "application/fhir+json"), ("if-none-exist", "identifier=urn:mrn|race")],
-                             Some(patient("race").to_string().as_bytes()))
+                    .request(
+                        "POST",
+                        "/Patient",
+                        &[("content-type", "application/fhir+json"), ("if-none-exist", "identifier=urn:mrn|race")],
+                        Some(patient("race").to_string().as_bytes()),
+                    )
                     .status
             })
         })

@@ -104,20 +104,32 @@ fn update_as_create_and_id_rules() {
 fn prefer_return() {
     let server = Server::start_http();
     let minimal = server
-        .request("POST", "/Patient", &[("content-type", "application/fhir+json"), ("prefer", "return=minimal")],
-                 Some(patient().to_string().as_bytes()))
+        .request(
+            "POST",
+            "/Patient",
+            &[("content-type", "application/fhir+json"), ("prefer", "return=minimal")],
+            Some(patient().to_string().as_bytes()),
+        )
         .expect(201);
     assert!(minimal.body.is_empty());
     assert!(minimal.header("location").is_some());
     assert_eq!(minimal.header("etag"), Some("W/\"1\""));
     let outcome = server
-        .request("POST", "/Patient", &[("content-type", "application/fhir+json"), ("prefer", "return=OperationOutcome")],
-                 Some(patient().to_string().as_bytes()))
+        .request(
+            "POST",
+            "/Patient",
+            &[("content-type", "application/fhir+json"), ("prefer", "return=OperationOutcome")],
+            Some(patient().to_string().as_bytes()),
+        )
         .expect(201);
     assert_eq!(outcome.json()["resourceType"], "OperationOutcome");
     server
-        .request("POST", "/Patient", &[("content-type", "application/fhir+json"), ("prefer", "return=everything")],
-                 Some(patient().to_string().as_bytes()))
+        .request(
+            "POST",
+            "/Patient",
+            &[("content-type", "application/fhir+json"), ("prefer", "return=everything")],
+            Some(patient().to_string().as_bytes()),
+        )
         .expect(400);
 }
 

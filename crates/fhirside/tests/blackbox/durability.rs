@@ -96,12 +96,14 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
         for (value, id, body) in &ack.created {
             let read = client.request("GET", &format!("/Patient/{id}"), &[], None).expect(200);
             assert_eq!(&read.json(), body, "acknowledged create {value} survives intact");
-            let found = client.request("GET", &format!("/Patient?identifier=urn:kill|{value}"), &[], None).expect(200).json();
+            let found =
+                client.request("GET", &format!("/Patient?identifier=urn:kill|{value}"), &[], None).expect(200).json();
             assert_eq!(found["entry"].as_array().map_or(0, Vec::len), 1, "its index row survives too");
         }
         // An unanswered create is either entirely there (resource and index) or entirely absent.
         for value in &ack.unanswered {
-            let found = client.request("GET", &format!("/Patient?identifier=urn:kill|{value}"), &[], None).expect(200).json();
+            let found =
+                client.request("GET", &format!("/Patient?identifier=urn:kill|{value}"), &[], None).expect(200).json();
             if let Some(entries) = found["entry"].as_array() {
                 assert_eq!(entries.len(), 1);
                 let id = entries[0]["resource"]["id"].as_str().unwrap();
@@ -114,7 +116,8 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
             // The last acknowledged version, or one more whose answer was lost in the kill.
             assert!(stored == *version || stored == version + 1, "counter at {stored}, acknowledged {version}");
             assert_eq!(read["code"]["text"], stored.to_string(), "content matches its version");
-            let history = client.request("GET", &format!("/Basic/{id}/_history?_count=1000"), &[], None).expect(200).json();
+            let history =
+                client.request("GET", &format!("/Basic/{id}/_history?_count=1000"), &[], None).expect(200).json();
             assert_eq!(history["entry"].as_array().unwrap().len() as u64, stored, "no version missing or extra");
         }
     }

@@ -38,6 +38,11 @@ fn examples() -> Vec<(String, Value)> {
     files
 }
 
+/// Spec examples that break the R4 definitions themselves (the `fhir` crate's tests explain each):
+/// they must be refused, pointing at what is wrong, rather than stored.
+const KNOWN_INVALID: &[(&str, &str)] =
+    &[("Questionnaire-qs1.json", "Questionnaire.item[0].item[0].linkId"), ("ig-r4.json", "ImplementationGuide.status")];
+
 /// The example as it should read back: the server's id and no server-managed meta.
 fn expected(example: &Value, id: &str) -> Value {
     let mut e = without_server_meta(example.clone());
@@ -50,6 +55,10 @@ fn lifecycle(client: &mut Client, name: &str, example: &Value) -> Result<(), Str
     let ct = [("content-type", "application/fhir+json")];
     let body = example.to_string();
     let created = client.request("POST", &format!("/{t}"), &ct, Some(body.as_bytes()));
+    if let Some((_, expression)) = KNOWN_INVALID.iter().find(|(file, _)| *file == name) {
+        let pointed = created.status == 400 && created.diagnostics().contains(&format!("\"{expression}\""));
+        return if pointed { Ok(()) } else { Err(format!("{name}: known invalid, but answered {}", created.status)) };
+    }
     if created.status != 201 {
         return Err(format!("{name}: create answered {}: {}", created.status, String::from_utf8_lossy(&created.body)));
     }
@@ -108,7 +117,9 @@ fn broken_variants(client: &mut Client, name: &str, example: &Value) -> Result<(
         }
         let outcome = response.json();
         let pointed = outcome["issue"].as_array().is_some_and(|issues| {
-            issues.iter().any(|i| i["expression"].as_array().is_some_and(|e| e.iter().any(|e| e == expression.as_str())))
+            issues
+                .iter()
+                .any(|i| i["expression"].as_array().is_some_and(|e| e.iter().any(|e| e == expression.as_str())))
         });
         if !pointed {
             return Err(format!("{name} with {what}: no issue at {expression}: {outcome}"));
@@ -156,5 +167,5 @@ fn every_spec_example_lives_and_dies() {
             None => break,
         }
     }
-    assert_eq!(versions, 3 * examples.len());
+    assert_eq!(versions, 3 * (examples.len() - KNOWN_INVALID.len()));
 }

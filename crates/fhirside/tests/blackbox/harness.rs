@@ -229,7 +229,13 @@ impl Client {
         }
     }
 
-    fn exchange(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> std::io::Result<Response> {
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> std::io::Result<Response> {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
         }

@@ -9,16 +9,25 @@ fn entries(bundle: &Value) -> Vec<Value> {
 }
 
 fn next_path(bundle: &Value, base: &str) -> Option<String> {
-    bundle["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").map(|l| {
-        l["url"].as_str().unwrap().strip_prefix(base).unwrap().to_owned()
-    })
+    bundle["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| l["url"].as_str().unwrap().strip_prefix(base).unwrap().to_owned())
 }
 
 #[test]
 fn instance_history_keeps_every_version() {
     let server = Server::start_http();
-    let created = server.post_json("/Observation", &json!({"resourceType": "Observation", "status": "preliminary",
-        "code": {"text": "weight"}})).expect(201).json();
+    let created = server
+        .post_json(
+            "/Observation",
+            &json!({"resourceType": "Observation", "status": "preliminary",
+        "code": {"text": "weight"}}),
+        )
+        .expect(201)
+        .json();
     let id = created["id"].as_str().unwrap();
     let mut v2 = created.clone();
     v2["status"] = json!("final");
@@ -43,9 +52,15 @@ fn instance_history_keeps_every_version() {
 fn type_and_system_history_page_and_filter() {
     let server = Server::start_http();
     for i in 0..5 {
-        server.post_json("/Patient", &json!({"resourceType": "Patient", "gender": if i % 2 == 0 { "male" } else { "female" }})).expect(201);
+        server
+            .post_json(
+                "/Patient",
+                &json!({"resourceType": "Patient", "gender": if i % 2 == 0 { "male" } else { "female" }}),
+            )
+            .expect(201);
     }
-    let middle = server.post_json("/Organization", &json!({"resourceType": "Organization", "name": "Acme"})).expect(201);
+    let middle =
+        server.post_json("/Organization", &json!({"resourceType": "Organization", "name": "Acme"})).expect(201);
     let middle_time = middle.json()["meta"]["lastUpdated"].as_str().unwrap().to_owned();
     std::thread::sleep(std::time::Duration::from_millis(5));
     server.post_json("/Organization", &json!({"resourceType": "Organization", "name": "Later"})).expect(201);
@@ -83,7 +98,8 @@ fn type_and_system_history_page_and_filter() {
 #[test]
 fn history_at_a_point_in_time() {
     let server = Server::start_http();
-    let created = server.post_json("/Patient", &json!({"resourceType": "Patient", "gender": "male"})).expect(201).json();
+    let created =
+        server.post_json("/Patient", &json!({"resourceType": "Patient", "gender": "male"})).expect(201).json();
     let id = created["id"].as_str().unwrap();
     let first_time = created["meta"]["lastUpdated"].as_str().unwrap().to_owned();
     std::thread::sleep(std::time::Duration::from_millis(1100));

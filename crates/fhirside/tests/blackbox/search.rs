@@ -5,18 +5,37 @@ use serde_json::{json, Value};
 use crate::harness::Server;
 
 fn ids(bundle: &Value) -> Vec<String> {
-    bundle.get("entry").and_then(Value::as_array).map(|e| {
-        e.iter().filter(|e| e["search"]["mode"] == "match").map(|e| e["resource"]["id"].as_str().unwrap().to_owned()).collect()
-    }).unwrap_or_default()
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
 fn search_by_id_identifier_and_last_updated() {
     let server = Server::start_http();
-    let a = server.post_json("/Patient", &json!({"resourceType": "Patient",
-        "identifier": [{"system": "urn:a", "value": "1"}, {"system": "urn:b", "value": "2"}]})).expect(201).json();
-    let b = server.post_json("/Patient", &json!({"resourceType": "Patient",
-        "identifier": [{"value": "1"}]})).expect(201).json();
+    let a = server
+        .post_json(
+            "/Patient",
+            &json!({"resourceType": "Patient",
+        "identifier": [{"system": "urn:a", "value": "1"}, {"system": "urn:b", "value": "2"}]}),
+        )
+        .expect(201)
+        .json();
+    let b = server
+        .post_json(
+            "/Patient",
+            &json!({"resourceType": "Patient",
+        "identifier": [{"value": "1"}]}),
+        )
+        .expect(201)
+        .json();
     let a_id = a["id"].as_str().unwrap().to_owned();
     let b_id = b["id"].as_str().unwrap().to_owned();
 
@@ -33,8 +52,12 @@ fn search_by_id_identifier_and_last_updated() {
     assert!(ids(&server.get("/Patient?_lastUpdated=lt2000-01-01").json()).is_empty());
     // POST _search with a form body.
     let posted = server
-        .request("POST", "/Patient/_search", &[("content-type", "application/x-www-form-urlencoded")],
-                 Some(format!("_id={b_id}").as_bytes()))
+        .request(
+            "POST",
+            "/Patient/_search",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(format!("_id={b_id}").as_bytes()),
+        )
         .expect(200)
         .json();
     assert_eq!(ids(&posted), vec![b_id.clone()]);

@@ -23,7 +23,8 @@ fn validate_reports_without_storing() {
     assert!(via_parameters["issue"].as_array().unwrap().len() >= 2);
 
     // Instance level: the id must match for an update.
-    let update = server.post_json("/Patient/abc/$validate", &json!({"resourceType": "Patient", "id": "xyz"})).expect(200).json();
+    let update =
+        server.post_json("/Patient/abc/$validate", &json!({"resourceType": "Patient", "id": "xyz"})).expect(200).json();
     assert!(update["issue"][0]["diagnostics"].as_str().unwrap().contains("'abc'"));
     let delete = json!({"resourceType": "Parameters", "parameter": [{"name": "mode", "valueCode": "delete"}]});
     let missing = server.post_json("/Patient/abc/$validate", &delete).expect(200).json();

@@ -69,16 +69,20 @@ impl Call {
     pub fn self_link(&self) -> String {
         let query = self.params.encode_without(&[]);
         let base = crate::context::base_url();
-        if query.is_empty() { format!("{base}{}", self.path) } else { format!("{base}{}?{query}", self.path) }
+        if query.is_empty() {
+            format!("{base}{}", self.path)
+        } else {
+            format!("{base}{}?{query}", self.path)
+        }
     }
 
     /// `If-Match: W/"3"` as a version number.
     pub fn if_match(&self) -> Result<Option<u64>, FhirError> {
         let Some(value) = self.headers.get(header::IF_MATCH) else { return Ok(None) };
         let text = value.to_str().unwrap_or("");
-        parse_etag(text)
-            .map(Some)
-            .ok_or_else(|| FhirError::bad_request(format!("The If-Match header '{text}' is not a valid ETag such as W/\"1\".")))
+        parse_etag(text).map(Some).ok_or_else(|| {
+            FhirError::bad_request(format!("The If-Match header '{text}' is not a valid ETag such as W/\"1\"."))
+        })
     }
 
     /// Reads the body (up to the configured limit) and parses it as a valid resource of `resource_type`.

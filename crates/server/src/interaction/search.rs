@@ -75,9 +75,9 @@ pub(crate) fn parse(
         }
         let clause = match name {
             "_id" => Some(Clause::Id(value.split(',').map(str::to_owned).collect())),
-            "_lastUpdated" => Some(Clause::LastUpdated(
-                value.split(',').map(|v| date_range(name, v)).collect::<Result<_, _>>()?,
-            )),
+            "_lastUpdated" => {
+                Some(Clause::LastUpdated(value.split(',').map(|v| date_range(name, v)).collect::<Result<_, _>>()?))
+            }
             "identifier" if fhir::definitions().search_param(resource_type, "identifier").is_some() => {
                 Some(Clause::Token { param: "identifier".into(), values: value.split(',').map(token).collect() })
             }
@@ -88,7 +88,9 @@ pub(crate) fn parse(
             None if handling == Handling::Strict => {
                 return Err(FhirError::BadRequest {
                     code: "not-supported",
-                    diagnostics: format!("The search parameter '{name}' is not supported for resource type '{resource_type}'."),
+                    diagnostics: format!(
+                        "The search parameter '{name}' is not supported for resource type '{resource_type}'."
+                    ),
                     expression: None,
                 })
             }

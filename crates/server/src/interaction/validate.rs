@@ -28,8 +28,11 @@ pub(crate) async fn handle(
     let format = call.format()?;
     crate::negotiate::require_json_body(&call.headers)?;
     let bytes = super::read_body(call.body, state.config.max_body_bytes).await?;
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| FhirError::BadRequest { code: "structure", diagnostics: format!("The request body is not valid JSON: {e}."), expression: None })?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| FhirError::BadRequest {
+        code: "structure",
+        diagnostics: format!("The request body is not valid JSON: {e}."),
+        expression: None,
+    })?;
     let (resource, mode) = unwrap_parameters(body)?;
     let mode = mode.as_deref().unwrap_or(if id.is_some() { "update" } else { "create" });
 

@@ -23,7 +23,8 @@ pub(crate) async fn handle(
     let resource_type = super::resource_type(&segment)?;
     call.authorize(DataAction::Read)?;
     let format = call.format()?;
-    let not_found = || FhirError::VersionNotFound { resource_type: resource_type.into(), id: id.clone(), version: vid.clone() };
+    let not_found =
+        || FhirError::VersionNotFound { resource_type: resource_type.into(), id: id.clone(), version: vid.clone() };
     let version: u64 = vid.parse().map_err(|_| not_found())?;
     let outcome = state.store.vread(resource_type, &id, version).await?;
     match outcome.value {

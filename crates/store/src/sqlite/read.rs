@@ -76,11 +76,7 @@ pub(super) fn version(
 }
 
 /// One page of search results; `query.count` rows at most, with a cursor if there are more.
-pub(super) fn search(
-    conn: &Connection,
-    resource_type: &str,
-    query: &SearchQuery,
-) -> Result<(Page, Cost), StoreError> {
+pub(super) fn search(conn: &Connection, resource_type: &str, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
     let (rows, more) = search_rids(conn, resource_type, query, query.count)?;
     let next = if more { rows.last().map(|(rid, _)| Page::encode_cursor(*rid)) } else { None };
     let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
@@ -111,9 +107,8 @@ pub(super) fn history(
     query: &HistoryQuery,
 ) -> Result<Outcome<Page>, StoreError> {
     use rusqlite::types::Value as SqlValue;
-    let mut sql = String::from(
-        "SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource WHERE 1 = 1",
-    );
+    let mut sql =
+        String::from("SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource WHERE 1 = 1");
     let mut params: Vec<SqlValue> = Vec::new();
     match scope {
         HistoryScope::System => {}
@@ -153,11 +148,7 @@ pub(super) fn history(
         .collect::<Result<Vec<_>, _>>()?;
     let more = rows.len() > query.count as usize;
     rows.truncate(query.count as usize);
-    let next = if more {
-        rows.last().map(|(rid, v)| Page::encode_history_cursor(v.last_updated, *rid))
-    } else {
-        None
-    };
+    let next = if more { rows.last().map(|(rid, v)| Page::encode_history_cursor(v.last_updated, *rid)) } else { None };
     let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
     Ok(Outcome { value: Page { versions, next }, cost })

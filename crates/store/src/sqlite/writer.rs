@@ -76,11 +76,10 @@ impl Writer {
         let clock_before = self.last_updated;
         for job in group.iter_mut() {
             // Take the op out; the job keeps only its reply channel.
-            let op = std::mem::replace(&mut job.op, WriteOp::Delete {
-                resource_type: String::new(),
-                id: String::new(),
-                if_match: None,
-            });
+            let op = std::mem::replace(
+                &mut job.op,
+                WriteOp::Delete { resource_type: String::new(), id: String::new(), if_match: None },
+            );
             results.push(self.apply_in_savepoint(op));
         }
         if let Err(error) = self.conn.execute_batch("COMMIT") {
@@ -166,9 +165,7 @@ impl Writer {
                     }
                 }
                 match current {
-                    Some((rid, v)) if !v.deleted => {
-                        Ok(WriteResult::Deleted(vec![self.delete(rid, &v, cost)?]))
-                    }
+                    Some((rid, v)) if !v.deleted => Ok(WriteResult::Deleted(vec![self.delete(rid, &v, cost)?])),
                     _ => Ok(WriteResult::Deleted(Vec::new())),
                 }
             }
@@ -176,10 +173,7 @@ impl Writer {
                 let (matches, more) = read::search_rids(&self.conn, &resource_type, &query, max)?;
                 cost.rows_read += matches.len().max(1) as u64;
                 if more {
-                    return Err(StoreError::TooManyMatches {
-                        resource_type,
-                        matched: matches.len() + 1,
-                    });
+                    return Err(StoreError::TooManyMatches { resource_type, matched: matches.len() + 1 });
                 }
                 let mut deleted = Vec::with_capacity(matches.len());
                 for (rid, version) in matches {
@@ -274,9 +268,7 @@ impl Writer {
 
     /// Ends the current version at `valid_to` and drops its index rows.
     fn retire(&self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("UPDATE resource SET valid_to = ?2 WHERE rid = ?1")?
-            .execute((rid, valid_to))?;
+        self.conn.prepare_cached("UPDATE resource SET valid_to = ?2 WHERE rid = ?1")?.execute((rid, valid_to))?;
         self.conn.prepare_cached("DELETE FROM token_index WHERE rid = ?1")?.execute([rid])?;
         Ok(())
     }
@@ -294,15 +286,7 @@ impl Writer {
             "INSERT INTO resource (type, id, version, last_updated, valid_to, deleted, method, body) \
              VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7)",
         )?;
-        stmt.execute((
-            resource_type,
-            id,
-            version as i64,
-            last_updated,
-            body.is_none() as i64,
-            method.to_db(),
-            body,
-        ))?;
+        stmt.execute((resource_type, id, version as i64, last_updated, body.is_none() as i64, method.to_db(), body))?;
         Ok(self.conn.last_insert_rowid())
     }
 }

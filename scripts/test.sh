@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs Fhirside's whole test suite from a fresh clone: formatting, unit tests and the black-box
+# tests that drive the real binary over HTTP(S). Needs ../shared beside the repository (the FHIR
+# examples and definitions the tests read). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A build cache outside the clone lets repeated runs (and CI on the same machine) reuse work.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fhirside-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+if [ ! -f ../shared/fhir-r4/examples.tar.gz ]; then
+  echo "error: ../shared/fhir-r4/examples.tar.gz not found; the tests need ../shared beside the repository" >&2
+  exit 1
+fi
+command -v tar >/dev/null || { apt-get update && apt-get install -y tar; }
+cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== tests"
+cargo nextest run --workspace --no-fail-fast --failure-output final
