@@ -18,6 +18,7 @@ mod bundle;
 mod config;
 mod context;
 pub mod error;
+mod extract;
 mod indexing;
 mod interaction;
 pub mod listener;

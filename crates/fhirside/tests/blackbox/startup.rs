@@ -45,3 +45,27 @@ fn one_server_per_data_directory() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
 }
+
+#[test]
+fn settings_come_from_the_environment_and_the_config_file() {
+    use std::io::BufRead;
+    let dir = temp_dir("env");
+    let config = dir.join("fhirside.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nauth = \"none\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fhirside"))
+        .arg("serve")
+        .env("FHIRSIDE_CONFIG", &config)
+        .env("FHIRSIDE_HTTP", "true")
+        .env("FHIRSIDE_DATA_DIR", dir.join("data"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines.map_while(Result::ok).find_map(|l| l.strip_prefix("FHIR base URL: ").map(str::to_owned));
+    let _ = child.kill();
+    let _ = child.wait();
+    let base = base.expect("the server printed its base URL");
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    assert!(!base.ends_with(":8443"), "the file's port 0 was used: {base}");
+    assert!(dir.join("data/fhirside.db").exists(), "FHIRSIDE_DATA_DIR was used");
+}

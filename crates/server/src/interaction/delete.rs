@@ -7,7 +7,9 @@
 //! configured maximum, 100 as in Azure's service) up to `n`; more matches than that answer `412`
 //! and delete nothing.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
+
+use crate::extract::Segments;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use fhirside_store::{WriteOp, WriteResult};
@@ -23,7 +25,7 @@ static ITEMS_DELETED: HeaderName = HeaderName::from_static("items-deleted");
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    Segments((segment, id)): Segments<(String, String)>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
@@ -44,7 +46,7 @@ pub(crate) async fn handle(
 /// `DELETE /{type}?criteria[&_count=n]`
 pub(crate) async fn conditional(
     State(state): State<AppState>,
-    Path(segment): Path<String>,
+    Segments(segment): Segments<String>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);

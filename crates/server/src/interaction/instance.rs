@@ -1,7 +1,9 @@
 //! Dispatch for `/{segment}/{id}` and `/{segment}/{id}/{op}`: an id (read) or a type-level keyword
 //! (`_history`, `_search`, `$validate`), then instance-level `_history` and `$validate`.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
+
+use crate::extract::Segments;
 use axum::response::Response;
 use fhirside_store::HistoryScope;
 
@@ -13,7 +15,7 @@ use super::{history, read, resource_type, search, validate, Call};
 
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    Segments((segment, id)): Segments<(String, String)>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
@@ -28,7 +30,7 @@ pub(crate) async fn get(
 
 pub(crate) async fn post(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    Segments((segment, id)): Segments<(String, String)>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let mut call = Call::new(request);
@@ -49,7 +51,7 @@ pub(crate) async fn post(
 
 pub(crate) async fn get_sub(
     State(state): State<AppState>,
-    Path((segment, id, op)): Path<(String, String, String)>,
+    Segments((segment, id, op)): Segments<(String, String, String)>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
@@ -62,7 +64,7 @@ pub(crate) async fn get_sub(
 
 pub(crate) async fn post_sub(
     State(state): State<AppState>,
-    Path((segment, id, op)): Path<(String, String, String)>,
+    Segments((segment, id, op)): Segments<(String, String, String)>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);

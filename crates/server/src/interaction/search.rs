@@ -144,22 +144,10 @@ pub(crate) fn date_range(name: &str, value: &str) -> Result<DateRange, FhirError
     Ok(DateRange { prefix, low, high })
 }
 
-/// A search date: any FHIR date/dateTime precision, plus `hh:mm` without seconds, which search
-/// allows though a stored dateTime may not.
+/// A search date: any FHIR date/dateTime precision, plus the `hh:mm` times and missing zones that
+/// search values allow, as the range `[low, high)` its precision denotes.
 pub(crate) fn search_date(text: &str) -> Option<(i64, i64)> {
-    use fhir::datetime::parse_datetime;
-    if let Ok(dt) = parse_datetime(text) {
-        return Some(dt.range_micros());
-    }
-    // yyyy-mm-ddThh:mm[zone]: read as hh:mm:00 and widen to the minute.
-    let (date, time) = text.split_once('T')?;
-    let split = time.find(['Z', '+', '-']).unwrap_or(time.len());
-    let (clock, zone) = time.split_at(split);
-    if clock.len() != 5 {
-        return None;
-    }
-    let (low, _) = parse_datetime(&format!("{date}T{clock}:00{zone}")).ok()?.range_micros();
-    Some((low, low + 60_000_000))
+    fhir::datetime::parse_search_datetime(text).ok().map(|dt| dt.range_micros())
 }
 
 #[cfg(test)]

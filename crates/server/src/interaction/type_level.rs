@@ -1,7 +1,9 @@
 //! Dispatch for `/{segment}`: a resource type (search, create, conditional update/delete) or a
 //! system-level keyword (`_history`).
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
+
+use crate::extract::Segments;
 use axum::response::Response;
 use fhirside_store::HistoryScope;
 
@@ -12,7 +14,7 @@ use super::{create, history, resource_type, search, Call};
 
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Path(segment): Path<String>,
+    Segments(segment): Segments<String>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
@@ -25,7 +27,7 @@ pub(crate) async fn get(
 
 pub(crate) async fn post(
     State(state): State<AppState>,
-    Path(segment): Path<String>,
+    Segments(segment): Segments<String>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);

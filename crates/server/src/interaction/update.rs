@@ -7,7 +7,9 @@
 //! write. A resource that did not exist, or whose current version is a deletion, is created:
 //! `201` with `Location`; otherwise `200`.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
+
+use crate::extract::Segments;
 use axum::http::StatusCode;
 use axum::response::Response;
 use fhirside_store::{WriteOp, WriteResult};
@@ -23,7 +25,7 @@ use super::{search, Call};
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    Segments((segment, id)): Segments<(String, String)>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
@@ -68,7 +70,7 @@ pub(crate) async fn handle(
 /// `PUT /{type}?criteria`
 pub(crate) async fn conditional(
     State(state): State<AppState>,
-    Path(segment): Path<String>,
+    Segments(segment): Segments<String>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);

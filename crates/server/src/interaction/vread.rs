@@ -2,7 +2,9 @@
 //!
 //! A version that is a deletion answers `410` with its `ETag`; an unknown version `404`.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
+
+use crate::extract::Segments;
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -16,7 +18,7 @@ use super::Call;
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
-    Path((segment, id, vid)): Path<(String, String, String)>,
+    Segments((segment, id, vid)): Segments<(String, String, String)>,
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
