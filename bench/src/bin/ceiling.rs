@@ -4,9 +4,10 @@
 //! It is assembled like `fhirside serve`: a multi-threaded tokio runtime with the default worker
 //! count, [`fhirside_server::listener::serve`] (the same accept loop, hyper HTTP/1.1 settings and
 //! `TCP_NODELAY`), an axum [`Router`] with a two-parameter route, and one `axum::middleware::from_fn`
-//! layer that adds the same static response headers Fhirside's context middleware adds. What it
-//! leaves out is exactly the cost of Fhirside itself: request ids, auth, parameter parsing, content
-//! negotiation, the store (SQLite) and the per-version headers.
+//! layer that adds the headers Fhirside's context middleware adds. The handler also sets a read's
+//! `Content-Type`, `ETag` and `Last-Modified`, all as constants, so the response has the same shape
+//! and size on the wire. What it leaves out is exactly the cost of Fhirside itself: request ids,
+//! auth, parameter parsing, content negotiation, the store (SQLite) and formatting the headers.
 //!
 //! ```text
 //! ceiling [--listen 127.0.0.1:0] [--body-file PATH | --body-bytes N]
@@ -82,8 +83,14 @@ fn run() -> Result<(), String> {
                 get(move |Path((_segment, _id)): Path<(String, String)>| {
                     let body = body.clone();
                     async move {
+                        // The headers a Fhirside read carries, as constants, so the response is the
+                        // same size on the wire.
                         let mut response = Response::new(Body::from(body));
-                        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+                        let headers = response.headers_mut();
+                        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+                        headers.insert(header::ETAG, HeaderValue::from_static("W/\"1\""));
+                        headers
+                            .insert(header::LAST_MODIFIED, HeaderValue::from_static("Mon, 23 Nov 2026 12:00:00 GMT"));
                         response
                     }
                 }),
@@ -95,12 +102,15 @@ fn run() -> Result<(), String> {
     })
 }
 
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_REQUEST_CHARGE: HeaderName = HeaderName::from_static("x-ms-request-charge");
 
-/// The static part of Fhirside's context middleware: the headers every response carries.
+/// The static part of Fhirside's context middleware: the headers every response carries (with a
+/// constant request id, where Fhirside generates a UUID per request).
 async fn headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("00000000-0000-4000-8000-000000000000"));
     headers.insert(X_REQUEST_CHARGE.clone(), HeaderValue::from_static("1"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 16 MiB].
     #[arg(long, env = "FHIRSIDE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Most entries in a batch or transaction Bundle [default: 500, as in Azure's service].
+    #[arg(long, env = "FHIRSIDE_MAX_BUNDLE_ENTRIES")]
+    pub max_bundle_entries: Option<usize>,
 }
 
 /// The configuration file.
@@ -58,6 +61,7 @@ pub struct FileConfig {
     pub default_page_size: Option<u32>,
     pub max_page_size: Option<u32>,
     pub conditional_delete_max: Option<u32>,
+    pub max_bundle_entries: Option<usize>,
 }
 
 /// Resolved settings for `serve`.
@@ -115,6 +119,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         default_page_size: file.default_page_size.unwrap_or(defaults.default_page_size),
         max_page_size: file.max_page_size.unwrap_or(defaults.max_page_size),
         conditional_delete_max: file.conditional_delete_max.unwrap_or(defaults.conditional_delete_max),
+        max_bundle_entries: args.max_bundle_entries.or(file.max_bundle_entries).unwrap_or(defaults.max_bundle_entries),
     };
     if server.default_page_size == 0 || server.default_page_size > server.max_page_size {
         return Err("default_page_size must be between 1 and max_page_size".into());

@@ -18,14 +18,7 @@ pub(crate) struct BundleWriter {
 impl BundleWriter {
     /// Starts a Bundle of `kind` (`searchset`, `history`) with its `self` and optional `next` links.
     pub fn new(kind: &str, self_link: &str, next_link: Option<&str>, total: Option<u64>) -> BundleWriter {
-        let mut buf = Vec::with_capacity(4096);
-        buf.extend_from_slice(br#"{"resourceType":"Bundle","id":""#);
-        buf.extend_from_slice(uuid::Uuid::new_v4().hyphenated().to_string().as_bytes());
-        buf.extend_from_slice(br#"","meta":{"lastUpdated":""#);
-        buf.extend_from_slice(fhir::datetime::format_instant(fhir::datetime::now_micros()).as_bytes());
-        buf.extend_from_slice(br#""},"type":""#);
-        buf.extend_from_slice(kind.as_bytes());
-        buf.push(b'"');
+        let mut buf = Self::head(kind);
         if let Some(total) = total {
             buf.extend_from_slice(format!(",\"total\":{total}").as_bytes());
         }
@@ -38,9 +31,66 @@ impl BundleWriter {
             buf.push(b'}');
         }
         buf.push(b']');
+        Self::with_entries(buf)
+    }
+
+    /// Starts a `batch-response` or `transaction-response` Bundle.
+    pub fn response(kind: &str) -> BundleWriter {
+        Self::with_entries(Self::head(kind))
+    }
+
+    fn head(kind: &str) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(br#"{"resourceType":"Bundle","id":""#);
+        buf.extend_from_slice(uuid::Uuid::new_v4().hyphenated().to_string().as_bytes());
+        buf.extend_from_slice(br#"","meta":{"lastUpdated":""#);
+        buf.extend_from_slice(fhir::datetime::format_instant(fhir::datetime::now_micros()).as_bytes());
+        buf.extend_from_slice(br#""},"type":""#);
+        buf.extend_from_slice(kind.as_bytes());
+        buf.push(b'"');
+        buf
+    }
+
+    fn with_entries(mut buf: Vec<u8>) -> BundleWriter {
         let entry_start = buf.len();
         buf.extend_from_slice(br#","entry":["#);
         BundleWriter { buf, entries: 0, entry_start }
+    }
+
+    /// A `batch-response`/`transaction-response` entry: the outcome of one request entry.
+    pub fn response_entry(
+        &mut self,
+        status: &str,
+        version: Option<&StoredVersion>,
+        location: bool,
+        resource: bool,
+        outcome: Option<&serde_json::Value>,
+    ) {
+        self.begin_entry();
+        self.buf.push(b'{');
+        if let Some(v) = version.filter(|v| resource && !v.deleted && !v.body.is_empty()) {
+            self.buf.extend_from_slice(br#""fullUrl":"#);
+            push_string(&mut self.buf, &full_url(v));
+            self.buf.extend_from_slice(br#","resource":"#);
+            self.buf.extend_from_slice(&v.body);
+            self.buf.push(b',');
+        }
+        self.buf.extend_from_slice(br#""response":{"status":"#);
+        push_string(&mut self.buf, status);
+        if let Some(v) = version {
+            if location {
+                self.buf.extend_from_slice(br#","location":"#);
+                push_string(&mut self.buf, &format!("{}/_history/{}", full_url(v), v.version));
+            }
+            self.buf.extend_from_slice(format!(",\"etag\":\"W/\\\"{}\\\"\",\"lastModified\":\"", v.version).as_bytes());
+            self.buf.extend_from_slice(fhir::datetime::format_instant(v.last_updated).as_bytes());
+            self.buf.push(b'"');
+        }
+        if let Some(outcome) = outcome {
+            self.buf.extend_from_slice(br#","outcome":"#);
+            self.buf.extend_from_slice(&serde_json::to_vec(outcome).unwrap_or_default());
+        }
+        self.buf.extend_from_slice(b"}}");
     }
 
     fn begin_entry(&mut self) {
@@ -68,6 +118,16 @@ impl BundleWriter {
         self.buf.extend_from_slice(br#"{"resource":"#);
         self.buf.extend_from_slice(&serde_json::to_vec(resource).unwrap_or_default());
         self.buf.extend_from_slice(br#","search":{"mode":"outcome"}}"#);
+    }
+
+    /// A `batch-response` entry whose resource is a searchset Bundle (a GET search entry).
+    pub fn search_response_entry(&mut self, status: &str, searchset: &[u8]) {
+        self.begin_entry();
+        self.buf.extend_from_slice(br#"{"resource":"#);
+        self.buf.extend_from_slice(searchset);
+        self.buf.extend_from_slice(br#","response":{"status":"#);
+        push_string(&mut self.buf, status);
+        self.buf.extend_from_slice(b"}}");
     }
 
     /// A `history` entry: the version (none for a deletion), its request and its response.

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub max_page_size: u32,
     /// Most resources one conditional delete may remove (with `_count`).
     pub conditional_delete_max: u32,
+    /// Most entries in a batch or transaction Bundle.
+    pub max_bundle_entries: usize,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
             default_page_size: 10,
             max_page_size: 1000,
             conditional_delete_max: 100,
+            max_bundle_entries: 500,
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum FhirError {
     PayloadTooLarge { limit: usize },
     /// `409`
     Conflict(String),
+    /// The failure of one entry of a batch or transaction Bundle; the status is the inner one.
+    InEntry { index: usize, error: Box<FhirError> },
     /// `500`: the details go to the log.
     Internal(String),
     /// `503`
@@ -56,6 +58,20 @@ pub enum FhirError {
 impl FhirError {
     pub fn bad_request(diagnostics: impl Into<String>) -> FhirError {
         FhirError::BadRequest { code: "invalid", diagnostics: diagnostics.into(), expression: None }
+    }
+
+    /// Wraps this error as the failure of Bundle entry `index`.
+    pub fn in_entry(self, index: usize) -> FhirError {
+        match self {
+            FhirError::InEntry { .. } => self,
+            error => FhirError::InEntry { index, error: Box::new(error) },
+        }
+    }
+
+    /// The status and the `OperationOutcome` body, for callers that embed them (Bundle entries).
+    pub fn status_and_outcome(&self) -> (StatusCode, Value) {
+        let (status, issues) = self.status_and_issues();
+        (status, operation_outcome(issues))
     }
 
     fn status_and_issues(&self) -> (StatusCode, Vec<Value>) {
@@ -140,6 +156,20 @@ impl FhirError {
                 issue("error", "too-costly", format!("The request body exceeds the limit of {limit} bytes.")),
             ),
             FhirError::Conflict(diagnostics) => (StatusCode::CONFLICT, issue("error", "conflict", diagnostics.clone())),
+            FhirError::InEntry { index, error } => {
+                let (status, mut issues) = error.status_and_issues();
+                let entry = format!("Bundle.entry[{index}]");
+                for issue in &mut issues {
+                    let diagnostics = issue["diagnostics"].as_str().unwrap_or_default().to_owned();
+                    if !diagnostics.starts_with(&entry) {
+                        issue["diagnostics"] = json!(format!("{entry}: {diagnostics}"));
+                    }
+                    if issue.get("expression").is_none() {
+                        issue["expression"] = json!([entry]);
+                    }
+                }
+                (status, issues)
+            }
             FhirError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 issue("error", "exception", "There was an error processing your request.".into()),
@@ -165,6 +195,7 @@ impl From<StoreError> for FhirError {
             StoreError::Invalid(message) => FhirError::bad_request(message),
             StoreError::Conflict(message) => FhirError::Conflict(message),
             StoreError::Backend(message) => FhirError::Internal(message),
+            StoreError::RolledBack => FhirError::Internal("a transaction was rolled back without its reason".into()),
             StoreError::Unavailable => FhirError::Unavailable,
         }
     }

@@ -34,6 +34,26 @@ use std::pin::Pin;
 /// A boxed future, so that [`ResourceStore`] can be used as a trait object (`Arc<dyn ResourceStore>`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Outcome<T>, StoreError>> + Send + 'a>>;
 
+/// Work to run inside one store transaction; see [`ResourceStore::transaction`].
+pub type TransactionWork = Box<dyn FnOnce(&mut dyn Transaction) -> Result<(), StoreError> + Send>;
+
+/// What work inside a transaction can do. Reads see the transaction's own earlier writes.
+pub trait Transaction {
+    /// Up to `limit` current, non-deleted matches of `query` (its `count` and `cursor` are ignored).
+    fn search(
+        &mut self,
+        resource_type: &str,
+        query: &SearchQuery,
+        limit: u32,
+    ) -> Result<Vec<StoredVersion>, StoreError>;
+    /// The current version (possibly a deletion marker).
+    fn read(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError>;
+    /// One specific version.
+    fn vread(&mut self, resource_type: &str, id: &str, version: u64) -> Result<Option<StoredVersion>, StoreError>;
+    /// Applies one write within the transaction.
+    fn write(&mut self, op: WriteOp) -> Result<WriteResult, StoreError>;
+}
+
 /// The storage interface every backend implements.
 ///
 /// Each method returns the result together with its [`Cost`], from which the server derives the
@@ -50,6 +70,14 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// Applies one write atomically: preconditions, conditional matching, the new version and its
     /// index rows all happen in one transaction.
     fn write(&self, op: WriteOp) -> StoreFuture<'_, WriteResult>;
+
+    /// Runs `work` atomically: everything it writes commits together, or — if it returns an error —
+    /// nothing does. The work runs where the store can act synchronously (the SQLite writer thread),
+    /// so it should do only what must happen inside the transaction (conditional matching, reference
+    /// resolution, the writes); parse and validate before. To return values, the work captures a
+    /// channel or slot; to abandon the transaction without a store failure it returns
+    /// [`StoreError::RolledBack`].
+    fn transaction(&self, work: TransactionWork) -> StoreFuture<'_, ()>;
 
     /// Versions in a history scope, newest first.
     fn history<'a>(&'a self, scope: &'a HistoryScope, query: &'a HistoryQuery) -> StoreFuture<'a, Page>;

@@ -156,6 +156,8 @@ pub enum StoreError {
     Conflict(String),
     /// The database failed; the message is for logs, never for clients.
     Backend(String),
+    /// Transaction work asked for its writes to be rolled back (its caller knows why).
+    RolledBack,
     /// The store is shutting down or its writer stopped.
     Unavailable,
 }
@@ -172,6 +174,7 @@ impl std::fmt::Display for StoreError {
             StoreError::NotFoundForMatch => f.write_str("If-Match on a resource that does not exist"),
             StoreError::Invalid(message) | StoreError::Conflict(message) => f.write_str(message),
             StoreError::Backend(message) => write!(f, "database error: {message}"),
+            StoreError::RolledBack => f.write_str("transaction rolled back"),
             StoreError::Unavailable => f.write_str("store unavailable"),
         }
     }

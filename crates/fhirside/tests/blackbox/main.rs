@@ -15,4 +15,5 @@ mod history;
 mod negotiation;
 mod search;
 mod startup;
+mod synthea;
 mod validate;

@@ -4,6 +4,7 @@
 //! `$operation` where an id could be, so the router hands those segments here to pick the
 //! interaction. Every interaction module reads like the spec section it cites.
 
+pub(crate) mod bundle;
 pub(crate) mod capabilities;
 pub(crate) mod create;
 pub(crate) mod delete;

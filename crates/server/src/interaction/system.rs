@@ -1,11 +1,15 @@
 //! `GET /` and `POST /`: the system-level endpoint.
 //!
-//! System-level search (`GET /?_type=…`) and batch/transaction Bundles (`POST /`) are not
-//! implemented yet; they answer a clear `OperationOutcome` instead of a guess.
+//! `POST /` takes batch and transaction Bundles ([`super::bundle`]). System-level search
+//! (`GET /?_type=…`) is not implemented yet and answers a clear `OperationOutcome`.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use axum::response::Response;
 
 use crate::error::FhirError;
+use crate::AppState;
+
+use super::Call;
 
 pub(crate) async fn get(_request: Request) -> FhirError {
     FhirError::BadRequest {
@@ -15,10 +19,6 @@ pub(crate) async fn get(_request: Request) -> FhirError {
     }
 }
 
-pub(crate) async fn post(_request: Request) -> FhirError {
-    FhirError::BadRequest {
-        code: "not-supported",
-        diagnostics: "Batch and transaction Bundles are not supported yet.".into(),
-        expression: None,
-    }
+pub(crate) async fn post(State(state): State<AppState>, request: Request) -> Result<Response, FhirError> {
+    super::bundle::handle(&state, Call::new(request)).await
 }

@@ -70,6 +70,11 @@ impl SqliteStore {
         }
     }
 
+    fn submit(&self, job: writer::Job) -> Result<(), StoreError> {
+        let sender = self.writer.lock().unwrap().clone().ok_or(StoreError::Unavailable)?;
+        sender.send(job).map_err(|_| StoreError::Unavailable)
+    }
+
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.readers.lock().unwrap().pop();
         let conn = match pooled {
@@ -114,11 +119,21 @@ impl ResourceStore for SqliteStore {
     }
 
     fn write(&self, op: WriteOp) -> StoreFuture<'_, WriteResult> {
-        let sender = self.writer.lock().unwrap().clone();
+        // Queue the job now, not on first poll: a caller that starts several writes before awaiting
+        // any of them gets them into one group commit.
+        let (reply, receive) = tokio::sync::oneshot::channel();
+        let queued = self.submit(writer::Job::Write { op, reply });
         Box::pin(async move {
-            let sender = sender.ok_or(StoreError::Unavailable)?;
-            let (reply, receive) = tokio::sync::oneshot::channel();
-            sender.send(writer::Job { op, reply }).map_err(|_| StoreError::Unavailable)?;
+            queued?;
+            receive.await.map_err(|_| StoreError::Unavailable)?
+        })
+    }
+
+    fn transaction(&self, work: crate::TransactionWork) -> StoreFuture<'_, ()> {
+        let (reply, receive) = tokio::sync::oneshot::channel();
+        let queued = self.submit(writer::Job::Transaction { work, reply });
+        Box::pin(async move {
+            queued?;
             receive.await.map_err(|_| StoreError::Unavailable)?
         })
     }

@@ -16,12 +16,36 @@ use tokio::sync::oneshot;
 use crate::meta;
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 use crate::query::{IndexEntries, SearchQuery};
+use crate::{Transaction, TransactionWork};
 
 use super::read;
 
-pub(super) struct Job {
-    pub op: WriteOp,
-    pub reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>>,
+pub(super) enum Job {
+    Write { op: WriteOp, reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>> },
+    Transaction { work: TransactionWork, reply: oneshot::Sender<Result<Outcome<()>, StoreError>> },
+}
+
+/// A job's result, waiting for the group's commit before it is sent.
+enum Done {
+    Write(oneshot::Sender<Result<Outcome<WriteResult>, StoreError>>, Result<Outcome<WriteResult>, StoreError>),
+    Transaction(oneshot::Sender<Result<Outcome<()>, StoreError>>, Result<Outcome<()>, StoreError>),
+}
+
+impl Done {
+    fn send(self) {
+        match self {
+            Done::Write(reply, result) => drop(reply.send(result)),
+            Done::Transaction(reply, result) => drop(reply.send(result)),
+        }
+    }
+
+    /// Replaces the result with a failure of the whole group.
+    fn fail(self, message: &str) {
+        match self {
+            Done::Write(reply, _) => drop(reply.send(Err(StoreError::Backend(message.to_owned())))),
+            Done::Transaction(reply, _) => drop(reply.send(Err(StoreError::Backend(message.to_owned())))),
+        }
+    }
 }
 
 pub(super) fn spawn(
@@ -64,42 +88,47 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
-        let mut results = Vec::with_capacity(group.len());
-        let began = self.conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(error) = began {
+        if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let message = error.to_string();
             for job in group.drain(..) {
-                let _ = job.reply.send(Err(StoreError::Backend(message.clone())));
+                match job {
+                    Job::Write { reply, .. } => drop(reply.send(Err(StoreError::Backend(message.clone())))),
+                    Job::Transaction { reply, .. } => drop(reply.send(Err(StoreError::Backend(message.clone())))),
+                }
             }
             return;
         }
         let clock_before = self.last_updated;
-        for job in group.iter_mut() {
-            // Take the op out; the job keeps only its reply channel.
-            let op = std::mem::replace(
-                &mut job.op,
-                WriteOp::Delete { resource_type: String::new(), id: String::new(), if_match: None },
-            );
-            results.push(self.apply_in_savepoint(op));
-        }
+        let done: Vec<Done> = group
+            .drain(..)
+            .map(|job| match job {
+                Job::Write { op, reply } => {
+                    Done::Write(reply, self.in_savepoint(|writer, cost| writer.apply(op, cost)))
+                }
+                Job::Transaction { work, reply } => Done::Transaction(
+                    reply,
+                    self.in_savepoint(|writer, cost| work(&mut InTransaction { writer, cost })),
+                ),
+            })
+            .collect();
         if let Err(error) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.last_updated = clock_before;
             let message = error.to_string();
-            for job in group.drain(..) {
-                let _ = job.reply.send(Err(StoreError::Backend(message.clone())));
-            }
+            done.into_iter().for_each(|d| d.fail(&message));
             return;
         }
-        for (job, result) in group.drain(..).zip(results) {
-            let _ = job.reply.send(result);
-        }
+        done.into_iter().for_each(Done::send);
     }
 
-    fn apply_in_savepoint(&mut self, op: WriteOp) -> Result<Outcome<WriteResult>, StoreError> {
+    /// Runs one job inside its own savepoint, so that its failure undoes only its own writes.
+    fn in_savepoint<T>(
+        &mut self,
+        f: impl FnOnce(&mut Writer, &mut Cost) -> Result<T, StoreError>,
+    ) -> Result<Outcome<T>, StoreError> {
         self.conn.execute_batch("SAVEPOINT op")?;
         let mut cost = Cost::default();
-        match self.apply(op, &mut cost) {
+        match f(self, &mut cost) {
             Ok(value) => {
                 self.conn.execute_batch("RELEASE op")?;
                 Ok(Outcome { value, cost })
@@ -288,5 +317,40 @@ impl Writer {
         )?;
         stmt.execute((resource_type, id, version as i64, last_updated, body.is_none() as i64, method.to_db(), body))?;
         Ok(self.conn.last_insert_rowid())
+    }
+}
+
+/// The [`Transaction`] handed to transaction work: the writer, inside the work's savepoint.
+struct InTransaction<'w> {
+    writer: &'w mut Writer,
+    cost: &'w mut Cost,
+}
+
+impl Transaction for InTransaction<'_> {
+    fn search(
+        &mut self,
+        resource_type: &str,
+        query: &SearchQuery,
+        limit: u32,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let (rows, _) = read::search_rids(&self.writer.conn, resource_type, query, limit)?;
+        self.cost.rows_read += rows.len().max(1) as u64;
+        Ok(rows.into_iter().map(|(_, v)| v).collect())
+    }
+
+    fn read(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
+        let outcome = read::current(&self.writer.conn, resource_type, id)?;
+        self.cost.add(outcome.cost);
+        Ok(outcome.value)
+    }
+
+    fn vread(&mut self, resource_type: &str, id: &str, version: u64) -> Result<Option<StoredVersion>, StoreError> {
+        let outcome = read::version(&self.writer.conn, resource_type, id, version)?;
+        self.cost.add(outcome.cost);
+        Ok(outcome.value)
+    }
+
+    fn write(&mut self, op: WriteOp) -> Result<WriteResult, StoreError> {
+        self.writer.apply(op, self.cost)
     }
 }

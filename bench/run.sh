@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# Fhirside throughput/latency/memory benchmark. Not part of the test suite: run it by hand.
+#
+#   bench/run.sh                      # everything, 10 s per measurement
+#   BENCH_DURATION=30 bench/run.sh    # longer runs
+#
+# Builds release binaries, starts `fhirside serve` (embedded default, plain HTTP, then HTTPS) and the
+# `ceiling` server on free loopback ports with temporary data directories, seeds patients, drives
+# each scenario with wrk, and writes bench/results/latest.md (also printed). See bench/README.md.
+#
+# Environment (all optional):
+#   BENCH_DURATION=10            seconds per measurement
+#   BENCH_WARMUP=2               seconds of unrecorded load before each scenario
+#   BENCH_CONNECTIONS="1 16 64"  concurrencies (wrk -c) for read, create and ceiling
+#   BENCH_HTTPS_CONNECTIONS=...  concurrencies for the HTTPS read run (default: BENCH_CONNECTIONS)
+#   BENCH_PATIENTS=1000          patients created before the read runs
+#   BENCH_WRK_THREADS=2          upper bound on wrk -t (never more than the connections)
+#   BENCH_SKIP_BUILD=1           use the binaries already in $CARGO_TARGET_DIR/release
+#   BENCH_KEEP=1                 keep the temporary directory (data dirs, logs, wrk scripts)
+#   BENCH_OUT=path.md            where to write the table (default bench/results/latest.md)
+#   CARGO_TARGET_DIR             cargo's target directory (default <repo>/target)
+set -euo pipefail
+export LC_ALL=C
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-"1 16 64"}
+HTTPS_CONNECTIONS=${BENCH_HTTPS_CONNECTIONS:-$CONNECTIONS}
+PATIENTS=${BENCH_PATIENTS:-1000}
+MAX_THREADS=${BENCH_WRK_THREADS:-2}
+OUT=${BENCH_OUT:-$ROOT/bench/results/latest.md}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- tools -------------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+    log "installing wrk"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    command -v apt-get >/dev/null || die "wrk is missing and apt-get is not available; install wrk"
+    $SUDO apt-get install -y wrk >/dev/null || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
+fi
+command -v curl >/dev/null || die "curl is required"
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "building release binaries (CARGO_TARGET_DIR=$TARGET_DIR)"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p fhirside -p fhirside-bench)
+fi
+[ -x "$BIN/fhirside" ] && [ -x "$BIN/ceiling" ] || die "missing $BIN/fhirside or $BIN/ceiling"
+
+# --- servers -----------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fhirside-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+SERVER_PID=""
+SERVER_URL=""
+# start_server LOG COMMAND...: runs it in the background, waits for its "FHIR base URL:" line.
+start_server() {
+    local logfile=$1; shift
+    "$@" >"$logfile" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    SERVER_URL=""
+    local _
+    for _ in $(seq 1 300); do
+        SERVER_URL=$(sed -n 's/^FHIR base URL: //p' "$logfile")
+        [ -n "$SERVER_URL" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$logfile" >&2; die "server exited: $*"; }
+        sleep 0.1
+    done
+    die "server did not print its URL within 30 s: $*"
+}
+stop_server() {
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+hwm_mb() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+
+# --- wrk ---------------------------------------------------------------------------------------
+cat >"$WORK/read.lua" <<EOF
+-- GET /Patient/{id} over every seeded id; each wrk thread starts at a different offset.
+wrk.headers["Accept"] = "application/fhir+json"
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+local requests, n, i = {}, 0, 0
+function init(args)
+  for id in io.lines("$WORK/ids.txt") do
+    n = n + 1
+    requests[n] = wrk.format("GET", "/Patient/" .. id)
+  end
+  i = ((tid or 0) * 379) % n
+end
+function request()
+  i = i % n + 1
+  return requests[i]
+end
+EOF
+cat >"$WORK/create.lua" <<EOF
+-- POST /Patient with the same ~1 KB body each time (the server assigns a new id to each).
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/fhir+json"
+wrk.headers["Accept"] = "application/fhir+json"
+local f = assert(io.open("$WORK/create.json", "rb"))
+wrk.body = f:read("*a")
+f:close()
+EOF
+sed 's/__N__/bench/g' "$ROOT/bench/data/patient.json" >"$WORK/create.json"
+
+RAW=$WORK/wrk.txt
+: >"$RAW"
+declare -A RPS P50 P99 ERR
+# run_wrk KEY URL SCRIPT CONNECTIONS [SECONDS]: one measurement, parsed into RPS/P50/P99/ERR[KEY].
+run_wrk() {
+    local key=$1 url=$2 script=$3 c=$4 secs=${5:-$DURATION}
+    local t=$((c < MAX_THREADS ? c : MAX_THREADS))
+    local out=$WORK/wrk-$key.txt
+    wrk -t "$t" -c "$c" -d "${secs}s" --timeout 10s --latency -s "$script" "$url" >"$out" 2>&1 \
+        || { cat "$out" >&2; die "wrk failed ($key)"; }
+    { echo "### $key (wrk -t $t -c $c -d ${secs}s)"; cat "$out"; echo; } >>"$RAW"
+    RPS[$key]=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+    P50[$key]=$(awk -f "$WORK/latency.awk" -v pct=50% "$out")
+    P99[$key]=$(awk -f "$WORK/latency.awk" -v pct=99% "$out")
+    ERR[$key]=$(awk '/Non-2xx or 3xx responses:/ { e += $NF }
+                     /Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 }
+                     END { print e + 0 }' "$out")
+    log "$(printf '%-14s c=%-3s %8s req/s  p50 %6s ms  p99 %6s ms  errors %s' \
+        "$key" "$c" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" "${ERR[$key]}")"
+}
+# wrk prints percentiles like "99%    1.23ms"; normalise to milliseconds.
+cat >"$WORK/latency.awk" <<'EOF'
+$1 == pct && in_dist {
+    v = $2; unit = v; sub(/^[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+    f = (unit == "us") ? 0.001 : (unit == "ms") ? 1 : (unit == "s") ? 1000 : (unit == "m") ? 60000 : 1
+    printf "%.2f", v * f; exit
+}
+/Latency Distribution/ { in_dist = 1 }
+EOF
+warm() { # warm URL SCRIPT
+    [ "$WARMUP" -gt 0 ] || return 0
+    local c; for c in $CONNECTIONS; do :; done
+    wrk -t "$((c < MAX_THREADS ? c : MAX_THREADS))" -c "$c" -d "${WARMUP}s" --timeout 10s -s "$2" "$1" >/dev/null 2>&1 || true
+}
+
+# --- fhirside over HTTP ------------------------------------------------------------------------
+DATA=$WORK/data
+log "starting fhirside (HTTP)"
+start_server "$WORK/fhirside-http.log" "$BIN/fhirside" serve --http --auth none --listen 127.0.0.1:0 --data-dir "$DATA"
+URL=$SERVER_URL
+FHIRSIDE_PID=$SERVER_PID
+sleep 1
+RSS_IDLE=$(rss_mb "$FHIRSIDE_PID")
+log "idle RSS ${RSS_IDLE} MB; seeding $PATIENTS patients"
+
+# One curl process, one keep-alive connection, one POST per patient.
+mkdir -p "$WORK/patients"
+: >"$WORK/seed.curl"
+for n in $(seq -w 1 "$PATIENTS"); do
+    sed "s/__N__/$n/g" "$ROOT/bench/data/patient.json" >"$WORK/patients/$n.json"
+    cat >>"$WORK/seed.curl" <<EOF
+url = "$URL/Patient"
+request = "POST"
+header = "Content-Type: application/fhir+json"
+header = "Prefer: return=minimal"
+data-binary = "@$WORK/patients/$n.json"
+output = "/dev/null"
+silent
+write-out = "%{http_code} %header{location}\\n"
+next
+EOF
+done
+sed -i '$d' "$WORK/seed.curl" # no "next" after the last request
+SEED_START=$(date +%s.%N)
+curl -K "$WORK/seed.curl" >"$WORK/seed.out"
+SEED_SECS=$(awk -v s="$SEED_START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+awk '$1 != 201 { bad++ } END { exit bad > 0 }' "$WORK/seed.out" || { head "$WORK/seed.out" >&2; die "seeding failed"; }
+awk '{ n = split($2, p, "/"); print p[n - 2] }' "$WORK/seed.out" >"$WORK/ids.txt"
+[ "$(wc -l <"$WORK/ids.txt")" -eq "$PATIENTS" ] || die "expected $PATIENTS ids"
+RSS_SEEDED=$(rss_mb "$FHIRSIDE_PID")
+FIRST_ID=$(head -1 "$WORK/ids.txt")
+curl -sf -o "$WORK/read-body.json" -w '%{size_header} %{size_download}\n' "$URL/Patient/$FIRST_ID" >"$WORK/read-size.txt"
+read -r READ_HEADER_BYTES READ_BODY_BYTES <"$WORK/read-size.txt"
+log "seeded in ${SEED_SECS}s; a read is ${READ_HEADER_BYTES} B of headers + ${READ_BODY_BYTES} B of body"
+
+log "read-by-id (HTTP)"
+warm "$URL" "$WORK/read.lua"
+for c in $CONNECTIONS; do run_wrk "read-$c" "$URL" "$WORK/read.lua" "$c"; done
+RSS_AFTER_READ=$(rss_mb "$FHIRSIDE_PID")
+
+log "create (HTTP)"
+warm "$URL" "$WORK/create.lua"
+for c in $CONNECTIONS; do run_wrk "create-$c" "$URL" "$WORK/create.lua" "$c"; done
+RSS_AFTER_CREATE=$(rss_mb "$FHIRSIDE_PID")
+HWM_FHIRSIDE=$(hwm_mb "$FHIRSIDE_PID")
+stop_server
+
+# --- fhirside over HTTPS (same data directory, generated local certificate) ----------------------
+log "starting fhirside (HTTPS)"
+start_server "$WORK/fhirside-https.log" "$BIN/fhirside" serve --auth none --listen 127.0.0.1:0 --data-dir "$DATA"
+HTTPS_URL=$SERVER_URL
+HTTPS_PID=$SERVER_PID
+curl -sfk -o /dev/null "$HTTPS_URL/Patient/$FIRST_ID" || die "HTTPS read failed"
+log "read-by-id (HTTPS)"
+warm "$HTTPS_URL" "$WORK/read.lua"
+for c in $HTTPS_CONNECTIONS; do run_wrk "tls-read-$c" "$HTTPS_URL" "$WORK/read.lua" "$c"; done
+RSS_HTTPS_AFTER_READ=$(rss_mb "$HTTPS_PID")
+stop_server
+
+# --- ceiling: the same stack, constant response of a read's size --------------------------------
+log "starting ceiling"
+start_server "$WORK/ceiling.log" "$BIN/ceiling" --listen 127.0.0.1:0 --body-file "$WORK/read-body.json"
+CEILING_URL=$SERVER_URL
+CEILING_PID=$SERVER_PID
+curl -sf -o /dev/null -w '%{size_header} %{size_download}\n' "$CEILING_URL/Patient/$FIRST_ID" >"$WORK/ceiling-size.txt"
+read -r CEILING_HEADER_BYTES CEILING_BODY_BYTES <"$WORK/ceiling-size.txt"
+RSS_CEILING_IDLE=$(rss_mb "$CEILING_PID")
+log "ceiling"
+warm "$CEILING_URL" "$WORK/read.lua"
+for c in $CONNECTIONS; do run_wrk "ceiling-$c" "$CEILING_URL" "$WORK/read.lua" "$c"; done
+RSS_CEILING_AFTER=$(rss_mb "$CEILING_PID")
+stop_server
+
+# --- report ------------------------------------------------------------------------------------
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f %%", 100 * a / b; else print "–" }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+verdict() { if "$@"; then echo "met"; else echo "**missed**"; fi; }
+
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT (+ uncommitted changes)"; fi
+CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+LAST_C=""; for c in $CONNECTIONS; do LAST_C=$c; done
+BEST_C=""; for c in $CONNECTIONS; do
+    if [ -z "$BEST_C" ] || [ "${RPS[read-$c]}" -gt "${RPS[read-$BEST_C]}" ]; then BEST_C=$c; fi
+done
+BEST_CREATE_C=""; for c in $CONNECTIONS; do
+    if [ -z "$BEST_CREATE_C" ] || [ "${RPS[create-$c]}" -gt "${RPS[create-$BEST_CREATE_C]}" ]; then BEST_CREATE_C=$c; fi
+done
+WORST_P99=0; for c in $CONNECTIONS; do
+    if awk -v a="${P99[read-$c]}" -v b="$WORST_P99" 'BEGIN { exit !(a > b) }'; then WORST_P99=${P99[read-$c]}; fi
+done
+
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "# Fhirside benchmark results"
+    echo
+    echo "| | |"
+    echo "|---|---|"
+    echo "| Date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+    echo "| Git commit | $COMMIT |"
+    echo "| CPU | $CPU, \`nproc\` = $(nproc) |"
+    echo "| Load average at end | $(cut -d' ' -f1-3 /proc/loadavg) |"
+    echo "| Kernel | $(uname -sr) |"
+    echo "| Client | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), -t min(c, $MAX_THREADS), ${DURATION} s per row after ${WARMUP} s warm-up, keep-alive |"
+    echo "| Server | \`fhirside serve --auth none\` (embedded SQLite, default settings), release build |"
+    echo "| Data | $PATIENTS patients seeded (in ${SEED_SECS} s, one connection); reads cycle over all of them |"
+    echo "| Read response | ${READ_HEADER_BYTES} B headers + ${READ_BODY_BYTES} B body (ceiling: ${CEILING_HEADER_BYTES} B + ${CEILING_BODY_BYTES} B) |"
+    echo
+    echo "**Client and server share the same $(nproc) cores over loopback.** Absolute numbers are a lower"
+    echo "bound on what the server alone could do; compare rows as ratios within this one run."
+    echo
+    echo "## Throughput and latency"
+    echo
+    echo "| Scenario | Connections | Req/s | p50 (ms) | p99 (ms) | vs ceiling | Errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for c in $CONNECTIONS; do
+        echo "| read-by-id \`GET /Patient/{id}\` | $c | ${RPS[read-$c]} | ${P50[read-$c]} | ${P99[read-$c]} | $(pct "${RPS[read-$c]}" "${RPS[ceiling-$c]}") | ${ERR[read-$c]} |"
+    done
+    for c in $HTTPS_CONNECTIONS; do
+        local_ceiling=${RPS[ceiling-$c]:-0}
+        echo "| read-by-id over HTTPS | $c | ${RPS[tls-read-$c]} | ${P50[tls-read-$c]} | ${P99[tls-read-$c]} | $(pct "${RPS[tls-read-$c]}" "$local_ceiling") | ${ERR[tls-read-$c]} |"
+    done
+    for c in $CONNECTIONS; do
+        echo "| create \`POST /Patient\` ($(wc -c <"$WORK/create.json") B) | $c | ${RPS[create-$c]} | ${P50[create-$c]} | ${P99[create-$c]} | $(pct "${RPS[create-$c]}" "${RPS[ceiling-$c]}") | ${ERR[create-$c]} |"
+    done
+    for c in $CONNECTIONS; do
+        echo "| ceiling (same stack, constant body) | $c | ${RPS[ceiling-$c]} | ${P50[ceiling-$c]} | ${P99[ceiling-$c]} | 100 % | ${ERR[ceiling-$c]} |"
+    done
+    echo
+    echo "\"vs ceiling\" is req/s divided by the ceiling's req/s at the same concurrency (the HTTPS row is"
+    echo "compared with the plain-HTTP ceiling, so it includes the cost of TLS)."
+    echo
+    echo "## Memory (VmRSS of the server process)"
+    echo
+    echo "| Process | When | RSS (MB) |"
+    echo "|---|---|---:|"
+    echo "| fhirside | idle, 1 s after start (empty data dir) | $RSS_IDLE |"
+    echo "| fhirside | after seeding $PATIENTS patients | $RSS_SEEDED |"
+    echo "| fhirside | after the read runs | $RSS_AFTER_READ |"
+    echo "| fhirside | after the create runs | $RSS_AFTER_CREATE |"
+    echo "| fhirside | peak (VmHWM) over the HTTP runs | $HWM_FHIRSIDE |"
+    echo "| fhirside (HTTPS) | after the HTTPS read runs | $RSS_HTTPS_AFTER_READ |"
+    echo "| ceiling | idle / after its runs | $RSS_CEILING_IDLE / $RSS_CEILING_AFTER |"
+    echo
+    echo "## Against the targets (reported, not asserted)"
+    echo
+    echo "| Target | Measured | |"
+    echo "|---|---|---|"
+    echo "| read-by-id ≥ 25,000 req/s | ${RPS[read-$BEST_C]} req/s (best, at $BEST_C connections) | $(verdict ge "${RPS[read-$BEST_C]}" 25000) |"
+    echo "| read-by-id ≥ 60 % of the ceiling | $(pct "${RPS[read-$BEST_C]}" "${RPS[ceiling-$BEST_C]}") at $BEST_C connections | $(verdict ge "$(awk -v a="${RPS[read-$BEST_C]}" -v b="${RPS[ceiling-$BEST_C]}" 'BEGIN { print (b > 0) ? a / b : 0 }')" 0.6) |"
+    echo "| read-by-id p99 < 5 ms | ${WORST_P99} ms (worst over $CONNECTIONS connections; ${P99[read-$LAST_C]} ms at $LAST_C) | $(verdict lt "$WORST_P99" 5) |"
+    echo "| create ≥ 3,000 req/s | ${RPS[create-$BEST_CREATE_C]} req/s (best, at $BEST_CREATE_C connections) | $(verdict ge "${RPS[create-$BEST_CREATE_C]}" 3000) |"
+    echo "| idle RSS < 50 MB | $RSS_IDLE MB | $(verdict lt "$RSS_IDLE" 50) |"
+} >"$OUT"
+cp "$RAW" "${OUT%.md}-wrk.txt"
+log "wrote $OUT (raw wrk output: ${OUT%.md}-wrk.txt)"
+echo
+cat "$OUT"

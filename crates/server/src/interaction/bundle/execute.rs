@@ -1,0 +1,155 @@
+//! Carrying out Bundle entries inside a store transaction.
+//!
+//! Runs on the store's writer (see `ResourceStore::transaction`), so it does only what must be
+//! atomic: conditional matching, reference resolution and the writes. An entry goes through two
+//! steps so that a transaction can learn every entry's id before rewriting any reference:
+//! [`resolve`] fixes the target id (conditional create and update search here), then [`apply`]
+//! rewrites references and writes.
+
+use fhirside_store::{StoredVersion, Transaction, WriteOp, WriteResult};
+use serde_json::Value;
+
+use super::entry::{Entry, Method, Target};
+use super::references::References;
+use crate::error::FhirError;
+use crate::indexing;
+use crate::interaction::search;
+use crate::negotiate::Handling;
+
+/// An entry whose target is fixed.
+pub(crate) struct Resolved {
+    pub entry: Entry,
+    /// The id a POST or PUT will write (assigned, matched, or from the URL).
+    pub id: Option<String>,
+    /// A conditional create's existing match: nothing is written.
+    pub existing: Option<StoredVersion>,
+}
+
+/// What an entry produced.
+pub(crate) enum Produced {
+    /// A status and, if any, the version it concerns (written, read or deleted).
+    Version { status: u16, version: Option<StoredVersion>, location: bool },
+    /// A search's matches.
+    Search(Vec<StoredVersion>),
+}
+
+pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) -> Result<Resolved, FhirError> {
+    let (id, existing) = match (&entry.method, &entry.target) {
+        (Method::Post, Target::Type(t)) => match &entry.if_none_exist {
+            None => (Some(new_id), None),
+            Some(query) => match tx.search(t, query, 2)?.as_slice() {
+                [] => (Some(new_id), None),
+                [one] => (Some(one.id.clone()), Some(one.clone())),
+                _ => return Err(FhirError::NotSelective { resource_type: t.clone() }),
+            },
+        },
+        (Method::Post, _) => return Err(FhirError::bad_request("A POST entry's url must name a resource type.")),
+        (Method::Put, Target::Instance(_, id)) => (Some(id.clone()), None),
+        (Method::Put, Target::Search(t, params)) => {
+            let query = search::conditional(t, params)?;
+            let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str);
+            match tx.search(t, &query, 2)?.as_slice() {
+                [] => (Some(body_id.map_or(new_id, str::to_owned)), None),
+                [one] => {
+                    if body_id.is_some_and(|b| b != one.id) {
+                        return Err(FhirError::bad_request(
+                            "The resource's id does not match the conditional update's match.",
+                        ));
+                    }
+                    (Some(one.id.clone()), None)
+                }
+                _ => return Err(FhirError::NotSelective { resource_type: t.clone() }),
+            }
+        }
+        (Method::Put, _) => return Err(FhirError::bad_request("A PUT entry's url must be Type/id or Type?criteria.")),
+        (Method::Patch, _) => {
+            return Err(FhirError::BadRequest {
+                code: "not-supported",
+                diagnostics: "PATCH entries are not supported yet.".into(),
+                expression: None,
+            })
+        }
+        _ => (None, None),
+    };
+    if let (Method::Put, Target::Instance(_, id), Some(resource)) = (&entry.method, &entry.target, &entry.resource) {
+        if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+            return Err(FhirError::bad_request(format!("The resource's id must be '{id}', as in request.url.")));
+        }
+    }
+    Ok(Resolved { entry, id, existing })
+}
+
+pub(crate) fn apply(
+    tx: &mut dyn Transaction,
+    resolved: Resolved,
+    refs: &mut References,
+) -> Result<Produced, FhirError> {
+    let Resolved { entry, id, existing } = resolved;
+    let resource_type = entry.target.resource_type().to_owned();
+    match entry.method {
+        Method::Post | Method::Put => {
+            if let Some(existing) = existing {
+                return Ok(Produced::Version { status: 200, version: Some(existing), location: false });
+            }
+            let mut resource = entry.resource.expect("checked when parsed");
+            refs.rewrite(tx, &mut resource)?;
+            let index = indexing::extract(&resource_type, &resource);
+            let id = id.expect("resolved");
+            let op = if entry.method == Method::Post {
+                WriteOp::Create { resource_type, id, resource, index, if_none_exist: None }
+            } else {
+                WriteOp::Update { resource_type, id, resource, index, if_match: entry.if_match }
+            };
+            match tx.write(op)? {
+                WriteResult::Created(v) => Ok(Produced::Version { status: 201, version: Some(v), location: true }),
+                WriteResult::Updated(v) => Ok(Produced::Version { status: 200, version: Some(v), location: false }),
+                other => Err(FhirError::Internal(format!("unexpected write result {other:?}"))),
+            }
+        }
+        Method::Delete => {
+            let op = match entry.target {
+                Target::Instance(_, id) => WriteOp::Delete { resource_type, id, if_match: entry.if_match },
+                Target::Search(_, params) => WriteOp::ConditionalDelete {
+                    query: search::conditional(&resource_type, &params)?,
+                    resource_type,
+                    max: 1,
+                },
+                _ => return Err(FhirError::bad_request("A DELETE entry's url must be Type/id or Type?criteria.")),
+            };
+            match tx.write(op)? {
+                WriteResult::Deleted(mut versions) => {
+                    Ok(Produced::Version { status: 204, version: versions.pop(), location: false })
+                }
+                other => Err(FhirError::Internal(format!("unexpected write result {other:?}"))),
+            }
+        }
+        Method::Get | Method::Head => read(tx, entry),
+        Method::Patch => Err(FhirError::bad_request("PATCH entries are not supported yet.")),
+    }
+}
+
+fn read(tx: &mut dyn Transaction, entry: Entry) -> Result<Produced, FhirError> {
+    let found = match &entry.target {
+        Target::Instance(t, id) => {
+            tx.read(t, id)?.ok_or_else(|| FhirError::NotFound { resource_type: t.clone(), id: id.clone() })?
+        }
+        Target::Version(t, id, v) => tx.vread(t, id, *v)?.ok_or_else(|| FhirError::VersionNotFound {
+            resource_type: t.clone(),
+            id: id.clone(),
+            version: v.to_string(),
+        })?,
+        Target::Search(t, params) => {
+            let (query, _) = search::parse(t, params, Handling::Lenient)?;
+            return Ok(Produced::Search(tx.search(t, &query, 1000)?));
+        }
+        Target::Type(t) => return Ok(Produced::Search(tx.search(t, &Default::default(), 1000)?)),
+    };
+    if found.deleted {
+        return Err(FhirError::Gone { resource_type: found.resource_type, id: found.id, version: found.version });
+    }
+    let not_modified = entry.if_none_match == Some(found.version)
+        || entry
+            .if_modified_since
+            .is_some_and(|since| found.last_updated.div_euclid(1_000_000) <= since.div_euclid(1_000_000));
+    Ok(Produced::Version { status: if not_modified { 304 } else { 200 }, version: Some(found), location: false })
+}

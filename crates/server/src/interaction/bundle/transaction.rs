@@ -1,0 +1,102 @@
+//! A `transaction` Bundle: all entries in one store transaction, or none.
+//!
+//! Entries run in the order R4 prescribes — DELETE, POST, PUT/PATCH, GET/HEAD — and every entry's
+//! target id is fixed (including conditional creates and updates) before any reference is rewritten,
+//! so that `urn:uuid:` references resolve to the ids actually written. Any failure rolls everything
+//! back and answers with that entry's status and an OperationOutcome naming it.
+
+use std::collections::HashSet;
+
+use fhirside_store::{Cost, StoreError, Transaction};
+
+use super::entry::{Entry, Method, Target};
+use super::execute::{self, Produced};
+use super::references::References;
+use crate::error::FhirError;
+use crate::AppState;
+
+type Results = Vec<Result<Produced, FhirError>>;
+
+pub(super) async fn run(
+    state: &AppState,
+    entries: Vec<Result<Entry, FhirError>>,
+) -> Result<(Results, Cost), FhirError> {
+    let entries: Vec<Entry> = entries.into_iter().collect::<Result<_, _>>()?;
+    reject_duplicates(&entries)?;
+    let new_ids: Vec<String> = entries.iter().map(|_| uuid::Uuid::new_v4().hyphenated().to_string()).collect();
+    let (send, receive) = tokio::sync::oneshot::channel();
+    let work = Box::new(move |tx: &mut dyn Transaction| {
+        let result = run_entries(tx, entries, new_ids);
+        let failed = result.is_err();
+        let _ = send.send(result);
+        if failed {
+            Err(StoreError::RolledBack)
+        } else {
+            Ok(())
+        }
+    });
+    let cost = match state.store.transaction(work).await {
+        Ok(outcome) => outcome.cost,
+        Err(StoreError::RolledBack) => Cost::default(),
+        Err(error) => return Err(error.into()),
+    };
+    let produced = receive.await.map_err(|_| FhirError::Internal("transaction work vanished".into()))??;
+    Ok((produced.into_iter().map(Ok).collect(), cost))
+}
+
+fn run_entries(
+    tx: &mut dyn Transaction,
+    entries: Vec<Entry>,
+    new_ids: Vec<String>,
+) -> Result<Vec<Produced>, FhirError> {
+    let count = entries.len();
+    let mut order: Vec<(u8, usize, Entry, String)> = entries
+        .into_iter()
+        .zip(new_ids)
+        .enumerate()
+        .map(|(i, (e, id))| (e.method.transaction_order(), i, e, id))
+        .collect();
+    order.sort_by_key(|(rank, i, _, _)| (*rank, *i));
+
+    let mut produced: Vec<Option<Produced>> = (0..count).map(|_| None).collect();
+    let mut refs = References::default();
+    let mut pending = Vec::with_capacity(count);
+    for (_, index, entry, new_id) in order {
+        let resolved = execute::resolve(tx, entry, new_id).map_err(|e| e.in_entry(index))?;
+        if let (Some(full_url), Some(id)) = (&resolved.entry.full_url, &resolved.id) {
+            refs.insert(full_url.clone(), format!("{}/{id}", resolved.entry.target.resource_type()));
+        }
+        if resolved.entry.method == Method::Delete {
+            // Deletes come first and refer to nothing in the Bundle: apply now.
+            produced[index] = Some(execute::apply(tx, resolved, &mut refs).map_err(|e| e.in_entry(index))?);
+        } else {
+            pending.push((index, resolved));
+        }
+    }
+    for (index, resolved) in pending {
+        produced[index] = Some(execute::apply(tx, resolved, &mut refs).map_err(|e| e.in_entry(index))?);
+    }
+    Ok(produced.into_iter().map(|p| p.expect("every entry produced a result")).collect())
+}
+
+/// Two entries may not act on the same resource, nor share a `fullUrl`.
+fn reject_duplicates(entries: &[Entry]) -> Result<(), FhirError> {
+    let mut targets = HashSet::new();
+    let mut full_urls = HashSet::new();
+    for entry in entries {
+        if let (Target::Instance(t, id), Method::Put | Method::Delete | Method::Patch) = (&entry.target, entry.method) {
+            if !targets.insert((t.clone(), id.clone())) {
+                return Err(
+                    FhirError::bad_request(format!("More than one entry acts on {t}/{id}.")).in_entry(entry.index)
+                );
+            }
+        }
+        if let Some(full_url) = &entry.full_url {
+            if entry.method != Method::Get && !full_urls.insert(full_url.clone()) {
+                return Err(FhirError::bad_request(format!("The fullUrl '{full_url}' appears more than once."))
+                    .in_entry(entry.index));
+            }
+        }
+    }
+    Ok(())
+}
