@@ -114,6 +114,7 @@ EOF
 cat >"$WORK/create.lua" <<EOF
 -- POST /Patient with the same ~1 KB body each time (the server assigns a new id to each).
 wrk.method = "POST"
+wrk.path = "/Patient"
 wrk.headers["Content-Type"] = "application/fhir+json"
 wrk.headers["Accept"] = "application/fhir+json"
 local f = assert(io.open("$WORK/create.json", "rb"))
@@ -292,6 +293,11 @@ mkdir -p "$(dirname "$OUT")"
         echo "| ceiling (same stack, constant body) | $c | ${RPS[ceiling-$c]} | ${P50[ceiling-$c]} | ${P99[ceiling-$c]} | 100 % | ${ERR[ceiling-$c]} |"
     done
     echo
+    TOTAL_ERRORS=0; for key in "${!ERR[@]}"; do TOTAL_ERRORS=$((TOTAL_ERRORS + ERR[$key])); done
+    if [ "$TOTAL_ERRORS" -gt 0 ]; then
+        echo "**Warning: $TOTAL_ERRORS requests failed (non-2xx or socket errors); see the raw wrk output.**"
+        echo
+    fi
     echo "\"vs ceiling\" is req/s divided by the ceiling's req/s at the same concurrency (the HTTPS row is"
     echo "compared with the plain-HTTP ceiling, so it includes the cost of TLS)."
     echo

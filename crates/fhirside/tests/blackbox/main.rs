@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod bundles;
 mod capabilities;
 mod conditional;
 mod crud;
