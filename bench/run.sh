@@ -85,9 +85,9 @@ start_server() {
     done
     die "server did not print its URL within 30 s: $*"
 }
-stop_server() {
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+stop_server() { # stop_server PID
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
 }
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 hwm_mb() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -161,6 +161,7 @@ warm() { # warm URL SCRIPT
 # --- fhirside over HTTP ------------------------------------------------------------------------
 DATA=$WORK/data
 log "starting fhirside (HTTP)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 start_server "$WORK/fhirside-http.log" "$BIN/fhirside" serve --http --auth none --listen 127.0.0.1:0 --data-dir "$DATA"
 URL=$SERVER_URL
 FHIRSIDE_PID=$SERVER_PID
@@ -198,31 +199,9 @@ curl -sf -o "$WORK/read-body.json" -w '%{size_header} %{size_download}\n' "$URL/
 read -r READ_HEADER_BYTES READ_BODY_BYTES <"$WORK/read-size.txt"
 log "seeded in ${SEED_SECS}s; a read is ${READ_HEADER_BYTES} B of headers + ${READ_BODY_BYTES} B of body"
 
-log "read-by-id (HTTP)"
-warm "$URL" "$WORK/read.lua"
-for c in $CONNECTIONS; do run_wrk "read-$c" "$URL" "$WORK/read.lua" "$c"; done
-RSS_AFTER_READ=$(rss_mb "$FHIRSIDE_PID")
-
-log "create (HTTP)"
-warm "$URL" "$WORK/create.lua"
-for c in $CONNECTIONS; do run_wrk "create-$c" "$URL" "$WORK/create.lua" "$c"; done
-RSS_AFTER_CREATE=$(rss_mb "$FHIRSIDE_PID")
-HWM_FHIRSIDE=$(hwm_mb "$FHIRSIDE_PID")
-stop_server
-
-# --- fhirside over HTTPS (same data directory, generated local certificate) ----------------------
-log "starting fhirside (HTTPS)"
-start_server "$WORK/fhirside-https.log" "$BIN/fhirside" serve --auth none --listen 127.0.0.1:0 --data-dir "$DATA"
-HTTPS_URL=$SERVER_URL
-HTTPS_PID=$SERVER_PID
-curl -sfk -o /dev/null "$HTTPS_URL/Patient/$FIRST_ID" || die "HTTPS read failed"
-log "read-by-id (HTTPS)"
-warm "$HTTPS_URL" "$WORK/read.lua"
-for c in $HTTPS_CONNECTIONS; do run_wrk "tls-read-$c" "$HTTPS_URL" "$WORK/read.lua" "$c"; done
-RSS_HTTPS_AFTER_READ=$(rss_mb "$HTTPS_PID")
-stop_server
-
 # --- ceiling: the same stack, constant response of a read's size --------------------------------
+# It runs alongside fhirside (an idle server costs nothing) so that each read row is measured right
+# next to its ceiling row: on a shared machine, that keeps the ratio meaningful.
 log "starting ceiling"
 start_server "$WORK/ceiling.log" "$BIN/ceiling" --listen 127.0.0.1:0 --body-file "$WORK/read-body.json"
 CEILING_URL=$SERVER_URL
@@ -230,11 +209,38 @@ CEILING_PID=$SERVER_PID
 curl -sf -o /dev/null -w '%{size_header} %{size_download}\n' "$CEILING_URL/Patient/$FIRST_ID" >"$WORK/ceiling-size.txt"
 read -r CEILING_HEADER_BYTES CEILING_BODY_BYTES <"$WORK/ceiling-size.txt"
 RSS_CEILING_IDLE=$(rss_mb "$CEILING_PID")
-log "ceiling"
+
+log "read-by-id (HTTP) and ceiling, interleaved"
+warm "$URL" "$WORK/read.lua"
 warm "$CEILING_URL" "$WORK/read.lua"
-for c in $CONNECTIONS; do run_wrk "ceiling-$c" "$CEILING_URL" "$WORK/read.lua" "$c"; done
+for c in $CONNECTIONS; do
+    run_wrk "read-$c" "$URL" "$WORK/read.lua" "$c"
+    run_wrk "ceiling-$c" "$CEILING_URL" "$WORK/read.lua" "$c"
+done
+RSS_AFTER_READ=$(rss_mb "$FHIRSIDE_PID")
 RSS_CEILING_AFTER=$(rss_mb "$CEILING_PID")
-stop_server
+stop_server "$CEILING_PID"
+
+log "create (HTTP)"
+warm "$URL" "$WORK/create.lua"
+for c in $CONNECTIONS; do run_wrk "create-$c" "$URL" "$WORK/create.lua" "$c"; done
+RSS_AFTER_CREATE=$(rss_mb "$FHIRSIDE_PID")
+HWM_FHIRSIDE=$(hwm_mb "$FHIRSIDE_PID")
+stop_server "$FHIRSIDE_PID"
+
+# --- fhirside over HTTPS (same data directory, generated local certificate) ----------------------
+log "starting fhirside (HTTPS)"
+start_server "$WORK/fhirside-https.log" "$BIN/fhirside" serve --auth none --listen 127.0.0.1:0 --data-dir "$DATA"
+HTTPS_URL=$SERVER_URL
+HTTPS_PID=$SERVER_PID
+sleep 1
+RSS_HTTPS_IDLE=$(rss_mb "$HTTPS_PID")
+curl -sfk -o /dev/null "$HTTPS_URL/Patient/$FIRST_ID" || die "HTTPS read failed"
+log "read-by-id (HTTPS)"
+warm "$HTTPS_URL" "$WORK/read.lua"
+for c in $HTTPS_CONNECTIONS; do run_wrk "tls-read-$c" "$HTTPS_URL" "$WORK/read.lua" "$c"; done
+RSS_HTTPS_AFTER_READ=$(rss_mb "$HTTPS_PID")
+stop_server "$HTTPS_PID"
 
 # --- report ------------------------------------------------------------------------------------
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f %%", 100 * a / b; else print "–" }'; }
@@ -265,7 +271,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| Date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
     echo "| Git commit | $COMMIT |"
     echo "| CPU | $CPU, \`nproc\` = $(nproc) |"
-    echo "| Load average at end | $(cut -d' ' -f1-3 /proc/loadavg) |"
+    echo "| Load average (1/5/15 min) | $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end |"
     echo "| Kernel | $(uname -sr) |"
     echo "| Client | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), -t min(c, $MAX_THREADS), ${DURATION} s per row after ${WARMUP} s warm-up, keep-alive |"
     echo "| Server | \`fhirside serve --auth none\` (embedded SQLite, default settings), release build |"
@@ -282,15 +288,15 @@ mkdir -p "$(dirname "$OUT")"
     for c in $CONNECTIONS; do
         echo "| read-by-id \`GET /Patient/{id}\` | $c | ${RPS[read-$c]} | ${P50[read-$c]} | ${P99[read-$c]} | $(pct "${RPS[read-$c]}" "${RPS[ceiling-$c]}") | ${ERR[read-$c]} |"
     done
+    for c in $CONNECTIONS; do
+        echo "| ceiling (same stack, constant body) | $c | ${RPS[ceiling-$c]} | ${P50[ceiling-$c]} | ${P99[ceiling-$c]} | 100 % | ${ERR[ceiling-$c]} |"
+    done
     for c in $HTTPS_CONNECTIONS; do
         local_ceiling=${RPS[ceiling-$c]:-0}
         echo "| read-by-id over HTTPS | $c | ${RPS[tls-read-$c]} | ${P50[tls-read-$c]} | ${P99[tls-read-$c]} | $(pct "${RPS[tls-read-$c]}" "$local_ceiling") | ${ERR[tls-read-$c]} |"
     done
     for c in $CONNECTIONS; do
         echo "| create \`POST /Patient\` ($(wc -c <"$WORK/create.json") B) | $c | ${RPS[create-$c]} | ${P50[create-$c]} | ${P99[create-$c]} | $(pct "${RPS[create-$c]}" "${RPS[ceiling-$c]}") | ${ERR[create-$c]} |"
-    done
-    for c in $CONNECTIONS; do
-        echo "| ceiling (same stack, constant body) | $c | ${RPS[ceiling-$c]} | ${P50[ceiling-$c]} | ${P99[ceiling-$c]} | 100 % | ${ERR[ceiling-$c]} |"
     done
     echo
     TOTAL_ERRORS=0; for key in "${!ERR[@]}"; do TOTAL_ERRORS=$((TOTAL_ERRORS + ERR[$key])); done
@@ -310,6 +316,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| fhirside | after the read runs | $RSS_AFTER_READ |"
     echo "| fhirside | after the create runs | $RSS_AFTER_CREATE |"
     echo "| fhirside | peak (VmHWM) over the HTTP runs | $HWM_FHIRSIDE |"
+    echo "| fhirside (HTTPS) | idle, 1 s after start (seeded data dir) | $RSS_HTTPS_IDLE |"
     echo "| fhirside (HTTPS) | after the HTTPS read runs | $RSS_HTTPS_AFTER_READ |"
     echo "| ceiling | idle / after its runs | $RSS_CEILING_IDLE / $RSS_CEILING_AFTER |"
     echo

@@ -18,6 +18,7 @@
 
 pub mod datetime;
 mod definitions;
+pub mod fhirpath;
 mod search_param;
 pub mod validate;
 

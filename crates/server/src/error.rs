@@ -19,6 +19,8 @@ pub enum FhirError {
     NotFound { resource_type: String, id: String },
     /// `404`: no such version.
     VersionNotFound { resource_type: String, id: String, version: String },
+    /// `404`: a conditional interaction that needs a match found none.
+    NoMatch(String),
     /// `410`: the current version is a deletion; carries the deleted version for the `ETag`.
     Gone { resource_type: String, id: String, version: u64 },
     /// `403`: the caller lacks the data action.
@@ -33,6 +35,9 @@ pub enum FhirError {
     BadRequest { code: &'static str, diagnostics: String, expression: Option<String> },
     /// `400` with the validator's issues.
     Invalid(Vec<fhir::Issue>),
+    /// `422`: a well-formed request that cannot be carried out (a patch that does not apply, or
+    /// whose result is not a valid resource).
+    Unprocessable(Vec<Value>),
     /// `412`: `If-Match` named another version.
     VersionMismatch { supplied: String },
     /// `412`: a precondition other than a version mismatch failed.
@@ -91,6 +96,7 @@ impl FhirError {
                     format!("Resource type '{resource_type}' with id '{id}' and version '{version}' couldn't be found."),
                 ),
             ),
+            FhirError::NoMatch(diagnostics) => (StatusCode::NOT_FOUND, issue("error", "not-found", diagnostics.clone())),
             FhirError::Gone { resource_type, id, .. } => (
                 StatusCode::GONE,
                 issue("error", "deleted", format!("Resource type '{resource_type}' with id '{id}' has been deleted.")),
@@ -130,6 +136,7 @@ impl FhirError {
                     })
                     .collect(),
             ),
+            FhirError::Unprocessable(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
             FhirError::VersionMismatch { supplied } => (
                 StatusCode::PRECONDITION_FAILED,
                 issue("error", "conflict", format!("The supplied version '{supplied}' did not match.")),

@@ -24,6 +24,7 @@ mod interaction;
 pub mod listener;
 mod negotiate;
 mod params;
+mod patching;
 mod response;
 pub mod tls;
 
@@ -60,9 +61,16 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(system::get).post(system::post))
         .route(
             "/{segment}",
-            get(type_level::get).post(type_level::post).put(update::conditional).delete(delete::conditional),
+            get(type_level::get)
+                .post(type_level::post)
+                .put(update::conditional)
+                .delete(delete::conditional)
+                .patch(patch::conditional),
         )
-        .route("/{segment}/{id}", get(instance::get).put(update::handle).delete(delete::handle).post(instance::post))
+        .route(
+            "/{segment}/{id}",
+            get(instance::get).put(update::handle).delete(delete::handle).post(instance::post).patch(patch::handle),
+        )
         .route("/{segment}/{id}/{op}", get(instance::get_sub).post(instance::post_sub))
         .route("/{segment}/{id}/_history/{vid}", get(vread::handle))
         .fallback(fallback::route_not_found)

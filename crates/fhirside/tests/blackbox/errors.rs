@@ -26,7 +26,7 @@ fn bad_requests_get_operation_outcomes() {
         ("POST", "/Patient", Some(br#"{"active":true}"#), 400, "required"),
         ("POST", "/Patient", Some(br#"{"resourceType":"Patient","activ":true}"#), 400, "structure"),
         ("POST", "/Patient", Some(br#"{"resourceType":"Patient","birthDate":"1970-13-01"}"#), 400, "value"),
-        ("PATCH", "/Patient/1", Some(b"[]"), 405, "not-supported"),
+        ("PATCH", "/Patient/1/_history", Some(b"[]"), 405, "not-supported"),
         ("GET", "/Patient/%FF", None, 400, "invalid"),
         ("GET", "/Patient/%FF/_history/1", None, 400, "invalid"),
         ("POST", "/Patient/1", Some(b"{}"), 405, "not-supported"),

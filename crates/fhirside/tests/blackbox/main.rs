@@ -14,6 +14,7 @@ mod errors;
 mod examples;
 mod history;
 mod negotiation;
+mod patch;
 mod search;
 mod startup;
 mod synthea;

@@ -11,6 +11,7 @@ pub(crate) mod delete;
 pub(crate) mod fallback;
 pub(crate) mod history;
 pub(crate) mod instance;
+pub(crate) mod patch;
 pub(crate) mod read;
 pub(crate) mod search;
 pub(crate) mod system;
@@ -174,5 +175,34 @@ pub(crate) fn page_size(params: &Params, default: u32, max: u32) -> Result<u32, 
                 .map_err(|_| FhirError::bad_request(format!("_count must be a non-negative integer, not '{text}'.")))?;
             Ok(n.clamp(1, u64::from(max)) as u32)
         }
+    }
+}
+
+/// Runs `work` in one store transaction and hands back its result. The work is queued before this
+/// returns, so several calls made before awaiting share one commit.
+pub(crate) fn in_transaction<T: Send + 'static>(
+    state: &crate::AppState,
+    work: impl FnOnce(&mut dyn fhirside_store::Transaction) -> Result<T, FhirError> + Send + 'static,
+) -> impl std::future::Future<Output = Result<(T, fhirside_store::Cost), FhirError>> + Send + '_ {
+    use fhirside_store::StoreError;
+    let (send, receive) = tokio::sync::oneshot::channel();
+    let stored = state.store.transaction(Box::new(move |tx: &mut dyn fhirside_store::Transaction| {
+        let result = work(tx);
+        let failed = result.is_err();
+        let _ = send.send(result);
+        if failed {
+            Err(StoreError::RolledBack)
+        } else {
+            Ok(())
+        }
+    }));
+    async move {
+        let cost = match stored.await {
+            Ok(outcome) => outcome.cost,
+            Err(StoreError::RolledBack) => fhirside_store::Cost::default(),
+            Err(error) => return Err(error.into()),
+        };
+        let value = receive.await.map_err(|_| FhirError::Internal("transaction work vanished".into()))??;
+        Ok((value, cost))
     }
 }

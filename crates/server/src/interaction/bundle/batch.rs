@@ -3,7 +3,7 @@
 //! Each entry runs in its own store transaction, so one entry's failure affects no other. All the
 //! entries are queued before any is awaited, so the store commits them together.
 
-use fhirside_store::{Cost, StoreError, Transaction};
+use fhirside_store::{Cost, Transaction};
 
 use super::entry::Entry;
 use super::execute::{self, Produced};
@@ -25,38 +25,23 @@ pub(super) async fn run(
             }
         };
         let index = entry.index;
-        let (send, receive) = tokio::sync::oneshot::channel();
         let new_id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let work = Box::new(move |tx: &mut dyn Transaction| {
-            let result = execute::resolve(tx, entry, new_id)
-                .and_then(|resolved| execute::apply(tx, resolved, &mut References::default()));
-            let failed = result.is_err();
-            let _ = send.send(result.map_err(|e| e.in_entry(index)));
-            if failed {
-                Err(StoreError::RolledBack)
-            } else {
-                Ok(())
-            }
-        });
-        queued.push(Ok((state.store.transaction(work), receive)));
+        queued.push(Ok(crate::interaction::in_transaction(state, move |tx: &mut dyn Transaction| {
+            execute::resolve(tx, entry, new_id)
+                .and_then(|resolved| execute::apply(tx, resolved, &mut References::default()))
+                .map_err(|e| e.in_entry(index))
+        })));
     }
     let mut results = Vec::with_capacity(queued.len());
     let mut cost = Cost::default();
     for item in queued {
-        let result = match item {
+        results.push(match item {
             Err(error) => Err(error),
-            Ok((stored, receive)) => match stored.await {
-                Ok(outcome) => {
-                    cost.add(outcome.cost);
-                    receive.await.unwrap_or_else(|_| Err(FhirError::Internal("batch entry vanished".into())))
-                }
-                Err(StoreError::RolledBack) => {
-                    receive.await.unwrap_or_else(|_| Err(FhirError::Internal("batch entry vanished".into())))
-                }
-                Err(error) => Err(error.into()),
-            },
-        };
-        results.push(result);
+            Ok(pending) => pending.await.map(|(produced, entry_cost)| {
+                cost.add(entry_cost);
+                produced
+            }),
+        });
     }
     (results, cost)
 }

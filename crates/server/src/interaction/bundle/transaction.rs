@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use fhirside_store::{Cost, StoreError, Transaction};
+use fhirside_store::{Cost, Transaction};
 
 use super::entry::{Entry, Method, Target};
 use super::execute::{self, Produced};
@@ -24,23 +24,8 @@ pub(super) async fn run(
     let entries: Vec<Entry> = entries.into_iter().collect::<Result<_, _>>()?;
     reject_duplicates(&entries)?;
     let new_ids: Vec<String> = entries.iter().map(|_| uuid::Uuid::new_v4().hyphenated().to_string()).collect();
-    let (send, receive) = tokio::sync::oneshot::channel();
-    let work = Box::new(move |tx: &mut dyn Transaction| {
-        let result = run_entries(tx, entries, new_ids);
-        let failed = result.is_err();
-        let _ = send.send(result);
-        if failed {
-            Err(StoreError::RolledBack)
-        } else {
-            Ok(())
-        }
-    });
-    let cost = match state.store.transaction(work).await {
-        Ok(outcome) => outcome.cost,
-        Err(StoreError::RolledBack) => Cost::default(),
-        Err(error) => return Err(error.into()),
-    };
-    let produced = receive.await.map_err(|_| FhirError::Internal("transaction work vanished".into()))??;
+    let (produced, cost) =
+        crate::interaction::in_transaction(state, move |tx| run_entries(tx, entries, new_ids)).await?;
     Ok((produced.into_iter().map(Ok).collect(), cost))
 }
 

@@ -1,0 +1,3 @@
+//! Patch formats: JSON Patch now; FHIRPath Patch joins it once FHIRPath is available.
+
+pub(crate) mod json_patch;
