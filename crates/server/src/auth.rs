@@ -27,11 +27,31 @@ pub enum DataAction {
     Smart,
 }
 
+impl DataAction {
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A set of data actions (what a role grants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataActions(u16);
+
+impl DataActions {
+    pub fn of(actions: &[DataAction]) -> DataActions {
+        DataActions(actions.iter().fold(0, |bits, a| bits | a.bit()))
+    }
+
+    pub fn contains(self, action: DataAction) -> bool {
+        self.0 & action.bit() != 0
+    }
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// The data actions this caller holds.
-    pub data_actions: Vec<DataAction>,
+    pub data_actions: DataActions,
     /// `oid` of the caller's token; empty when authentication is off.
     pub object_id: String,
 }
@@ -39,7 +59,12 @@ pub struct Principal {
 pub(crate) fn authenticate(state: &AppState, _headers: &HeaderMap) -> Result<Principal, FhirError> {
     match state.config.auth {
         AuthMode::None => Ok(Principal {
-            data_actions: vec![DataAction::Read, DataAction::Write, DataAction::Delete, DataAction::ResourceValidate],
+            data_actions: DataActions::of(&[
+                DataAction::Read,
+                DataAction::Write,
+                DataAction::Delete,
+                DataAction::ResourceValidate,
+            ]),
             object_id: String::new(),
         }),
     }
@@ -47,7 +72,7 @@ pub(crate) fn authenticate(state: &AppState, _headers: &HeaderMap) -> Result<Pri
 
 /// Fails with `403` unless the caller holds `action`.
 pub(crate) fn authorize(principal: &Principal, action: DataAction) -> Result<(), FhirError> {
-    if principal.data_actions.contains(&action) {
+    if principal.data_actions.contains(action) {
         Ok(())
     } else {
         Err(FhirError::Forbidden)

@@ -42,7 +42,7 @@ impl BundleWriter {
     fn head(kind: &str) -> Vec<u8> {
         let mut buf = Vec::with_capacity(4096);
         buf.extend_from_slice(br#"{"resourceType":"Bundle","id":""#);
-        buf.extend_from_slice(uuid::Uuid::new_v4().hyphenated().to_string().as_bytes());
+        buf.extend_from_slice(crate::ids::new_id().as_bytes());
         buf.extend_from_slice(br#"","meta":{"lastUpdated":""#);
         buf.extend_from_slice(fhir::datetime::format_instant(fhir::datetime::now_micros()).as_bytes());
         buf.extend_from_slice(br#""},"type":""#);

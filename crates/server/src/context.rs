@@ -38,7 +38,7 @@ static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id"
 static X_REQUEST_CHARGE: HeaderName = HeaderName::from_static("x-ms-request-charge");
 
 pub(crate) async fn middleware(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let request_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let request_id = crate::ids::new_id();
     let correlation = request.headers().get(&X_REQUEST_ID).cloned();
     let base_url = base_url_for(&state, request.headers());
     let context = RequestContext { request_id, base_url };

@@ -19,6 +19,7 @@ mod config;
 mod context;
 pub mod error;
 mod extract;
+mod ids;
 mod indexing;
 mod interaction;
 pub mod listener;

@@ -22,7 +22,11 @@ pub(crate) enum Expr {
     /// `target.name`.
     Member(Box<Expr>, Box<str>),
     /// `target.f(args)` or `f(args)` (target `None`: the function applies to `$this`).
-    Call { target: Option<Box<Expr>>, func: Func, args: Vec<Expr> },
+    Call {
+        target: Option<Box<Expr>>,
+        func: Func,
+        args: Vec<Expr>,
+    },
     /// `target[index]`.
     Indexer(Box<Expr>, Box<Expr>),
     Negate(Box<Expr>),

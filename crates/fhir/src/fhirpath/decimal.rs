@@ -213,15 +213,15 @@ impl Decimal {
 
     /// Rounded toward negative infinity to `digits` decimals; adds zero decimals if `digits` is larger.
     pub fn floor_to(&self, digits: u32) -> Decimal {
-        self.to_scale(digits, false)
+        self.with_scale(digits, false)
     }
 
     /// Rounded toward positive infinity to `digits` decimals; adds zero decimals if `digits` is larger.
     pub fn ceil_to(&self, digits: u32) -> Decimal {
-        self.to_scale(digits, true)
+        self.with_scale(digits, true)
     }
 
-    fn to_scale(&self, digits: u32, up: bool) -> Decimal {
+    fn with_scale(&self, digits: u32, up: bool) -> Decimal {
         if digits >= self.scale {
             return match self.rescaled(digits) {
                 Some(m) => Decimal { mantissa: m, scale: digits },

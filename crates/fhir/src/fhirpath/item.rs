@@ -29,7 +29,10 @@ pub enum Item<'a> {
     Time(Temporal),
     Quantity(Quantity),
     /// The result of `type()`: `namespace` is `System` or `FHIR`.
-    Type { namespace: &'static str, name: Arc<str> },
+    Type {
+        namespace: &'static str,
+        name: Arc<str>,
+    },
 }
 
 /// An element of a FHIR resource: where it is in the JSON and what FHIR type it has.
@@ -278,9 +281,9 @@ impl PartialEq for Item<'_> {
             (Item::Integer(a), Item::Integer(b)) => a == b,
             (Item::Decimal(a), Item::Decimal(b)) => a == b && a.scale() == b.scale(),
             (Item::String(a), Item::String(b)) => a == b,
-            (Item::Date(a), Item::Date(b)) | (Item::DateTime(a), Item::DateTime(b)) | (Item::Time(a), Item::Time(b)) => {
-                a == b
-            }
+            (Item::Date(a), Item::Date(b))
+            | (Item::DateTime(a), Item::DateTime(b))
+            | (Item::Time(a), Item::Time(b)) => a == b,
             (Item::Quantity(a), Item::Quantity(b)) => a.value == b.value && a.unit == b.unit,
             (Item::Type { namespace: a, name: x }, Item::Type { namespace: b, name: y }) => a == b && x == y,
             _ => false,
@@ -294,6 +297,7 @@ impl fmt::Display for Item<'_> {
         match self {
             Item::Node(node) => match node.value {
                 Value::String(s) => f.write_str(s),
+                Value::Null => Ok(()), // a primitive with only extensions has no value to print
                 other => write!(f, "{other}"),
             },
             Item::Boolean(b) => write!(f, "{b}"),

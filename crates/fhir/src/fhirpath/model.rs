@@ -13,29 +13,31 @@ use crate::definitions::definitions;
 use crate::validate::schema::{Child, ChildKind};
 use serde_json::{Map, Value};
 
-/// Pushes the children named `name` of `node` onto `out`. `strict` turns names the definitions do not know
-/// (and choice elements named with their type suffix) into errors instead of empty results.
-pub(crate) fn child<'a>(node: &Node<'a>, name: &str, strict: bool, out: &mut Vec<Item<'a>>) -> Result<(), EvalError> {
+/// Pushes the children named `name` of `node` onto `out`; returns whether the node's type defines `name`
+/// (always `true` for untyped JSON). In `strict` mode a choice element named with its type suffix
+/// (`valueQuantity`) is an error; otherwise such names, and names the definitions do not know, select
+/// whatever the JSON holds under them.
+pub(crate) fn child<'a>(node: &Node<'a>, name: &str, strict: bool, out: &mut Vec<Item<'a>>) -> Result<bool, EvalError> {
     match node.kind {
         NodeKind::Primitive(p) => {
             // Only `id` and `extension`, from the `_name` object.
-            if let Some(ext) = node.extension.and_then(Value::as_object) {
-                if name == "id" || name == "extension" {
-                    let element = &definitions().schema.nodes[definitions().schema.by_type[p.name()] as usize];
-                    if let Some(c) = element.children.get(name) {
-                        push_child(ext, c, out);
-                    }
-                    return Ok(());
+            let known = name == "id" || name == "extension";
+            if let (true, Some(ext)) = (known, node.extension.and_then(Value::as_object)) {
+                let schema = &definitions().schema;
+                if let Some(c) = schema.nodes[schema.by_type[p.name()] as usize].children.get(name) {
+                    push_child(ext, c, out);
                 }
             }
-            if strict && name != "id" && name != "extension" {
-                return Err(EvalError::semantic(format!("{} has no element '{name}'", p.name())));
-            }
-            Ok(())
+            Ok(known)
         }
         NodeKind::Complex(id) => {
-            let Some(obj) = node.value.as_object() else { return Ok(()) };
             let schema_node = &definitions().schema.nodes[id as usize];
+            let Some(obj) = node.value.as_object() else {
+                // A placeholder from resolve(): typed, without content.
+                return Ok(
+                    schema_node.children.contains_key(name) || schema_node.choice_bases.iter().any(|b| &**b == name)
+                );
+            };
             if let Some(c) = schema_node.children.get(name) {
                 if c.choice.is_some() && strict {
                     return Err(EvalError::semantic(format!(
@@ -44,7 +46,7 @@ pub(crate) fn child<'a>(node: &Node<'a>, name: &str, strict: bool, out: &mut Vec
                     )));
                 }
                 push_child(obj, c, out);
-                return Ok(());
+                return Ok(true);
             }
             if let Some(group) = schema_node.choice_bases.iter().position(|b| &**b == name) {
                 for key in obj.keys() {
@@ -57,21 +59,20 @@ pub(crate) fn child<'a>(node: &Node<'a>, name: &str, strict: bool, out: &mut Vec
                         }
                     }
                 }
-                return Ok(());
+                return Ok(true);
             }
-            if strict {
-                return Err(EvalError::semantic(format!("{} has no element '{name}'", schema_node.name)));
+            if !strict {
+                if let Some(v) = obj.get(name) {
+                    push_untyped(v, out);
+                }
             }
-            if let Some(v) = obj.get(name) {
-                push_untyped(v, out);
-            }
-            Ok(())
+            Ok(false)
         }
         NodeKind::Untyped => {
             if let Some(v) = node.value.get(name) {
                 push_untyped(v, out);
             }
-            Ok(())
+            Ok(true)
         }
     }
 }
@@ -164,10 +165,11 @@ pub(crate) fn children<'a>(node: &Node<'a>, out: &mut Vec<Item<'a>>) {
                 }
             }
         }
-        NodeKind::Untyped => match node.value {
-            Value::Object(obj) => obj.iter().filter(|(k, _)| *k != "resourceType").for_each(|(_, v)| push_untyped(v, out)),
-            _ => {}
-        },
+        NodeKind::Untyped => {
+            if let Value::Object(obj) = node.value {
+                obj.iter().filter(|(k, _)| *k != "resourceType").for_each(|(_, v)| push_untyped(v, out));
+            }
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use super::quantity::{calendar_unit, Quantity};
 use super::temporal::{Precision, Temporal};
 use super::EvalError;
 use serde_json::Value;
-use std::borrow::Cow;
 use std::cmp::Ordering;
 
 /// A string value read as the temporal type of `like`, for comparing untyped strings with dates.
@@ -76,7 +75,8 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
             a.round(scale) == b.round(scale)
         }
         (S::Date(a) | S::DateTime(a), S::Date(b) | S::DateTime(b)) | (S::Time(a), S::Time(b)) => {
-            a.compare(b) == Some(Ordering::Equal) && a.precision.min(Precision::Second) == b.precision.min(Precision::Second)
+            a.compare(b) == Some(Ordering::Equal)
+                && a.precision.min(Precision::Second) == b.precision.min(Precision::Second)
         }
         (S::Quantity(a), S::Quantity(b)) => a.equivalent(b),
         _ => values_equal(&x, &y) == Some(true),
@@ -211,7 +211,7 @@ pub(crate) fn arithmetic<'a>(op: Arith, a: &Item<'a>, b: &Item<'a>) -> Result<Op
 
 /// Date/time plus a duration: calendar keywords or the UCUM time units from `d` down; the value is truncated to
 /// a whole number of its unit, and units finer than the value's precision do nothing.
-fn shift(t: &Temporal, q: &Cow<'_, Quantity>, subtract: bool) -> Result<Temporal, EvalError> {
+fn shift(t: &Temporal, q: &Quantity, subtract: bool) -> Result<Temporal, EvalError> {
     let unit = match calendar_unit(&q.unit) {
         Some(u) => u,
         None => match &*q.unit {

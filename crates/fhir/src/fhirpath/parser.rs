@@ -7,6 +7,7 @@
 
 use super::ast::{BinOp, Expr, Func, TypeSpec};
 use super::decimal::Decimal;
+use super::eval::check_type;
 use super::item::Item;
 use super::lexer::{tokenize, Tok, Token};
 use super::quantity::{calendar_unit, Quantity};
@@ -142,16 +143,19 @@ impl Parser {
         Ok(lhs)
     }
 
+    /// A type name, checked against the System types and the R4 definitions.
     fn type_spec(&mut self) -> Result<TypeSpec, ParseError> {
         let Tok::Ident(first, _) = self.next() else { return Err(self.error("expected a type name")) };
+        let mut spec = TypeSpec { namespace: None, name: first.into() };
         if *self.peek() == Tok::Sym(".") {
             if let Tok::Ident(second, _) = self.peek_at(1).clone() {
                 self.next();
                 self.next();
-                return Ok(TypeSpec { namespace: Some(first.into()), name: second.into() });
+                spec = TypeSpec { namespace: Some(spec.name), name: second.into() };
             }
         }
-        Ok(TypeSpec { namespace: None, name: first.into() })
+        check_type(&spec).map_err(|e| self.error(&e))?;
+        Ok(spec)
     }
 
     fn term(&mut self) -> Result<Expr, ParseError> {
@@ -217,6 +221,7 @@ impl Parser {
                     self.invocation(None)?
                 }
             }
+            Tok::Eof => return Err(self.error("unexpected end of expression")),
             other => {
                 self.at -= 1;
                 return Err(self.error(&format!("unexpected {other:?}")));
@@ -233,7 +238,9 @@ impl Parser {
                 return Err(self.error(&format!("unexpected ${name}")));
             }
             other => {
-                self.at -= 1;
+                if other != Tok::Eof {
+                    self.at -= 1;
+                }
                 return Err(self.error(&format!("expected an identifier, found {other:?}")));
             }
         };
@@ -244,8 +251,7 @@ impl Parser {
             });
         }
         self.next();
-        let (func, min, max) =
-            Func::lookup(&name).ok_or_else(|| self.error(&format!("unknown function {name}()")))?;
+        let (func, min, max) = Func::lookup(&name).ok_or_else(|| self.error(&format!("unknown function {name}()")))?;
         let mut args = Vec::new();
         if *self.peek() != Tok::Sym(")") {
             loop {

@@ -200,8 +200,7 @@ impl Quantity {
 
     /// Both values in the same (base) units, if the units are commensurable.
     fn comparable_values(&self, other: &Quantity) -> Option<(Decimal, Decimal)> {
-        if self.unit == other.unit || calendar_unit(&self.unit).is_some_and(|u| Some(u) == calendar_unit(&other.unit))
-        {
+        if self.unit == other.unit || calendar_unit(&self.unit).is_some_and(|u| Some(u) == calendar_unit(&other.unit)) {
             return Some((self.value, other.value));
         }
         let (a, b) = (canonical(&self.unit)?, canonical(&other.unit)?);

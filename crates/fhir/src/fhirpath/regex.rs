@@ -114,7 +114,13 @@ struct Matcher<'t> {
 }
 
 impl Matcher<'_> {
-    fn seq(&self, nodes: &[Node], pos: usize, caps: &mut Captures, k: &mut dyn FnMut(usize, &mut Captures) -> bool) -> bool {
+    fn seq(
+        &self,
+        nodes: &[Node],
+        pos: usize,
+        caps: &mut Captures,
+        k: &mut dyn FnMut(usize, &mut Captures) -> bool,
+    ) -> bool {
         let Some((first, rest)) = nodes.split_first() else { return k(pos, caps) };
         match first {
             Node::Start => pos == 0 && self.seq(rest, pos, caps, k),
@@ -163,14 +169,8 @@ impl Matcher<'_> {
         caps: &mut Captures,
         k: &mut dyn FnMut(usize, &mut Captures) -> bool,
     ) -> bool {
-        let mut more = |caps: &mut Captures| {
-            count < max
-                && self.seq(std::slice::from_ref(node), pos, caps, &mut |end, caps| {
-                    end != pos && self.repeat(node, min, max, greedy, count + 1, end, rest, caps, k)
-                })
-        };
         if greedy {
-            if more(caps) {
+            if self.more(node, min, max, greedy, count, pos, rest, caps, k) {
                 return true;
             }
             count >= min && self.seq(rest, pos, caps, k)
@@ -178,8 +178,28 @@ impl Matcher<'_> {
             if count >= min && self.seq(rest, pos, caps, k) {
                 return true;
             }
-            more(caps)
+            self.more(node, min, max, greedy, count, pos, rest, caps, k)
         }
+    }
+
+    /// One more repetition of `node`, then the rest of the repetition.
+    #[allow(clippy::too_many_arguments)]
+    fn more(
+        &self,
+        node: &Node,
+        min: usize,
+        max: usize,
+        greedy: bool,
+        count: usize,
+        pos: usize,
+        rest: &[Node],
+        caps: &mut Captures,
+        k: &mut dyn FnMut(usize, &mut Captures) -> bool,
+    ) -> bool {
+        count < max
+            && self.seq(std::slice::from_ref(node), pos, caps, &mut |end, caps| {
+                end != pos && self.repeat(node, min, max, greedy, count + 1, end, rest, caps, k)
+            })
     }
 }
 

@@ -425,10 +425,8 @@ fn civil_from_days(z: i64) -> (i32, u8, u8) {
 
 /// The current UTC date-time with millisecond precision.
 pub fn now() -> Temporal {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let millis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let (y, m, d) = civil_from_days(millis.div_euclid(86_400_000));
     let t = Temporal {
         year: y,

@@ -38,7 +38,7 @@ pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) ->
     let index = indexing::extract(resource_type, &resource);
     let op = WriteOp::Create {
         resource_type: resource_type.to_owned(),
-        id: uuid::Uuid::new_v4().hyphenated().to_string(),
+        id: crate::ids::new_id(),
         resource,
         index,
         if_none_exist,

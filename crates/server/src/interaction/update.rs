@@ -86,7 +86,7 @@ pub(crate) async fn conditional(
     let op = WriteOp::ConditionalUpdate {
         resource_type: resource_type.to_owned(),
         query,
-        new_id: body_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string()),
+        new_id: body_id.clone().unwrap_or_else(|| crate::ids::new_id()),
         body_id,
         resource,
         index,

@@ -9,9 +9,14 @@ use crate::query::{HistoryQuery, HistoryScope, Page, SearchQuery};
 
 use super::sql;
 
-const VERSION_COLUMNS: &str = "rid, id, version, last_updated, deleted, method, body";
+/// The columns [`version_row`] reads, in its order.
+macro_rules! version_columns {
+    () => {
+        "rid, id, version, last_updated, deleted, method, body"
+    };
+}
 
-/// Maps a row of [`VERSION_COLUMNS`].
+/// Maps a row of `version_columns!()`.
 fn version_row(resource_type: &str, row: &Row<'_>) -> rusqlite::Result<(i64, StoredVersion)> {
     let body: Option<Vec<u8>> = row.get(6)?;
     Ok((
@@ -42,8 +47,10 @@ pub(super) fn current_with_rid(
     resource_type: &str,
     id: &str,
 ) -> Result<Option<(i64, StoredVersion)>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM resource WHERE type = ?1 AND id = ?2 AND valid_to IS NULL"
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        version_columns!(),
+        " FROM resource WHERE type = ?1 AND id = ?2 AND valid_to IS NULL"
     ))?;
     Ok(stmt.query_row((resource_type, id), |row| version_row(resource_type, row)).optional()?)
 }
@@ -64,8 +71,10 @@ pub(super) fn version(
     id: &str,
     version: u64,
 ) -> Result<Outcome<Option<StoredVersion>>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3"
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        version_columns!(),
+        " FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3"
     ))?;
     let found = stmt
         .query_row((resource_type, id, version as i64), |row| version_row(resource_type, row))

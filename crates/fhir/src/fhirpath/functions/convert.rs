@@ -181,7 +181,7 @@ fn to_decimal<'a>(item: &Item<'a>) -> Option<Item<'a>> {
     match item {
         Item::Integer(i) => Some(Item::Decimal(Decimal::from_i64(*i))),
         Item::Decimal(d) => Some(Item::Decimal(*d)),
-        Item::Boolean(b) => Some(Item::Decimal(Decimal::new(*b as i128, 1))),
+        Item::Boolean(b) => Some(Item::Decimal(Decimal::new(*b as i128 * 10, 1))),
         Item::String(s) if !s.contains(['e', 'E']) => Decimal::parse(s).map(Item::Decimal),
         _ => None,
     }
@@ -238,7 +238,7 @@ pub(crate) fn to_quantity(item: &Item<'_>) -> Option<Quantity> {
     match item {
         Item::Integer(i) => Some(Quantity::new(Decimal::from_i64(*i), "1")),
         Item::Decimal(d) => Some(Quantity::new(*d, "1")),
-        Item::Boolean(b) => Some(Quantity::new(Decimal::new(*b as i128, 1), "1")),
+        Item::Boolean(b) => Some(Quantity::new(Decimal::new(*b as i128 * 10, 1), "1")),
         Item::Quantity(q) => Some(q.clone()),
         Item::String(s) => {
             let s = s.trim();
@@ -281,6 +281,10 @@ fn boundary<'a>(item: &Item<'a>, precision: Option<i64>, high: bool) -> Option<I
         let p = precision.unwrap_or(8);
         if !(0..=28).contains(&p) {
             return None;
+        }
+        // A value smaller than the requested precision's unit has no digit there: its boundary is zero.
+        if d.abs().cmp_value(&Decimal::new(1, p as u32)) == std::cmp::Ordering::Less && d.scale() > p as u32 {
+            return Some(Decimal::new(0, p as u32));
         }
         Some(if high { d.high_boundary().ceil_to(p as u32) } else { d.low_boundary().floor_to(p as u32) })
     };

@@ -190,7 +190,9 @@ pub(crate) fn call<'a>(
         }
         Func::Extension => {
             let url = arg(0)?;
-            let Some(url) = singleton(&url)?.and_then(|u| u.as_str().map(str::to_string)) else { return Ok(Vec::new()) };
+            let Some(url) = singleton(&url)?.and_then(|u| u.as_str().map(str::to_string)) else {
+                return Ok(Vec::new());
+            };
             let extensions = ev.member(input, "extension")?;
             Ok(extensions
                 .into_iter()
@@ -211,7 +213,9 @@ pub(crate) fn call<'a>(
         Func::MemberOf | Func::Subsumes | Func::SubsumedBy => Ok(Vec::new()),
         Func::ConformsTo => {
             let url = arg(0)?;
-            let Some(url) = singleton(&url)?.and_then(|u| u.as_str().map(str::to_string)) else { return Ok(Vec::new()) };
+            let Some(url) = singleton(&url)?.and_then(|u| u.as_str().map(str::to_string)) else {
+                return Ok(Vec::new());
+            };
             let Some(type_name) = url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") else {
                 return Err(EvalError::execution(format!("unknown profile {url}")));
             };
@@ -268,7 +272,10 @@ fn contains(haystack: &[Item<'_>], needle: &Item<'_>) -> bool {
 /// Identity for `repeat()`: the same JSON node, or equal System values.
 fn same(a: &Item<'_>, b: &Item<'_>) -> bool {
     match (a, b) {
-        (Item::Node(x), Item::Node(y)) => std::ptr::eq(x.value, y.value) && x.extension.map(|e| e as *const Value) == y.extension.map(|e| e as *const Value),
+        (Item::Node(x), Item::Node(y)) => {
+            std::ptr::eq(x.value, y.value)
+                && x.extension.map(|e| e as *const Value) == y.extension.map(|e| e as *const Value)
+        }
         _ => ops::equals(a, b) == Some(true),
     }
 }
@@ -307,9 +314,10 @@ fn sort<'a>(ev: &Eval<'_, 'a>, input: &[Item<'a>], args: &[Expr]) -> Result<Coll
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             let descending = matches!(args.get(i), Some(Expr::Negate(_)));
             let o = match (x, y) {
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Less,
-                (Some(_), None) => Ordering::Greater,
+                // Items without a key come first whatever the direction.
+                (None, None) => continue,
+                (None, Some(_)) => return Ordering::Less,
+                (Some(_), None) => return Ordering::Greater,
                 (Some(x), Some(y)) => match ops::compare(x, y) {
                     Ok(o) => o.unwrap_or(Ordering::Equal),
                     Err(e) => {
@@ -335,10 +343,9 @@ fn sort<'a>(ev: &Eval<'_, 'a>, input: &[Item<'a>], args: &[Expr]) -> Result<Coll
 /// `fullUrl`; otherwise a placeholder of the referenced type, so `resolve() is Patient` works without a fetch.
 fn resolve<'a>(ev: &Eval<'_, 'a>, item: &Item<'a>) -> Option<Item<'a>> {
     let (reference, declared_type) = match item {
-        Item::Node(node) if node.value.is_object() => (
-            node.value.get("reference").and_then(Value::as_str)?,
-            node.value.get("type").and_then(Value::as_str),
-        ),
+        Item::Node(node) if node.value.is_object() => {
+            (node.value.get("reference").and_then(Value::as_str)?, node.value.get("type").and_then(Value::as_str))
+        }
         other => (other.as_str()?, None),
     };
     let reference: &str = reference;
@@ -350,7 +357,10 @@ fn resolve<'a>(ev: &Eval<'_, 'a>, item: &Item<'a>) -> Option<Item<'a>> {
     let container = ev.ctx.resource.unwrap_or(ev.resource);
     if let Some(id) = reference.strip_prefix('#') {
         let contained = container.get("contained")?.as_array()?;
-        return contained.iter().find(|r| r.get("id").and_then(Value::as_str) == Some(id)).map(|r| Item::Node(Node::resource(r)));
+        return contained
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+            .map(|r| Item::Node(Node::resource(r)));
     }
     let root = ev.ctx.root_resource.unwrap_or(container);
     if root.get("resourceType").and_then(Value::as_str) == Some("Bundle") {

@@ -139,8 +139,7 @@ pub(super) fn call<'a>(
                     let quoted = serde_json::to_string(s).map_err(|e| EvalError::execution(e.to_string()))?;
                     quoted[1..quoted.len() - 1].to_string()
                 }
-                (Func::Unescape, "json") => serde_json::from_str::<String>(&format!("\"{s}\""))
-                    .map_err(|e| EvalError::execution(format!("invalid JSON escape: {e}")))?,
+                (Func::Unescape, "json") => json_unescape(s),
                 (_, other) => return Err(EvalError::execution(format!("unknown escape target {other}"))),
             };
             string(out)
@@ -160,7 +159,10 @@ fn input_string<'x>(input: &'x [Item<'_>]) -> Result<Option<&'x str>, EvalError>
         None => Ok(None),
         Some(item) => match item.as_str() {
             Some(s) => Ok(Some(s)),
-            None => Err(EvalError::semantic(format!("expected a string, found {}", super::super::eval::system_type_name(item)))),
+            None => Err(EvalError::semantic(format!(
+                "expected a string, found {}",
+                super::super::eval::system_type_name(item)
+            ))),
         },
     }
 }
@@ -224,8 +226,40 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Undoes JSON string escapes (`\"`, `\\`, `\n`, `\u00e9`...); unknown escapes are kept as written.
+fn json_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(c) => out.push(c),
+                    None => {
+                        out.push_str("\\u");
+                        out.push_str(&hex);
+                    }
+                }
+            }
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }

@@ -25,7 +25,7 @@ pub(super) async fn run(
             }
         };
         let index = entry.index;
-        let new_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let new_id = crate::ids::new_id();
         queued.push(Ok(crate::interaction::in_transaction(state, move |tx: &mut dyn Transaction| {
             execute::resolve(tx, entry, new_id)
                 .and_then(|resolved| execute::apply(tx, resolved, &mut References::default()))

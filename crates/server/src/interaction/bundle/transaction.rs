@@ -23,7 +23,7 @@ pub(super) async fn run(
 ) -> Result<(Results, Cost), FhirError> {
     let entries: Vec<Entry> = entries.into_iter().collect::<Result<_, _>>()?;
     reject_duplicates(&entries)?;
-    let new_ids: Vec<String> = entries.iter().map(|_| uuid::Uuid::new_v4().hyphenated().to_string()).collect();
+    let new_ids: Vec<String> = entries.iter().map(|_| crate::ids::new_id()).collect();
     let (produced, cost) =
         crate::interaction::in_transaction(state, move |tx| run_entries(tx, entries, new_ids)).await?;
     Ok((produced.into_iter().map(Ok).collect(), cost))
