@@ -2,6 +2,13 @@
 //!
 //! `cargo run --release -p fhir --example fhirpath_bench` prints µs per evaluation. Expressions are parsed
 //! once, as the indexer does; each figure is the best of five rounds, to keep a shared machine's noise out.
+//!
+//! Measured when written (release, shared 2-core machine, µs per evaluation): `Patient.name.given` 0.9–1.0,
+//! `Patient.birthDate` 0.2–0.3, `Patient.name.where(use = 'official').family` 1.2–1.5,
+//! `Observation.value.as(Quantity)` 0.55, `(Observation.value as Quantity)` 0.5,
+//! `Observation.subject.where(resolve() is Patient)` 0.9, `Bundle.entry.resource.where(resourceType='Patient')`
+//! on 20 entries 10 (0.5 per entry). Over all R4 search parameters on all spec examples
+//! (`tests/fhirpath_search_params.rs` in release): 1.6 µs per evaluation.
 
 use std::time::Instant;
 
