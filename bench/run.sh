@@ -324,8 +324,10 @@ mkdir -p "$(dirname "$OUT")"
     echo "| ceiling | idle | $RSS_CEILING_IDLE |"
     echo "| ceiling | after its runs | $RSS_CEILING_AFTER |"
     echo
-    echo "anon = heap and stacks; file = pages of the database file mapped by SQLite (\`mmap_size\`) and"
-    echo "of the binary; shmem = the WAL index (\`-shm\`)."
+    echo "anon = heap and stacks; file = pages of the binary and of the database file mapped by SQLite"
+    echo "(\`mmap_size\` = 1 GiB per read connection): clean, shared, reclaimable page cache that grows with"
+    echo "the database's size (the HTTPS server starts after the create runs have grown it, and the kernel"
+    echo "maps neighbouring pages on each fault), not with load; shmem = the WAL index (\`-shm\`)."
     echo
     echo "## Against the targets (reported, not asserted)"
     echo

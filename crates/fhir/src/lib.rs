@@ -19,6 +19,7 @@
 pub mod datetime;
 mod definitions;
 pub mod fhirpath;
+pub mod index;
 mod search_param;
 pub mod validate;
 

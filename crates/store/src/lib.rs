@@ -23,8 +23,8 @@ mod sqlite;
 
 pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 pub use query::{
-    Clause, DatePrefix, DateRange, HistoryQuery, HistoryScope, IndexEntries, Page, SearchQuery, TokenEntry,
-    TokenSystem, TokenValue,
+    Clause, CompartmentEntry, DatePrefix, DateRange, EverythingQuery, HistoryQuery, HistoryScope, IndexEntries, Page,
+    ReferenceEntry, ReferenceValue, SearchQuery, TokenEntry, TokenSystem, TokenValue,
 };
 pub use sqlite::{SqliteConfig, SqliteStore};
 
@@ -81,6 +81,16 @@ pub trait ResourceStore: Send + Sync + 'static {
 
     /// Versions in a history scope, newest first.
     fn history<'a>(&'a self, scope: &'a HistoryScope, query: &'a HistoryQuery) -> StoreFuture<'a, Page>;
+
+    /// `$everything`: the current, non-deleted focal resource `compartment/id` (every resource of
+    /// that type when `id` is `None`), the members of its compartment, and the resources they (or
+    /// it) refer to, in a stable order.
+    fn everything<'a>(
+        &'a self,
+        compartment: &'a str,
+        id: Option<&'a str>,
+        query: &'a EverythingQuery,
+    ) -> StoreFuture<'a, Page>;
 
     /// Current, non-deleted resources of one type matching every clause of `query`.
     fn search<'a>(&'a self, resource_type: &'a str, query: &'a SearchQuery) -> StoreFuture<'a, Page>;

@@ -10,6 +10,34 @@ use crate::model::StoredVersion;
 #[derive(Debug, Default, Clone)]
 pub struct IndexEntries {
     pub tokens: Vec<TokenEntry>,
+    pub references: Vec<ReferenceEntry>,
+    pub compartments: Vec<CompartmentEntry>,
+}
+
+impl IndexEntries {
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.references.len() + self.compartments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A reference parameter's value: a local `Type/id` and/or an absolute or canonical URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceEntry {
+    pub param: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub url: Option<String>,
+}
+
+/// Membership of a compartment, e.g. (`Patient`, `123`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompartmentEntry {
+    pub compartment: String,
+    pub id: String,
 }
 
 /// A token value (`system|code`) of one search parameter.
@@ -39,6 +67,20 @@ pub enum Clause {
     LastUpdated(Vec<DateRange>),
     /// A token parameter such as `identifier`.
     Token { param: String, values: Vec<TokenValue> },
+    /// A reference parameter such as `subject`: local targets (`Patient/1`, or an id of any type)
+    /// or absolute URLs.
+    Reference { param: String, values: Vec<ReferenceValue> },
+    /// Membership of a compartment (`GET /Patient/1/Observation`).
+    Compartment { compartment: String, id: String },
+}
+
+/// A reference search value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferenceValue {
+    /// `Type/id`, or a bare `id` (`target_type` `None`) that matches any type.
+    Local { target_type: Option<String>, id: String },
+    /// An absolute URL, matched as written.
+    Url(String),
 }
 
 /// A token search value: `code`, `system|code`, `|code` or `system|`.
@@ -77,6 +119,17 @@ pub enum DatePrefix {
     Le,
     Sa,
     Eb,
+}
+
+/// `$everything` on a compartment: its focal resource, its members, and what they refer to.
+#[derive(Debug, Clone, Default)]
+pub struct EverythingQuery {
+    /// `_type`: only these resource types.
+    pub types: Option<Vec<String>>,
+    /// `_since`: only versions updated at or after this instant.
+    pub since: Option<i64>,
+    pub count: u32,
+    pub cursor: Option<i64>,
 }
 
 /// Which versions a history request covers.

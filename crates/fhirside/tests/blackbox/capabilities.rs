@@ -15,7 +15,32 @@ fn capability_statement_is_accurate_and_valid() {
     assert_eq!(patient["versioning"], "versioned-update");
     let params: Vec<&str> =
         patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(params, ["_id", "_lastUpdated", "identifier"]);
+    // Exactly the parameters that work: the resource columns, then every indexed token and
+    // reference parameter of the type.
+    assert_eq!(
+        params,
+        [
+            "_id",
+            "_lastUpdated",
+            "_security",
+            "_tag",
+            "active",
+            "address-use",
+            "deceased",
+            "email",
+            "gender",
+            "general-practitioner",
+            "identifier",
+            "language",
+            "link",
+            "organization",
+            "phone",
+            "telecom"
+        ]
+    );
+    let operations: Vec<&str> =
+        patient["operation"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(operations, ["validate", "everything"]);
     assert!(response.header("x-ms-request-charge").is_some());
     // The statement is itself a valid R4 resource.
     let validated = server.post_json("/CapabilityStatement/$validate", &statement).expect(200).json();

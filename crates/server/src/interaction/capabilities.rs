@@ -18,9 +18,9 @@ use super::Call;
 
 /// The type- and instance-level interactions implemented for every resource type.
 const INTERACTIONS: &[&str] =
-    &["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"];
+    &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
 
-/// Search parameters every type supports today, beside `identifier` where the type has it.
+/// Search parameters every type supports, beside its indexed token and reference parameters.
 const COMMON_SEARCH: &[(&str, &str, &str)] = &[
     ("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id"),
     ("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
@@ -43,8 +43,14 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
                 .iter()
                 .map(|(name, kind, url)| json!({"name": name, "definition": url, "type": kind}))
                 .collect();
-            if let Some(p) = definitions.search_param(t, "identifier") {
-                search.push(json!({"name": "identifier", "definition": p.url, "type": p.kind.as_str()}));
+            for p in definitions.search_params(t) {
+                if fhir::index::is_indexed(t, &p.code) {
+                    search.push(json!({"name": p.code, "definition": p.url, "type": p.kind.as_str()}));
+                }
+            }
+            let mut operations = vec![json!({"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"})];
+            if t == "Patient" {
+                operations.push(json!({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}));
             }
             json!({
                 "type": t,
@@ -58,7 +64,7 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
                 "conditionalUpdate": true,
                 "conditionalDelete": "multiple",
                 "searchParam": search,
-                "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                "operation": operations,
             })
         })
         .collect();
@@ -75,7 +81,7 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
         }],
     });

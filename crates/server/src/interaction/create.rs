@@ -34,8 +34,8 @@ pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) ->
             Some(search::conditional(resource_type, &Params::parse(Some(query)))?)
         }
     };
-    let resource = call.resource(resource_type, state.config.max_body_bytes).await?;
-    let index = indexing::extract(resource_type, &resource);
+    let mut resource = call.resource(resource_type, state.config.max_body_bytes).await?;
+    let index = indexing::extract(resource_type, &mut resource);
     let op = WriteOp::Create {
         resource_type: resource_type.to_owned(),
         id: crate::ids::new_id(),

@@ -1,5 +1,6 @@
 //! Dispatch for `/{segment}/{id}` and `/{segment}/{id}/{op}`: an id (read) or a type-level keyword
-//! (`_history`, `_search`, `$validate`), then instance-level `_history` and `$validate`.
+//! (`_history`, `_search`, `$validate`, `$everything`), then instance-level `_history`, `$validate`,
+//! `$everything` and compartment searches (`/Patient/1/Observation`).
 
 use axum::extract::{Request, State};
 
@@ -11,7 +12,7 @@ use crate::error::FhirError;
 use crate::params::Params;
 use crate::AppState;
 
-use super::{history, read, resource_type, search, validate, Call};
+use super::{everything, history, read, resource_type, search, validate, Call};
 
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -22,6 +23,7 @@ pub(crate) async fn get(
     let resource_type = resource_type(&segment)?;
     match id.as_str() {
         "_history" => history::handle(&state, call, HistoryScope::Type(resource_type.to_owned())).await,
+        "$everything" => everything::handle(&state, call, resource_type, None).await,
         "_search" | "$validate" => Err(FhirError::MethodNotAllowed),
         s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
         id => read::handle(&state, call, resource_type, id).await,
@@ -58,6 +60,10 @@ pub(crate) async fn get_sub(
     let resource_type = resource_type(&segment)?;
     match op.as_str() {
         "_history" => history::handle(&state, call, HistoryScope::Instance(resource_type.to_owned(), id)).await,
+        "$everything" => everything::handle(&state, call, resource_type, Some(&id)).await,
+        t if fhir::definitions().is_resource_type(t) => {
+            search::in_compartment(&state, call, resource_type, &id, t).await
+        }
         _ => Err(FhirError::RouteNotFound),
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod bundle;
 pub(crate) mod capabilities;
 pub(crate) mod create;
 pub(crate) mod delete;
+pub(crate) mod everything;
 pub(crate) mod fallback;
 pub(crate) mod history;
 pub(crate) mod instance;

@@ -122,8 +122,8 @@ fn patch_in(
     if fhir::validate::has_errors(&issues) {
         return Err(FhirError::Unprocessable(issues.iter().map(fhir::Issue::to_json).collect()));
     }
-    let Value::Object(resource) = resource else { unreachable!("resourceType was checked") };
-    let index = indexing::extract(resource_type, &resource);
+    let Value::Object(mut resource) = resource else { unreachable!("resourceType was checked") };
+    let index = indexing::extract(resource_type, &mut resource);
     let op = WriteOp::Update {
         resource_type: resource_type.to_owned(),
         id: current.id.clone(),

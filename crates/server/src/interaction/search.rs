@@ -1,14 +1,16 @@
 //! search-type: `GET /{type}?…` and `POST /{type}/_search`
 //! (<https://hl7.org/fhir/R4/http.html#search>).
 //!
-//! The parameters supported so far are `_id`, `_lastUpdated` and `identifier`, with `_count` and
-//! continuation paging. The same parsing serves the conditional interactions (`If-None-Exist`,
+//! The parameters supported so far are `_id`, `_lastUpdated`, and every token and reference
+//! parameter of the type (references with the `:[type]` modifier), with `_count` and continuation
+//! paging; compartment search (`GET /Patient/1/Observation`) adds a compartment clause. The same parsing serves the conditional interactions (`If-None-Exist`,
 //! conditional update and delete), where it is strict: an unknown parameter there could widen the
 //! match and change the wrong resource, so it is refused rather than ignored.
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use fhirside_store::{Clause, DatePrefix, DateRange, Page, SearchQuery, TokenSystem, TokenValue};
+use fhir::SearchParamType;
+use fhirside_store::{Clause, DatePrefix, DateRange, Page, ReferenceValue, SearchQuery, TokenSystem, TokenValue};
 use serde_json::json;
 
 use crate::auth::DataAction;
@@ -25,10 +27,39 @@ use super::Call;
 const RESULT_PARAMETERS: &[&str] = &["_count", "_format", "_pretty", "ct"];
 
 pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) -> Result<Response, FhirError> {
+    search(state, call, resource_type, None).await
+}
+
+/// `GET /{compartment}/{id}/{type}`: search within a compartment.
+pub(crate) async fn in_compartment(
+    state: &AppState,
+    call: Call,
+    compartment: &str,
+    id: &str,
+    resource_type: &str,
+) -> Result<Response, FhirError> {
+    if fhir::definitions().compartment_params(compartment, resource_type).is_none() {
+        return Err(FhirError::BadRequest {
+            code: "not-supported",
+            diagnostics: format!("{resource_type} is not in the {compartment} compartment."),
+            expression: None,
+        });
+    }
+    let clause = Clause::Compartment { compartment: compartment.to_owned(), id: id.to_owned() };
+    search(state, call, resource_type, Some(clause)).await
+}
+
+async fn search(
+    state: &AppState,
+    call: Call,
+    resource_type: &str,
+    scope: Option<Clause>,
+) -> Result<Response, FhirError> {
     call.authorize(DataAction::Read)?;
     let format = call.format()?;
     let handling = call.prefer()?.handling;
     let (mut query, ignored) = parse(resource_type, &call.params, handling)?;
+    query.clauses.extend(scope);
     query.count = super::page_size(&call.params, state.config.default_page_size, state.config.max_page_size)?;
     query.cursor = match call.params.get("ct") {
         None => None,
@@ -41,7 +72,8 @@ pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) ->
     let next = page.next.as_ref().map(|token| {
         let rest = call.params.encode_without(&["ct"]);
         let sep = if rest.is_empty() { "" } else { "&" };
-        format!("{}/{resource_type}?{rest}{sep}ct={token}", crate::context::base_url())
+        let path = call.path.strip_suffix("/_search").unwrap_or(&call.path);
+        format!("{}{path}?{rest}{sep}ct={token}", crate::context::base_url())
     });
     let mut bundle = BundleWriter::new("searchset", &call.self_link(), next.as_deref(), None);
     for version in &page.versions {
@@ -78,10 +110,7 @@ pub(crate) fn parse(
             "_lastUpdated" => {
                 Some(Clause::LastUpdated(value.split(',').map(|v| date_range(name, v)).collect::<Result<_, _>>()?))
             }
-            "identifier" if fhir::definitions().search_param(resource_type, "identifier").is_some() => {
-                Some(Clause::Token { param: "identifier".into(), values: value.split(',').map(token).collect() })
-            }
-            _ => None,
+            _ => indexed_clause(resource_type, name, value)?,
         };
         match clause {
             Some(clause) => query.clauses.push(clause),
@@ -109,6 +138,53 @@ pub(crate) fn conditional(resource_type: &str, params: &Params) -> Result<Search
         )));
     }
     Ok(query)
+}
+
+/// A clause on an indexed token or reference parameter, `name` possibly carrying a modifier
+/// (`subject:Patient`); `None` when the parameter (or modifier) is not supported.
+fn indexed_clause(resource_type: &str, name: &str, value: &str) -> Result<Option<Clause>, FhirError> {
+    let (code, modifier) = name.split_once(':').map_or((name, None), |(c, m)| (c, Some(m)));
+    if !fhir::index::is_indexed(resource_type, code) {
+        return Ok(None);
+    }
+    let Some(definition) = fhir::definitions().search_param(resource_type, code) else { return Ok(None) };
+    let param = code.to_owned();
+    Ok(match (definition.kind, modifier) {
+        (SearchParamType::Token, None) => Some(Clause::Token { param, values: value.split(',').map(token).collect() }),
+        (SearchParamType::Reference, None) => {
+            let values = value.split(',').map(|v| reference(v, None, &definition.target)).collect::<Result<_, _>>()?;
+            Some(Clause::Reference { param, values })
+        }
+        (SearchParamType::Reference, Some(target)) if fhir::definitions().is_resource_type(target) => {
+            let values =
+                value.split(',').map(|v| reference(v, Some(target), &definition.target)).collect::<Result<_, _>>()?;
+            Some(Clause::Reference { param, values })
+        }
+        _ => None,
+    })
+}
+
+/// A reference search value: `Type/id`, `id` (typed by the modifier, or by the parameter when it has
+/// a single target type), or an absolute URL (local when it is on this server's base).
+fn reference(value: &str, typed: Option<&str>, targets: &[String]) -> Result<ReferenceValue, FhirError> {
+    let base = crate::context::base_url();
+    let local = value.strip_prefix(&base).map(|rest| rest.trim_start_matches('/')).unwrap_or(value);
+    if local.contains("://") || local.starts_with("urn:") {
+        return Ok(ReferenceValue::Url(value.to_owned()));
+    }
+    let segments: Vec<&str> = local.split('/').collect();
+    let (target_type, id) = match segments.as_slice() {
+        [t, id] | [t, id, "_history", _] => (Some((*t).to_owned()), *id),
+        [id] => (typed.map(str::to_owned).or_else(|| (targets.len() == 1).then(|| targets[0].clone())), *id),
+        _ => (None, ""),
+    };
+    if id.is_empty() || !fhir::is_valid_id(id) || typed.is_some_and(|t| target_type.as_deref() != Some(t)) {
+        return Err(FhirError::bad_request(format!("'{value}' is not a valid reference search value.")));
+    }
+    if target_type.as_deref().is_some_and(|t| !fhir::definitions().is_resource_type(t)) {
+        return Err(FhirError::bad_request(format!("'{value}' names an unknown resource type.")));
+    }
+    Ok(ReferenceValue::Local { target_type, id: id.to_owned() })
 }
 
 fn token(value: &str) -> TokenValue {

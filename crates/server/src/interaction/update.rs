@@ -44,7 +44,7 @@ pub(crate) async fn handle(
             expression: None,
         });
     }
-    let resource = call.resource(resource_type, state.config.max_body_bytes).await?;
+    let mut resource = call.resource(resource_type, state.config.max_body_bytes).await?;
     match resource.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -62,7 +62,7 @@ pub(crate) async fn handle(
             })
         }
     }
-    let index = indexing::extract(resource_type, &resource);
+    let index = indexing::extract(resource_type, &mut resource);
     let op = WriteOp::Update { resource_type: resource_type.to_owned(), id, resource, index, if_match };
     respond(&state, op, format, prefer.return_).await
 }
@@ -80,9 +80,9 @@ pub(crate) async fn conditional(
     let prefer = call.prefer()?;
     let if_match = call.if_match()?;
     let query = search::conditional(resource_type, &call.params)?;
-    let resource = call.resource(resource_type, state.config.max_body_bytes).await?;
+    let mut resource = call.resource(resource_type, state.config.max_body_bytes).await?;
     let body_id = resource.get("id").and_then(Value::as_str).map(str::to_owned);
-    let index = indexing::extract(resource_type, &resource);
+    let index = indexing::extract(resource_type, &mut resource);
     let op = WriteOp::ConditionalUpdate {
         resource_type: resource_type.to_owned(),
         query,

@@ -143,6 +143,16 @@ impl ResourceStore for SqliteStore {
         Box::pin(std::future::ready(result))
     }
 
+    fn everything<'a>(
+        &'a self,
+        compartment: &'a str,
+        id: Option<&'a str>,
+        query: &'a crate::EverythingQuery,
+    ) -> StoreFuture<'a, Page> {
+        let result = self.with_reader(|conn| read::everything(conn, compartment, id, query));
+        Box::pin(std::future::ready(result))
+    }
+
     fn search<'a>(&'a self, resource_type: &'a str, query: &'a SearchQuery) -> StoreFuture<'a, Page> {
         let result = self.with_reader(|conn| {
             let (page, cost) = read::search(conn, resource_type, query)?;

@@ -162,3 +162,25 @@ pub(super) fn history(
     let cost = cost_of(&versions);
     Ok(Outcome { value: Page { versions, next }, cost })
 }
+
+pub(super) fn everything(
+    conn: &Connection,
+    compartment: &str,
+    id: Option<&str>,
+    query: &crate::query::EverythingQuery,
+) -> Result<Outcome<Page>, StoreError> {
+    let compiled = sql::compile_everything(compartment, id, query, query.count.saturating_add(1));
+    let mut stmt = conn.prepare_cached(&compiled.sql)?;
+    let mut rows = stmt
+        .query_map(params_from_iter(compiled.params.iter()), |row| {
+            let resource_type: String = row.get(7)?;
+            version_row(&resource_type, row)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = rows.len() > query.count as usize;
+    rows.truncate(query.count as usize);
+    let next = if more { rows.last().map(|(rid, _)| Page::encode_cursor(*rid)) } else { None };
+    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
+    let cost = cost_of(&versions);
+    Ok(Outcome { value: Page { versions, next }, cost })
+}

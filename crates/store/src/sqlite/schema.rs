@@ -37,6 +37,25 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX token_index_value ON token_index (param, code, system);
     CREATE INDEX token_index_rid ON token_index (rid);",
+    // 2: reference parameters and compartment membership. Resources stored before this version have
+    // no rows here until they are written again.
+    "CREATE TABLE reference_index (
+        rid INTEGER NOT NULL,
+        param TEXT NOT NULL,
+        target_type TEXT,
+        target_id TEXT,
+        url TEXT
+    );
+    CREATE INDEX reference_index_target ON reference_index (target_id, target_type, param);
+    CREATE INDEX reference_index_url ON reference_index (url, param) WHERE url IS NOT NULL;
+    CREATE INDEX reference_index_rid ON reference_index (rid);
+    CREATE TABLE compartment_index (
+        rid INTEGER NOT NULL,
+        compartment TEXT NOT NULL,
+        id TEXT NOT NULL
+    );
+    CREATE INDEX compartment_index_member ON compartment_index (id, compartment);
+    CREATE INDEX compartment_index_rid ON compartment_index (rid);",
 ];
 
 /// Brings the database to the newest schema, refusing one written by a newer Fhirside.

@@ -2,7 +2,7 @@
 
 use rusqlite::types::Value as SqlValue;
 
-use crate::query::{Clause, DatePrefix, DateRange, SearchQuery, TokenSystem};
+use crate::query::{Clause, DatePrefix, DateRange, EverythingQuery, ReferenceValue, SearchQuery, TokenSystem};
 
 /// A WHERE fragment over `resource r` and its parameters.
 pub(super) struct Compiled {
@@ -51,7 +51,8 @@ fn push_clause(sql: &mut String, params: &mut Vec<SqlValue>, clause: &Clause) {
             }
         }
         Clause::Token { param, values } => {
-            sql.push_str("EXISTS (SELECT 1 FROM token_index t WHERE t.rid = r.rid AND t.param = ? AND (");
+            // Driven from the index: the planner finds the matching rows by (param, code) first.
+            sql.push_str("r.rid IN (SELECT t.rid FROM token_index t WHERE t.param = ? AND (");
             params.push(SqlValue::Text(param.clone()));
             for (i, value) in values.iter().enumerate() {
                 if i > 0 {
@@ -89,6 +90,36 @@ fn push_clause(sql: &mut String, params: &mut Vec<SqlValue>, clause: &Clause) {
             }
             sql.push_str("))");
         }
+        Clause::Reference { param, values } => {
+            sql.push_str("r.rid IN (SELECT x.rid FROM reference_index x WHERE x.param = ? AND (");
+            params.push(SqlValue::Text(param.clone()));
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                match value {
+                    ReferenceValue::Local { target_type: Some(t), id } => {
+                        sql.push_str("(x.target_id = ? AND x.target_type = ?)");
+                        params.push(SqlValue::Text(id.clone()));
+                        params.push(SqlValue::Text(t.clone()));
+                    }
+                    ReferenceValue::Local { target_type: None, id } => {
+                        sql.push_str("x.target_id = ?");
+                        params.push(SqlValue::Text(id.clone()));
+                    }
+                    ReferenceValue::Url(url) => {
+                        sql.push_str("x.url = ?");
+                        params.push(SqlValue::Text(url.clone()));
+                    }
+                }
+            }
+            sql.push_str("))");
+        }
+        Clause::Compartment { compartment, id } => {
+            sql.push_str("r.rid IN (SELECT c.rid FROM compartment_index c WHERE c.id = ? AND c.compartment = ?)");
+            params.push(SqlValue::Text(id.clone()));
+            params.push(SqlValue::Text(compartment.clone()));
+        }
     }
 }
 
@@ -120,4 +151,53 @@ fn push_date_range(sql: &mut String, params: &mut Vec<SqlValue>, column: &str, r
         DatePrefix::Ge => bound(sql, " >= ?", range.low),
         DatePrefix::Le => bound(sql, " < ?", range.high),
     }
+}
+
+/// `$everything` for `compartment/id` (or, without an id, for every resource of that type): the
+/// focal resources, their compartments' members, and every resource one of those refers to, as one
+/// set of row ids joined back to current versions.
+pub(super) fn compile_everything(compartment: &str, id: Option<&str>, query: &EverythingQuery, limit: u32) -> Compiled {
+    let (focal, member) = match id {
+        Some(_) => (
+            "SELECT rid FROM resource WHERE type = ?1 AND id = ?2 AND valid_to IS NULL AND deleted = 0",
+            "SELECT c.rid FROM compartment_index c WHERE c.id = ?2 AND c.compartment = ?1",
+        ),
+        None => (
+            "SELECT rid FROM resource WHERE type = ?1 AND valid_to IS NULL AND deleted = 0 AND ?2 IS NULL",
+            "SELECT c.rid FROM compartment_index c WHERE c.compartment = ?1",
+        ),
+    };
+    let mut sql = format!(
+        "WITH focal(rid) AS ({focal}),
+         members(rid) AS (SELECT rid FROM focal UNION {member}),
+         everything(rid) AS (
+            SELECT rid FROM members
+            UNION SELECT t.rid FROM reference_index x
+                JOIN resource t ON t.type = x.target_type AND t.id = x.target_id AND t.valid_to IS NULL
+                WHERE x.rid IN (SELECT rid FROM members) AND x.target_id IS NOT NULL)
+         SELECT r.rid, r.id, r.version, r.last_updated, r.deleted, r.method, r.body, r.type
+         FROM everything e JOIN resource r ON r.rid = e.rid
+         WHERE r.deleted = 0 AND EXISTS (SELECT 1 FROM focal)"
+    );
+    let mut params =
+        vec![SqlValue::Text(compartment.to_owned()), id.map_or(SqlValue::Null, |id| SqlValue::Text(id.to_owned()))];
+    if let Some(types) = &query.types {
+        sql.push_str(" AND r.type IN (");
+        for (i, t) in types.iter().enumerate() {
+            sql.push_str(if i == 0 { "?" } else { ", ?" });
+            params.push(SqlValue::Text(t.clone()));
+        }
+        sql.push(')');
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND r.last_updated >= ?");
+        params.push(SqlValue::Integer(since));
+    }
+    if let Some(cursor) = query.cursor {
+        sql.push_str(" AND r.rid > ?");
+        params.push(SqlValue::Integer(cursor));
+    }
+    sql.push_str(" ORDER BY r.rid LIMIT ?");
+    params.push(SqlValue::Integer(i64::from(limit)));
+    Compiled { sql, params }
 }

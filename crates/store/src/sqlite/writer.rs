@@ -257,13 +257,8 @@ impl Writer {
         }
         let body = meta::stamp(resource, resource_type, id, version, &meta::format_instant(last_updated));
         let rid = self.insert(resource_type, id, version, last_updated, Some(&body), method)?;
-        for token in &index.tokens {
-            let mut stmt = self
-                .conn
-                .prepare_cached("INSERT INTO token_index (rid, param, system, code) VALUES (?1, ?2, ?3, ?4)")?;
-            stmt.execute((rid, &token.param, &token.system, &token.code))?;
-        }
-        cost.rows_written += 1 + index.tokens.len() as u64;
+        self.insert_index(rid, index)?;
+        cost.rows_written += 1 + index.len() as u64;
         cost.bytes_written += body.len() as u64;
         let stored = StoredVersion {
             resource_type: resource_type.to_owned(),
@@ -298,7 +293,40 @@ impl Writer {
     /// Ends the current version at `valid_to` and drops its index rows.
     fn retire(&self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
         self.conn.prepare_cached("UPDATE resource SET valid_to = ?2 WHERE rid = ?1")?.execute((rid, valid_to))?;
-        self.conn.prepare_cached("DELETE FROM token_index WHERE rid = ?1")?.execute([rid])?;
+        for sql in [
+            "DELETE FROM token_index WHERE rid = ?1",
+            "DELETE FROM reference_index WHERE rid = ?1",
+            "DELETE FROM compartment_index WHERE rid = ?1",
+        ] {
+            self.conn.prepare_cached(sql)?.execute([rid])?;
+        }
+        Ok(())
+    }
+
+    fn insert_index(&self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
+        if !index.tokens.is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO token_index (rid, param, system, code) VALUES (?1, ?2, ?3, ?4)")?;
+            for t in &index.tokens {
+                stmt.execute((rid, &t.param, &t.system, &t.code))?;
+            }
+        }
+        if !index.references.is_empty() {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO reference_index (rid, param, target_type, target_id, url) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in &index.references {
+                stmt.execute((rid, &r.param, &r.target_type, &r.target_id, &r.url))?;
+            }
+        }
+        if !index.compartments.is_empty() {
+            let mut stmt =
+                self.conn.prepare_cached("INSERT INTO compartment_index (rid, compartment, id) VALUES (?1, ?2, ?3)")?;
+            for c in &index.compartments {
+                stmt.execute((rid, &c.compartment, &c.id))?;
+            }
+        }
         Ok(())
     }
 

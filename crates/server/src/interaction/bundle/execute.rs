@@ -93,7 +93,7 @@ pub(crate) fn apply(
             }
             let mut resource = entry.resource.expect("checked when parsed");
             refs.rewrite(tx, &mut resource)?;
-            let index = indexing::extract(&resource_type, &resource);
+            let index = indexing::extract(&resource_type, &mut resource);
             let id = id.expect("resolved");
             let op = if entry.method == Method::Post {
                 WriteOp::Create { resource_type, id, resource, index, if_none_exist: None }
