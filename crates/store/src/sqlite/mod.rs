@@ -3,15 +3,17 @@
 //! Writes are serialised through one writer thread ([`writer`]) that commits them in groups, so
 //! that many concurrent requests share one fsync while each still gets its own outcome. Reads use a
 //! pool of read-only connections and run on the calling thread: a lookup by primary key on a warm
-//! page cache takes microseconds, less than handing it to another thread would.
+//! page cache takes microseconds, less than handing it to another thread would. Current versions
+//! read by id are also kept in a bounded in-memory cache ([`cache`]).
 
+mod cache;
 mod read;
 mod schema;
 mod sql;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -26,11 +28,13 @@ pub struct SqliteConfig {
     pub path: PathBuf,
     /// Most writes committed in one transaction.
     pub max_group: usize,
+    /// Memory for cached current versions (read-by-id); 0 turns the cache off.
+    pub cache_bytes: usize,
 }
 
 impl SqliteConfig {
     pub fn in_dir(data_dir: &Path) -> SqliteConfig {
-        SqliteConfig { path: data_dir.join("fhirside.db"), max_group: 256 }
+        SqliteConfig { path: data_dir.join("fhirside.db"), max_group: 256, cache_bytes: 64 << 20 }
     }
 }
 
@@ -40,6 +44,7 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    cache: Arc<cache::VersionCache>,
 }
 
 impl SqliteStore {
@@ -53,12 +58,14 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         schema::migrate(&mut conn)?;
-        let (sender, thread) = writer::spawn(conn, config.max_group)?;
+        let cache = Arc::new(cache::VersionCache::new(config.cache_bytes));
+        let (sender, thread) = writer::spawn(conn, config.max_group, cache.clone())?;
         Ok(SqliteStore {
             path: config.path.clone(),
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(thread)),
+            cache,
         })
     }
 
@@ -96,7 +103,6 @@ impl Drop for SqliteStore {
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
     conn.pragma_update(None, "cache_size", -16_384i64)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -104,7 +110,15 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 
 impl ResourceStore for SqliteStore {
     fn read<'a>(&'a self, resource_type: &'a str, id: &'a str) -> StoreFuture<'a, Option<StoredVersion>> {
-        let result = self.with_reader(|conn| read::current(conn, resource_type, id));
+        let result = match self.cache.get(resource_type, id) {
+            // The charge is the same as for a database read: it must not depend on cache state.
+            Ok(version) => Ok(Outcome { cost: read::cost_of(std::slice::from_ref(&version)), value: Some(version) }),
+            Err(miss) => self.with_reader(|conn| read::current(conn, resource_type, id)).inspect(|outcome| {
+                if let Some(version) = &outcome.value {
+                    self.cache.fill(miss, version);
+                }
+            }),
+        };
         Box::pin(std::future::ready(result))
     }
 

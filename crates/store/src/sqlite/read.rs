@@ -33,7 +33,7 @@ fn version_row(resource_type: &str, row: &Row<'_>) -> rusqlite::Result<(i64, Sto
     ))
 }
 
-fn cost_of(versions: &[StoredVersion]) -> Cost {
+pub(super) fn cost_of(versions: &[StoredVersion]) -> Cost {
     Cost {
         rows_read: versions.len().max(1) as u64,
         bytes_read: versions.iter().map(|v| v.body.len() as u64).sum(),

@@ -7,7 +7,7 @@
 //! and none of them was acknowledged. One fsync is thus shared by a whole group, which is what lets
 //! `synchronous = FULL` keep up with many concurrent clients.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use rusqlite::Connection;
 use serde_json::{Map, Value};
@@ -18,6 +18,7 @@ use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, Wr
 use crate::query::{IndexEntries, SearchQuery};
 use crate::{Transaction, TransactionWork};
 
+use super::cache::VersionCache;
 use super::read;
 
 pub(super) enum Job {
@@ -51,6 +52,7 @@ impl Done {
 pub(super) fn spawn(
     conn: Connection,
     max_group: usize,
+    cache: Arc<VersionCache>,
 ) -> Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>), StoreError> {
     let last_updated: i64 =
         conn.query_row("SELECT coalesce(max(last_updated), 0) FROM resource", [], |row| row.get(0))?;
@@ -58,7 +60,7 @@ pub(super) fn spawn(
     let thread = std::thread::Builder::new()
         .name("fhirside-store-writer".into())
         .spawn(move || {
-            let mut writer = Writer { conn, last_updated };
+            let mut writer = Writer { conn, last_updated, cache, touched: Vec::new() };
             writer.run(receiver, max_group.max(1));
         })
         .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -70,6 +72,9 @@ struct Writer {
     /// The newest `lastUpdated` handed out: each version gets a strictly later one, so history
     /// order is total even when the clock stands still or steps back.
     last_updated: i64,
+    /// The read cache, and the resources this group wrote, to invalidate once it has committed.
+    cache: Arc<VersionCache>,
+    touched: Vec<(String, String)>,
 }
 
 impl Writer {
@@ -111,7 +116,11 @@ impl Writer {
                 ),
             })
             .collect();
-        if let Err(error) = self.conn.execute_batch("COMMIT") {
+        let committed = self.conn.execute_batch("COMMIT");
+        // Before anyone hears back: a client must read its own write, never a cached older version.
+        self.cache.invalidate(self.touched.iter().map(|(t, id)| (t.as_str(), id.as_str())));
+        self.touched.clear();
+        if let Err(error) = committed {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.last_updated = clock_before;
             let message = error.to_string();
@@ -255,6 +264,7 @@ impl Writer {
         if let Some((rid, _)) = &current {
             self.retire(*rid, last_updated)?;
         }
+        self.touched.push((resource_type.to_owned(), id.to_owned()));
         let body = meta::stamp(resource, resource_type, id, version, &meta::format_instant(last_updated));
         let rid = self.insert(resource_type, id, version, last_updated, Some(&body), method)?;
         self.insert_index(rid, index)?;
@@ -276,6 +286,7 @@ impl Writer {
     fn delete(&mut self, rid: i64, current: &StoredVersion, cost: &mut Cost) -> Result<StoredVersion, StoreError> {
         let last_updated = self.next_timestamp();
         self.retire(rid, last_updated)?;
+        self.touched.push((current.resource_type.clone(), current.id.clone()));
         let version = current.version + 1;
         self.insert(&current.resource_type, &current.id, version, last_updated, None, Method::Delete)?;
         cost.rows_written += 1;
