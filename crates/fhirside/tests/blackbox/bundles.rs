@@ -220,3 +220,27 @@ fn concurrent_transactions_on_the_same_resources_lose_nothing() {
     assert_eq!(shared["code"]["text"], "40");
     assert_eq!(count(&server, "Basic"), 41, "every committed transaction wrote both entries");
 }
+
+#[test]
+fn patch_entries_in_a_transaction() {
+    let server = Server::start_http();
+    server.put_json("/Patient/pp", &json!({"resourceType": "Patient", "id": "pp", "gender": "male"})).expect(201);
+    server.put_json("/Patient/fp", &json!({"resourceType": "Patient", "id": "fp"})).expect(201);
+    // `[{"op":"add","path":"/active","value":true}]`, base64 in a Binary.
+    let json_patch = json!({"resourceType": "Binary", "contentType": "application/json-patch+json",
+                            "data": "W3sib3AiOiJhZGQiLCJwYXRoIjoiL2FjdGl2ZSIsInZhbHVlIjp0cnVlfV0="});
+    let fhirpath_patch = json!({"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Patient"},
+        {"name": "name", "valueString": "birthDate"}, {"name": "value", "valueDate": "1970-01-01"}]}]});
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": json_patch, "request": {"method": "PATCH", "url": "Patient/pp", "ifMatch": "W/\"1\""}},
+        {"resource": fhirpath_patch, "request": {"method": "PATCH", "url": "Patient/fp"}}]});
+    let response = server.post_json("/", &bundle).expect(200).json();
+    assert_eq!(statuses(&response), ["200 OK", "200 OK"]);
+    assert_eq!(server.get("/Patient/pp").json()["active"], true);
+    assert_eq!(server.get("/Patient/fp").json()["birthDate"], "1970-01-01");
+
+    let wrong = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Basic", "code": {"text": "x"}}, "request": {"method": "PATCH", "url": "Patient/pp"}}]});
+    server.post_json("/", &wrong).expect(400);
+}

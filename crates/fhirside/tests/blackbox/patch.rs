@@ -71,3 +71,35 @@ fn conditional_patch() {
     server.delete(&path).expect(204);
     server.request("PATCH", &path, &[JSON_PATCH], Some(patch.as_bytes())).expect(410);
 }
+
+#[test]
+fn fhirpath_patch() {
+    let server = Server::start_http();
+    let created = server
+        .post_json("/Patient", &json!({"resourceType": "Patient", "name": [{"family": "A", "given": ["x", "y"]}]}))
+        .expect(201)
+        .json();
+    let path = format!("/Patient/{}", created["id"].as_str().unwrap());
+    let parameters = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "operation", "part": [{"name": "type", "valueCode": "replace"},
+            {"name": "path", "valueString": "Patient.name[0].family"}, {"name": "value", "valueString": "B"}]},
+        {"name": "operation", "part": [{"name": "type", "valueCode": "delete"},
+            {"name": "path", "valueString": "Patient.name[0].given[0]"}]}]});
+    let patched = server
+        .request("PATCH", &path, &[("content-type", "application/fhir+json")], Some(parameters.to_string().as_bytes()))
+        .expect(200)
+        .json();
+    assert_eq!(patched["name"][0]["family"], "B");
+    assert_eq!(patched["name"][0]["given"], json!(["y"]));
+    let not_parameters = json!({"resourceType": "Patient"}).to_string();
+    server
+        .request("PATCH", &path, &[("content-type", "application/fhir+json")], Some(not_parameters.as_bytes()))
+        .expect(400);
+    let bad_path = json!({"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.nothing"},
+        {"name": "value", "valueString": "B"}]}]})
+    .to_string();
+    let refused =
+        server.request("PATCH", &path, &[("content-type", "application/fhir+json")], Some(bad_path.as_bytes()));
+    assert_eq!(refused.status, 422, "replace needs exactly one match: {}", String::from_utf8_lossy(&refused.body));
+}

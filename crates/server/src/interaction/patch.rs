@@ -1,11 +1,12 @@
 //! patch: `PATCH /{type}/{id}` and conditional `PATCH /{type}?…`
 //! (<https://hl7.org/fhir/R4/http.html#patch>).
 //!
-//! Accepts JSON Patch (`application/json-patch+json`). The read of the current version, the patch,
-//! the validation of the result and the write happen in one store transaction, so a concurrent
-//! update cannot slip in between (and `If-Match` is checked against the version patched). A patch
-//! that does not apply, or whose result is not a valid resource or changes its type or id, answers
-//! `422`; a malformed patch document `400`.
+//! Accepts JSON Patch (`application/json-patch+json`) and FHIRPath Patch (a `Parameters` resource
+//! as `application/fhir+json`). The read of the current version, the patch, the validation of the
+//! result and the write happen in one store transaction, so a concurrent update cannot slip in
+//! between (and `If-Match` is checked against the version patched). A patch that does not apply, or
+//! whose result is not a valid resource or changes its type or id, answers `422`; a malformed patch
+//! document `400`. Bundle entries use the same code ([`patch_in`]).
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 use crate::auth::DataAction;
 use crate::error::FhirError;
 use crate::extract::Segments;
+use crate::patching::fhirpath_patch;
 use crate::patching::json_patch::{self, PatchError};
 use crate::response::{self, ResourceResponse};
 use crate::{indexing, AppState};
@@ -23,9 +25,26 @@ use crate::{indexing, AppState};
 use super::{search, Call};
 
 /// Which resource to patch.
-enum Target {
+pub(crate) enum Target {
     Instance(String),
     Search(fhirside_store::SearchQuery),
+}
+
+/// A patch in one of the two formats FHIR R4 allows.
+pub(crate) enum PatchDocument {
+    /// RFC 6902 operations.
+    Json(Value),
+    /// A `Parameters` resource of FHIRPath Patch operations.
+    FhirPath(Value),
+}
+
+impl PatchDocument {
+    fn apply(&self, resource: &mut Value) -> Result<(), PatchError> {
+        match self {
+            PatchDocument::Json(patch) => json_patch::apply(resource, patch),
+            PatchDocument::FhirPath(parameters) => fhirpath_patch::apply(resource, parameters),
+        }
+    }
 }
 
 pub(crate) async fn handle(
@@ -59,14 +78,26 @@ async fn run(state: &AppState, mut call: Call, resource_type: String, target: Ta
     let if_match = call.if_match()?;
     let content_type = call.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence != "application/json-patch+json" {
-        return Err(FhirError::UnsupportedMediaType(format!(
-            "PATCH takes application/json-patch+json (JSON Patch), not '{content_type}'."
-        )));
-    }
+    let json_patch = match essence.as_str() {
+        "application/json-patch+json" => true,
+        "application/fhir+json" | "application/json" => false,
+        _ => {
+            return Err(FhirError::UnsupportedMediaType(format!(
+                "PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch \
+                 Parameters), not '{content_type}'."
+            )))
+        }
+    };
     let bytes = super::read_body(std::mem::take(&mut call.body), state.config.max_body_bytes).await?;
-    let patch: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| FhirError::bad_request(format!("The JSON Patch document is not valid JSON: {e}.")))?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| FhirError::bad_request(format!("The patch document is not valid JSON: {e}.")))?;
+    let patch = if json_patch {
+        PatchDocument::Json(body)
+    } else if body.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+        PatchDocument::FhirPath(body)
+    } else {
+        return Err(FhirError::bad_request("A FHIRPath Patch must be a Parameters resource."));
+    };
 
     let (version, cost) =
         super::in_transaction(state, move |tx| patch_in(tx, &resource_type, target, &patch, if_match)).await?;
@@ -80,11 +111,12 @@ async fn run(state: &AppState, mut call: Call, resource_type: String, target: Ta
     })
 }
 
-fn patch_in(
+/// Reads the target's current version, patches it, validates the result and writes it, inside `tx`.
+pub(crate) fn patch_in(
     tx: &mut dyn Transaction,
     resource_type: &str,
     target: Target,
-    patch: &Value,
+    patch: &PatchDocument,
     if_match: Option<u64>,
 ) -> Result<StoredVersion, FhirError> {
     let current = match target {
@@ -109,8 +141,8 @@ fn patch_in(
     }
     let mut resource: Value =
         serde_json::from_slice(&current.body).map_err(|e| FhirError::Internal(format!("stored JSON: {e}")))?;
-    json_patch::apply(&mut resource, patch).map_err(|error| match error {
-        PatchError::Malformed(m) => FhirError::bad_request(format!("The JSON Patch document is malformed: {m}.")),
+    patch.apply(&mut resource).map_err(|error| match error {
+        PatchError::Malformed(m) => FhirError::bad_request(format!("The patch document is malformed: {m}.")),
         PatchError::Unprocessable(m) => unprocessable("processing", format!("The patch could not be applied: {m}.")),
     })?;
     if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type)

@@ -108,7 +108,11 @@ fn read_operation(parameter: &Value) -> Result<Operation, PatchError> {
         found.push((name, part));
     }
     let part = |name: &str| {
-        found.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).ok_or_else(|| malformed(format!("missing part '{name}'")))
+        found
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| malformed(format!("missing part '{name}'")))
     };
     let text = |name: &str| -> Result<String, PatchError> {
         match primitive_of(part(name)?)? {
@@ -352,7 +356,9 @@ impl Slot {
     /// The scope of this element's children, given its type (and, for a resource, its JSON).
     fn child_scope(&self, type_code: &str, json: Option<&Value>) -> Result<Scope, PatchError> {
         match type_code {
-            "BackboneElement" | "Element" => Ok(Scope { owner: self.owner, prefix: format!("{}.", self.defining.path) }),
+            "BackboneElement" | "Element" => {
+                Ok(Scope { owner: self.owner, prefix: format!("{}.", self.defining.path) })
+            }
             "Resource" => Scope::of_resource(json.unwrap_or(&Value::Null)),
             t => Scope::of_type(t),
         }
@@ -440,7 +446,8 @@ fn add_child(object: &mut Map<String, Value>, scope: &Scope, slot: &Slot, writte
             Ok(())
         });
     }
-    let taken = object.keys().any(|k| scope.element(k.strip_prefix('_').unwrap_or(k)).is_some_and(|s| s.rank == slot.rank));
+    let taken =
+        object.keys().any(|k| scope.element(k.strip_prefix('_').unwrap_or(k)).is_some_and(|s| s.rank == slot.rank));
     if taken {
         return Err(unprocessable(format!(
             "{} already has '{}', which does not repeat (use replace)",
@@ -543,10 +550,22 @@ fn target(resource: &Value, steps: &[Step]) -> Result<Target, PatchError> {
     }
     let (slot, type_code, own_scope, _) = descend(&scope, at, last)?;
     let name = last.property.strip_prefix('_').unwrap_or(&last.property).to_string();
-    Ok(Target { parent: parent.to_vec(), parent_scope: scope, slot, name, index: last.index, type_code, scope: own_scope })
+    Ok(Target {
+        parent: parent.to_vec(),
+        parent_scope: scope,
+        slot,
+        name,
+        index: last.index,
+        type_code,
+        scope: own_scope,
+    })
 }
 
-fn descend<'v>(scope: &Scope, at: &'v Value, step: &Step) -> Result<(Slot, &'static str, Scope, &'v Value), PatchError> {
+fn descend<'v>(
+    scope: &Scope,
+    at: &'v Value,
+    step: &Step,
+) -> Result<(Slot, &'static str, Scope, &'v Value), PatchError> {
     let slot = scope.require(step.property.strip_prefix('_').unwrap_or(&step.property))?;
     let type_code = slot.single_type()?;
     let mut json = &at[step.property.as_str()];
@@ -562,7 +581,8 @@ fn descend<'v>(scope: &Scope, at: &'v Value, step: &Step) -> Result<(Slot, &'sta
 fn object_at<'v>(root: &'v mut Value, steps: &[Step], create: bool) -> Result<&'v mut Map<String, Value>, PatchError> {
     let mut at = root;
     for step in steps {
-        let object = at.as_object_mut().ok_or_else(|| unprocessable(format!("'{}' is not in an object", step.property)))?;
+        let object =
+            at.as_object_mut().ok_or_else(|| unprocessable(format!("'{}' is not in an object", step.property)))?;
         if create && !object.contains_key(&step.property) {
             let plain = step.property.trim_start_matches('_');
             let position = object.keys().position(|k| k == plain).map_or(object.len(), |p| p + 1);
@@ -695,7 +715,12 @@ impl Operation {
                 let steps = match &found[..] {
                     [] => return Ok(()), // Deleting what is not there is a no-op, per the spec.
                     [one] => one,
-                    more => return Err(unprocessable(format!("'{path}' selects {} elements; delete needs at most one", more.len()))),
+                    more => {
+                        return Err(unprocessable(format!(
+                            "'{path}' selects {} elements; delete needs at most one",
+                            more.len()
+                        )))
+                    }
                 };
                 let t = target(resource, steps)?;
                 remove(object_at(resource, &t.parent, false)?, &t.parent_scope, &t.name, t.index)?;

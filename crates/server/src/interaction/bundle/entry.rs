@@ -102,6 +102,14 @@ pub(crate) fn parse(index: usize, entry: Value, base: &str, issues: Vec<fhir::Is
         Some(Value::Object(resource)) => Some(resource),
         _ => None,
     };
+    if method == Method::Patch {
+        let kind = resource.as_ref().and_then(|r| r.get("resourceType")).and_then(Value::as_str);
+        if !matches!(kind, Some("Binary" | "Parameters")) {
+            return Err(FhirError::bad_request(
+                "A PATCH entry's resource is a Binary (JSON Patch) or a Parameters (FHIRPath Patch).",
+            ));
+        }
+    }
     if matches!(method, Method::Post | Method::Put) {
         let Some(resource) = &resource else {
             return Err(FhirError::bad_request(format!("A {method:?} entry needs a resource.")));

@@ -13,7 +13,7 @@ use super::entry::{Entry, Method, Target};
 use super::references::References;
 use crate::error::FhirError;
 use crate::indexing;
-use crate::interaction::search;
+use crate::interaction::{patch, search};
 use crate::negotiate::Handling;
 
 /// An entry whose target is fixed.
@@ -62,12 +62,9 @@ pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) ->
             }
         }
         (Method::Put, _) => return Err(FhirError::bad_request("A PUT entry's url must be Type/id or Type?criteria.")),
+        (Method::Patch, Target::Instance(..) | Target::Search(..)) => (None, None),
         (Method::Patch, _) => {
-            return Err(FhirError::BadRequest {
-                code: "not-supported",
-                diagnostics: "PATCH entries are not supported yet.".into(),
-                expression: None,
-            })
+            return Err(FhirError::bad_request("A PATCH entry's url must be Type/id or Type?criteria."))
         }
         _ => (None, None),
     };
@@ -124,8 +121,38 @@ pub(crate) fn apply(
             }
         }
         Method::Get | Method::Head => read(tx, entry),
-        Method::Patch => Err(FhirError::bad_request("PATCH entries are not supported yet.")),
+        Method::Patch => {
+            let mut resource = entry.resource.expect("checked when parsed");
+            refs.rewrite(tx, &mut resource)?;
+            let document = patch_document(resource)?;
+            let target = match entry.target {
+                Target::Instance(_, id) => patch::Target::Instance(id),
+                Target::Search(_, params) => patch::Target::Search(search::conditional(&resource_type, &params)?),
+                _ => return Err(FhirError::bad_request("A PATCH entry's url must be Type/id or Type?criteria.")),
+            };
+            let version = patch::patch_in(tx, &resource_type, target, &document, entry.if_match)?;
+            Ok(Produced::Version { status: 200, version: Some(version), location: false })
+        }
     }
+}
+
+/// The patch an entry carries: a `Binary` holding a JSON Patch, or a FHIRPath Patch `Parameters`.
+fn patch_document(resource: serde_json::Map<String, Value>) -> Result<patch::PatchDocument, FhirError> {
+    if resource.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+        return Ok(patch::PatchDocument::FhirPath(Value::Object(resource)));
+    }
+    let content_type = resource.get("contentType").and_then(Value::as_str).unwrap_or("");
+    if !content_type.starts_with("application/json-patch+json") {
+        return Err(FhirError::bad_request(format!(
+            "A Binary patch must have contentType application/json-patch+json, not '{content_type}'."
+        )));
+    }
+    let data = resource.get("data").and_then(Value::as_str).unwrap_or("");
+    let bytes = crate::patching::decode_base64(data)
+        .ok_or_else(|| FhirError::bad_request("The Binary's data is not valid base64."))?;
+    let patch = serde_json::from_slice(&bytes)
+        .map_err(|e| FhirError::bad_request(format!("The JSON Patch in the Binary is not valid JSON: {e}.")))?;
+    Ok(patch::PatchDocument::Json(patch))
 }
 
 fn read(tx: &mut dyn Transaction, entry: Entry) -> Result<Produced, FhirError> {

@@ -85,11 +85,14 @@ pub(super) fn parse(xml: &str) -> Element {
         }
     }
     let document = stack.pop().expect("document");
-    document.children.into_iter().find_map(|c| match c {
-        Content::Element(e) => Some(e),
-        Content::Text(_) => None,
-    })
-    .expect("a root element")
+    document
+        .children
+        .into_iter()
+        .find_map(|c| match c {
+            Content::Element(e) => Some(e),
+            Content::Text(_) => None,
+        })
+        .expect("a root element")
 }
 
 fn start(e: &quick_xml::events::BytesStart<'_>) -> Element {
@@ -161,7 +164,8 @@ fn fill(object: &mut Map<String, Value>, element: &Element, owner: &'static Type
     for (name, repeating, items) in groups {
         let (values, extensions): (Vec<_>, Vec<_>) = items.into_iter().unzip();
         if repeating {
-            let array = |items: Vec<Option<Value>>| Value::Array(items.into_iter().map(Option::unwrap_or_default).collect());
+            let array =
+                |items: Vec<Option<Value>>| Value::Array(items.into_iter().map(Option::unwrap_or_default).collect());
             if values.iter().any(Option::is_some) {
                 object.insert(name.clone(), array(values));
             }
@@ -240,4 +244,24 @@ fn xhtml(element: &Element, out: &mut String) {
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[test]
+fn converts_primitives_lists_extensions_and_narrative() {
+    let xml = r#"<Patient xmlns="http://hl7.org/fhir">
+      <text><status value="generated"/><div xmlns="http://www.w3.org/1999/xhtml"><b>x</b> &amp; y</div></text>
+      <active value="true"/>
+      <name><given value="A"/><given id="g"><extension url="u"><valueString value="v"/></extension></given></name>
+      <deceasedBoolean value="false"/>
+      <multipleBirthInteger value="2"/>
+    </Patient>"#;
+    let expected = serde_json::json!({
+        "resourceType": "Patient",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><b>x</b> &amp; y</div>"},
+        "active": true,
+        "name": [{"given": ["A", null], "_given": [null, {"id": "g", "extension": [{"url": "u", "valueString": "v"}]}]}],
+        "deceasedBoolean": false,
+        "multipleBirthInteger": 2
+    });
+    assert_eq!(resource_to_json(&parse(xml)), expected);
 }
