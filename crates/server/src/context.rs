@@ -7,7 +7,7 @@
 //! error mapping and the link builders can reach them without threading them through every call.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -16,7 +16,13 @@ use crate::AppState;
 
 pub(crate) struct RequestContext {
     pub request_id: String,
-    pub base_url: String,
+    /// Where the base URL comes from; formatted only when a link is built, which most reads never do.
+    base: Base,
+}
+
+enum Base {
+    Configured(String),
+    Host { scheme: &'static str, host: Option<HeaderValue> },
 }
 
 tokio::task_local! {
@@ -30,7 +36,15 @@ pub(crate) fn request_id() -> String {
 
 /// The FHIR base URL for links in the current request, without a trailing slash.
 pub(crate) fn base_url() -> String {
-    CONTEXT.try_with(|c| c.base_url.clone()).unwrap_or_default()
+    CONTEXT
+        .try_with(|c| match &c.base {
+            Base::Configured(base) => base.clone(),
+            Base::Host { scheme, host } => {
+                let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+                format!("{scheme}://{host}")
+            }
+        })
+        .unwrap_or_default()
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -40,8 +54,14 @@ static X_REQUEST_CHARGE: HeaderName = HeaderName::from_static("x-ms-request-char
 pub(crate) async fn middleware(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let request_id = crate::ids::new_id();
     let correlation = request.headers().get(&X_REQUEST_ID).cloned();
-    let base_url = base_url_for(&state, request.headers());
-    let context = RequestContext { request_id, base_url };
+    let base = match &state.config.base_url {
+        Some(base) => Base::Configured(base.clone()),
+        None => Base::Host {
+            scheme: state.config.scheme,
+            host: request.headers().get(header::HOST).filter(|h| h.to_str().is_ok_and(is_plausible_host)).cloned(),
+        },
+    };
+    let context = RequestContext { request_id, base };
     let request_id_header = HeaderValue::from_str(&context.request_id).ok();
 
     let mut response = CONTEXT
@@ -71,15 +91,6 @@ pub(crate) async fn middleware(State(state): State<AppState>, mut request: Reque
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-src 'self';"));
     response
-}
-
-fn base_url_for(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(base) = &state.config.base_url {
-        return base.clone();
-    }
-    let host =
-        headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| is_plausible_host(h)).unwrap_or("localhost");
-    format!("{}://{}", state.config.scheme, host)
 }
 
 /// A `Host` header is echoed into links, so only host[:port] characters are accepted.

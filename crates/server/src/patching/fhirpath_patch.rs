@@ -683,11 +683,12 @@ fn container(resource: &Value, steps: Vec<Step>) -> Result<(Vec<Step>, Scope), P
     Ok((steps, t.scope))
 }
 
-fn index_in(index: i64, len: usize, what: &str) -> Result<usize, PatchError> {
-    usize::try_from(index)
-        .ok()
-        .filter(|i| *i < len)
-        .ok_or_else(|| unprocessable(format!("{what} {index} is out of range (the list has {len} items)")))
+/// `index` as a position in `0..end`.
+fn index_in(index: i64, end: usize, what: &str) -> Result<usize, PatchError> {
+    usize::try_from(index).ok().filter(|i| *i < end).ok_or_else(|| match end {
+        0 => unprocessable(format!("{what} {index} is out of range: the list is empty")),
+        _ => unprocessable(format!("{what} {index} is out of range 0 to {}", end - 1)),
+    })
 }
 
 impl Operation {

@@ -151,8 +151,8 @@ fn fill(object: &mut Map<String, Value>, element: &Element, owner: &'static Type
         let (_, _, type_code) = find(owner, prefix, name);
         object.insert(name.clone(), primitive(type_code, value));
     }
-    // Children of one name, in order of first appearance: (repeating, [(value, `_name` object)]).
-    let mut groups: Vec<(String, bool, Vec<(Option<Value>, Option<Value>)>)> = Vec::new();
+    // Children of one name, in order of first appearance, and whether that element repeats.
+    let mut groups: Vec<(String, bool, Vec<Converted>)> = Vec::new();
     for child in element.elements() {
         let (declared, defining, type_code) = find(owner, prefix, &child.name);
         let item = convert(child, owner, defining, type_code);
@@ -185,13 +185,11 @@ fn fill(object: &mut Map<String, Value>, element: &Element, owner: &'static Type
     }
 }
 
-/// One child element as (JSON value, `_name` object).
-fn convert(
-    element: &Element,
-    owner: &'static TypeDef,
-    defining: &ElementDef,
-    type_code: &str,
-) -> (Option<Value>, Option<Value>) {
+/// One converted element: its JSON value and its `_name` object.
+type Converted = (Option<Value>, Option<Value>);
+
+/// Converts one child element.
+fn convert(element: &Element, owner: &'static TypeDef, defining: &ElementDef, type_code: &str) -> Converted {
     let defs = definitions();
     let mut object = Map::new();
     match type_code {
