@@ -7,6 +7,7 @@
 //! read by id are also kept in a bounded in-memory cache ([`cache`]).
 
 mod cache;
+mod checkpoint;
 mod read;
 mod schema;
 mod sql;
@@ -45,6 +46,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     cache: Arc<cache::VersionCache>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
 }
 
 impl SqliteStore {
@@ -56,8 +58,15 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
+        // The writer touches index pages all over the file: a 64 MiB cache keeps them from being
+        // spilled to the WAL before commit, and savepoint journals stay in memory.
+        conn.pragma_update(None, "cache_size", -65_536i64)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Checkpoints run on their own thread (below), not inside the writer's commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         schema::migrate(&mut conn)?;
+        let checkpointer = checkpoint::spawn(&config.path)?;
         let cache = Arc::new(cache::VersionCache::new(config.cache_bytes));
         let (sender, thread) = writer::spawn(conn, config.max_group, cache.clone())?;
         Ok(SqliteStore {
@@ -66,6 +75,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(thread)),
             cache,
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -74,6 +84,9 @@ impl SqliteStore {
         self.writer.lock().unwrap().take();
         if let Some(thread) = self.writer_thread.lock().unwrap().take() {
             let _ = thread.join();
+        }
+        if let Some(checkpointer) = self.checkpointer.lock().unwrap().take() {
+            checkpointer.stop();
         }
     }
 

@@ -249,8 +249,15 @@ impl Writer {
         method: Method,
         cost: &mut Cost,
     ) -> Result<WriteResult, StoreError> {
-        let current = read::current_with_rid(&self.conn, resource_type, id)?;
-        cost.rows_read += 1;
+        // A create carries a fresh server-assigned id: there is nothing to look up (the unique index
+        // on current versions would still refuse a collision).
+        let current = match method {
+            Method::Post => None,
+            _ => {
+                cost.rows_read += 1;
+                read::current_with_rid(&self.conn, resource_type, id)?
+            }
+        };
         match (if_match, &current) {
             (Some(_), None) => return Err(StoreError::NotFoundForMatch),
             (Some(expected), Some((_, v))) if v.version != expected || v.deleted => {

@@ -38,7 +38,10 @@ impl References {
     fn rewrite_value(&mut self, tx: &mut dyn Transaction, key: &str, value: &mut Value) -> Result<(), FhirError> {
         match value {
             Value::String(text) => {
-                if let Some(reference) = self.by_full_url.get(text.as_str()) {
+                // Only URLs and URNs can be fullUrls; most strings are codes and names.
+                let could_be_full_url = text.starts_with("urn:") || text.contains("://");
+                let mapped = if could_be_full_url { self.by_full_url.get(text.as_str()) } else { None };
+                if let Some(reference) = mapped {
                     *text = reference.clone();
                 } else if key == "reference" && is_conditional(text) {
                     *text = self.resolve_conditional(tx, text)?;

@@ -1,0 +1,612 @@
+//! `ingest`: loads the Synthea-120 dataset into a running Fhirside through `POST /` and measures
+//! how fast it goes.
+//!
+//! ```text
+//! ingest --url http://127.0.0.1:PORT [--dataset DIR] [--clients N]
+//! ```
+//!
+//! Every `*.json.bz2` file in the dataset directory is decompressed up front (with `bzcat`, in
+//! parallel, before the clock starts) and kept in memory. The load then runs in two phases, both
+//! timed:
+//!
+//! 1. the `0-*` files — the `batch` Bundles of Organizations and Practitioners, with `ifNoneExist` —
+//!    one after the other on one connection, in file-name order (the patients refer to them through
+//!    conditional references, so they must be stored first);
+//! 2. every other file — one `transaction` Bundle per patient — taken from a shared queue (in
+//!    file-name order) by N client threads, each with its own keep-alive HTTP/1.1 connection.
+//!
+//! Every request carries `Prefer: return=minimal`. Every response must be `200` with a
+//! `batch-response`/`transaction-response` Bundle holding one entry per request entry, each with a
+//! `2xx` status; the first failure stops the load and exits non-zero. The client is a minimal
+//! blocking HTTP/1.1 client over [`TcpStream`] and a minimal JSON scanner: the bench crate has no
+//! JSON or HTTP client dependency.
+//!
+//! It prints a summary and, last, one machine-readable line for `bench/ingest.sh`:
+//!
+//! ```text
+//! RESULT clients=4 bundles=122 resources=92114 wall_s=… resources_per_s=… first_s=… patients_s=… …
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: ingest --url http://HOST:PORT [--dataset DIR] [--clients N]";
+const DEFAULT_DATASET: &str = "/work/shared/datasets/synthea-120";
+
+fn main() {
+    if let Err(message) = run() {
+        eprintln!("ingest: {message}");
+        std::process::exit(1);
+    }
+}
+
+/// One decompressed Bundle.
+struct Bundle {
+    name: String,
+    bytes: Vec<u8>,
+    entries: usize,
+}
+
+/// What one POST took.
+struct Timing {
+    bundle: usize,
+    elapsed: Duration,
+}
+
+fn run() -> Result<(), String> {
+    let mut url: Option<String> = None;
+    let mut dataset = PathBuf::from(DEFAULT_DATASET);
+    let mut clients: usize = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--url" => url = Some(value()?),
+            "--dataset" => dataset = PathBuf::from(value()?),
+            "--clients" => {
+                clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?;
+                if clients == 0 {
+                    return Err("--clients must be at least 1".into());
+                }
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    let url = url.ok_or_else(|| format!("--url is required\n{USAGE}"))?;
+    let host_port = url
+        .strip_prefix("http://")
+        .ok_or("--url must be http://HOST:PORT (plain HTTP)")?
+        .trim_end_matches('/')
+        .to_owned();
+
+    let started = Instant::now();
+    let (first, patients) = load_dataset(&dataset)?;
+    let resources: usize = first.iter().chain(&patients).map(|b| b.entries).sum();
+    let bytes: usize = first.iter().chain(&patients).map(|b| b.bytes.len()).sum();
+    let largest = first.iter().chain(&patients).map(|b| b.entries).max().unwrap_or(0);
+    eprintln!(
+        "ingest: {} bundles ({} batch + {} transaction), {resources} entries, {:.1} MB of JSON (largest bundle {largest} \
+         entries); decompressed and scanned in {:.1} s",
+        first.len() + patients.len(),
+        first.len(),
+        patients.len(),
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let cpu_before = process_cpu_seconds();
+    let load_start = Instant::now();
+
+    // Phase 1: the batch bundles, in order, on one connection.
+    let mut first_timings = Vec::new();
+    {
+        let mut client = Client::new(&host_port);
+        for (i, bundle) in first.iter().enumerate() {
+            let t = Instant::now();
+            post_bundle(&mut client, bundle)?;
+            first_timings.push(Timing { bundle: i, elapsed: t.elapsed() });
+        }
+    }
+    let first_elapsed = load_start.elapsed();
+
+    // Phase 2: the patient transactions from a shared queue, `clients` connections.
+    let patients_start = Instant::now();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let error: Mutex<Option<String>> = Mutex::new(None);
+    let timings: Mutex<Vec<Timing>> = Mutex::new(Vec::with_capacity(patients.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..clients {
+            scope.spawn(|| {
+                let mut client = Client::new(&host_port);
+                let mut mine = Vec::new();
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(bundle) = patients.get(i) else { break };
+                    let t = Instant::now();
+                    if let Err(e) = post_bundle(&mut client, bundle) {
+                        failed.store(true, Ordering::Relaxed);
+                        error.lock().unwrap().get_or_insert(e);
+                        break;
+                    }
+                    mine.push(Timing { bundle: i, elapsed: t.elapsed() });
+                }
+                timings.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap() {
+        return Err(e);
+    }
+    let patients_elapsed = patients_start.elapsed();
+    let wall = load_start.elapsed();
+    let client_cpu = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
+
+    // Summary.
+    let first_resources: usize = first.iter().map(|b| b.entries).sum();
+    let patient_resources = resources - first_resources;
+    let mut timings = timings.into_inner().unwrap();
+    timings.sort_by_key(|t| t.elapsed);
+    let percentile = |p: f64| -> f64 {
+        if timings.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * timings.len() as f64).ceil().max(1.0) as usize - 1;
+        timings[rank.min(timings.len() - 1)].elapsed.as_secs_f64()
+    };
+    let slowest = timings.last();
+    // The bundle that took longest relative to its size says whether some bundles are pathological.
+    let per_entry_ms = |t: &Timing| 1e3 * t.elapsed.as_secs_f64() / patients[t.bundle].entries.max(1) as f64;
+    let worst_rate = timings.iter().max_by(|a, b| per_entry_ms(a).total_cmp(&per_entry_ms(b)));
+    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+
+    for t in &first_timings {
+        let b = &first[t.bundle];
+        eprintln!(
+            "ingest: {:<48} {:>6} entries  {:>7.2} s  {:>7.0} resources/s",
+            b.name,
+            b.entries,
+            t.elapsed.as_secs_f64(),
+            rate(b.entries, t.elapsed)
+        );
+    }
+    eprintln!(
+        "ingest: {} patient transactions, {clients} client(s): {patient_resources} resources in {:.2} s = {:.0} resources/s \
+         (per bundle: p50 {:.2} s, p90 {:.2} s, max {:.2} s{})",
+        patients.len(),
+        patients_elapsed.as_secs_f64(),
+        rate(patient_resources, patients_elapsed),
+        percentile(50.0),
+        percentile(90.0),
+        slowest.map_or(0.0, |t| t.elapsed.as_secs_f64()),
+        slowest.map_or(String::new(), |t| format!(
+            " for {}, {} entries",
+            patients[t.bundle].name, patients[t.bundle].entries
+        )),
+    );
+    if let Some(t) = worst_rate {
+        eprintln!(
+            "ingest: slowest per entry: {} ({} entries, {:.2} ms/entry, including any wait for other clients' \
+             transactions; median bundle {:.2} ms/entry)",
+            patients[t.bundle].name,
+            patients[t.bundle].entries,
+            per_entry_ms(t),
+            {
+                let mut v: Vec<f64> = timings.iter().map(per_entry_ms).collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied().unwrap_or(0.0)
+            }
+        );
+    }
+    eprintln!(
+        "ingest: total {resources} resources in {:.2} s = {:.0} resources/s (client CPU {})",
+        wall.as_secs_f64(),
+        rate(resources, wall),
+        client_cpu.map_or("unknown".into(), |s| format!("{s:.2} s")),
+    );
+    println!(
+        "RESULT clients={clients} bundles={} resources={resources} wall_s={:.3} resources_per_s={:.0} first_s={:.3} \
+         patients_s={:.3} patients_resources_per_s={:.0} bundle_p50_s={:.3} bundle_max_s={:.3} client_cpu_s={}",
+        first.len() + patients.len(),
+        wall.as_secs_f64(),
+        rate(resources, wall),
+        first_elapsed.as_secs_f64(),
+        patients_elapsed.as_secs_f64(),
+        rate(patient_resources, patients_elapsed),
+        percentile(50.0),
+        slowest.map_or(0.0, |t| t.elapsed.as_secs_f64()),
+        client_cpu.map_or("nan".into(), |s| format!("{s:.2}")),
+    );
+    Ok(())
+}
+
+/// Decompresses every `*.json.bz2` in `dir` (a few `bzcat`s at a time), and checks each is a batch
+/// or transaction Bundle. Returns the `0-*` files and the others, each sorted by name.
+fn load_dataset(dir: &Path) -> Result<(Vec<Bundle>, Vec<Bundle>), String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".json.bz2")))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(format!("no *.json.bz2 files in {}", dir.display()));
+    }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Result<Bundle, String>>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(i) else { break };
+                *slots[i].lock().unwrap() = Some(read_bundle(path));
+            });
+        }
+    });
+    let mut first = Vec::new();
+    let mut patients = Vec::new();
+    for slot in slots {
+        let bundle = slot.into_inner().unwrap().expect("every file was read")?;
+        if bundle.name.starts_with("0-") {
+            first.push(bundle);
+        } else {
+            patients.push(bundle);
+        }
+    }
+    Ok((first, patients))
+}
+
+fn read_bundle(path: &Path) -> Result<Bundle, String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let output = Command::new("bzcat")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run bzcat (Debian package bzip2): {e}"))?;
+    if !output.status.success() {
+        return Err(format!("bzcat {}: {}", path.display(), String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    let bytes = output.stdout;
+    let (resource_type, kind, entries) = scan_request(&bytes).map_err(|e| format!("{name}: {e}"))?;
+    if resource_type != "Bundle" || !(kind == "batch" || kind == "transaction") {
+        return Err(format!("{name}: not a batch or transaction Bundle ({resource_type}, type {kind:?})"));
+    }
+    Ok(Bundle { name, bytes, entries })
+}
+
+/// `resourceType`, `type` and the number of entries of a Bundle.
+fn scan_request(bytes: &[u8]) -> Result<(String, String, usize), String> {
+    let mut p = Json::new(bytes)?;
+    let (mut resource_type, mut kind, mut entries) = (String::new(), String::new(), 0);
+    p.object(|p, key| {
+        match key {
+            "resourceType" => resource_type = p.string()?.to_owned(),
+            "type" => kind = p.string()?.to_owned(),
+            "entry" => p.array(|p| {
+                entries += 1;
+                p.skip_value()
+            })?,
+            _ => p.skip_value()?,
+        }
+        Ok(())
+    })?;
+    p.end()?;
+    Ok((resource_type, kind, entries))
+}
+
+/// Posts one Bundle and checks the response: 200, a `*-response` Bundle, one `2xx` entry per entry.
+fn post_bundle(client: &mut Client, bundle: &Bundle) -> Result<(), String> {
+    let response = client.post("/", &bundle.bytes).map_err(|e| format!("POST {}: {e}", bundle.name))?;
+    let excerpt = || String::from_utf8_lossy(&response.body[..response.body.len().min(2000)]).into_owned();
+    if response.status != 200 {
+        return Err(format!("POST {}: status {}: {}", bundle.name, response.status, excerpt()));
+    }
+    let (kind, statuses) =
+        scan_response(&response.body).map_err(|e| format!("POST {}: {e}: {}", bundle.name, excerpt()))?;
+    if !kind.ends_with("-response") {
+        return Err(format!("POST {}: a Bundle of type {kind:?}: {}", bundle.name, excerpt()));
+    }
+    if statuses.len() != bundle.entries {
+        return Err(format!(
+            "POST {}: {} response entries for {} request entries: {}",
+            bundle.name,
+            statuses.len(),
+            bundle.entries,
+            excerpt()
+        ));
+    }
+    if let Some((i, status)) = statuses.iter().enumerate().find(|(_, s)| !s.starts_with('2')) {
+        return Err(format!("POST {}: entry {i} answered {status:?}: {}", bundle.name, excerpt()));
+    }
+    Ok(())
+}
+
+/// The `type` of a response Bundle and the `response.status` of each of its entries (`""` when an
+/// entry has none).
+fn scan_response(bytes: &[u8]) -> Result<(String, Vec<String>), String> {
+    let mut p = Json::new(bytes)?;
+    let mut kind = String::new();
+    let mut statuses = Vec::new();
+    p.object(|p, key| {
+        match key {
+            "type" => kind = p.string()?.to_owned(),
+            "entry" => p.array(|p| {
+                let mut status = String::new();
+                p.object(|p, key| {
+                    if key == "response" {
+                        p.object(|p, key| {
+                            if key == "status" {
+                                status = p.string()?.to_owned();
+                                Ok(())
+                            } else {
+                                p.skip_value()
+                            }
+                        })
+                    } else {
+                        p.skip_value()
+                    }
+                })?;
+                statuses.push(status);
+                Ok(())
+            })?,
+            _ => p.skip_value()?,
+        }
+        Ok(())
+    })?;
+    p.end()?;
+    Ok((kind, statuses))
+}
+
+/// A JSON scanner that walks a document without building it: enough to count entries and read a
+/// few strings. Strings are returned raw (escapes left in place).
+struct Json<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Json<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Json<'a>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+        Ok(Json { text, pos: 0 })
+    }
+
+    fn error(&self, what: &str) -> String {
+        format!("invalid JSON at byte {}: {what}", self.pos)
+    }
+
+    fn ws(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while let Some(&b) = bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    fn expect(&mut self, want: u8) -> Result<(), String> {
+        if self.ws() == Some(want) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected '{}'", want as char)))
+        }
+    }
+
+    fn end(&mut self) -> Result<(), String> {
+        match self.ws() {
+            None => Ok(()),
+            Some(_) => Err(self.error("trailing characters")),
+        }
+    }
+
+    fn string(&mut self) -> Result<&'a str, String> {
+        self.expect(b'"')?;
+        let bytes = self.text.as_bytes();
+        let start = self.pos;
+        loop {
+            match bytes.get(self.pos) {
+                None => return Err(self.error("unterminated string")),
+                Some(b'"') => break,
+                Some(b'\\') => self.pos += 2,
+                Some(_) => self.pos += 1,
+            }
+        }
+        let s = &self.text[start..self.pos];
+        self.pos += 1;
+        Ok(s)
+    }
+
+    /// Calls `member` with each key; it must consume the value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Result<(), String>) -> Result<(), String> {
+        self.expect(b'{')?;
+        if self.ws() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let key = self.string()?;
+            self.expect(b':')?;
+            member(self, key)?;
+            match self.ws() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("expected ',' or '}'")),
+            }
+        }
+    }
+
+    /// Calls `element` for each element; it must consume it.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<(), String>) -> Result<(), String> {
+        self.expect(b'[')?;
+        if self.ws() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            element(self)?;
+            match self.ws() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn skip_value(&mut self) -> Result<(), String> {
+        match self.ws() {
+            Some(b'{') => self.object(|p, _| p.skip_value()),
+            Some(b'[') => self.array(Self::skip_value),
+            Some(b'"') => self.string().map(drop),
+            Some(b'-' | b'0'..=b'9') => {
+                let bytes = self.text.as_bytes();
+                while bytes.get(self.pos).is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+                    self.pos += 1;
+                }
+                Ok(())
+            }
+            _ => {
+                for literal in ["true", "false", "null"] {
+                    if self.text[self.pos..].starts_with(literal) {
+                        self.pos += literal.len();
+                        return Ok(());
+                    }
+                }
+                Err(self.error("expected a value"))
+            }
+        }
+    }
+}
+
+/// A blocking HTTP/1.1 client on one keep-alive connection (adapted from the black-box tests'
+/// harness, without TLS). A request is never retried: a transaction is not idempotent.
+struct Client<'a> {
+    host_port: &'a str,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+struct Response {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl<'a> Client<'a> {
+    fn new(host_port: &'a str) -> Client<'a> {
+        Client { host_port, conn: None }
+    }
+
+    fn post(&mut self, path: &str, body: &[u8]) -> std::io::Result<Response> {
+        if self.conn.is_none() {
+            let tcp = TcpStream::connect(self.host_port)?;
+            tcp.set_nodelay(true)?;
+            tcp.set_read_timeout(Some(Duration::from_secs(600)))?;
+            self.conn = Some(BufReader::with_capacity(64 * 1024, tcp));
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/fhir+json\r\naccept: \
+             application/fhir+json\r\nprefer: return=minimal\r\ncontent-length: {}\r\n\r\n",
+            self.host_port,
+            body.len()
+        );
+        let stream = conn.get_mut();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        stream.flush()?;
+        let (response, close) = match read_response(conn) {
+            Ok(r) => r,
+            Err(e) => {
+                self.conn = None;
+                return Err(e);
+            }
+        };
+        if close {
+            self.conn = None;
+        }
+        Ok(response)
+    }
+}
+
+/// Reads one response; the flag says the server will close the connection.
+fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<(Response, bool)> {
+    let mut line = String::new();
+    if conn.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let (mut length, mut chunked, mut close) = (None, false, false);
+    loop {
+        line.clear();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed in the headers"));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').ok_or_else(|| std::io::Error::other(format!("bad header {l:?}")))?;
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            length = Some(v.parse::<usize>().map_err(std::io::Error::other)?);
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = v.to_ascii_lowercase().contains("chunked");
+        } else if k.eq_ignore_ascii_case("connection") {
+            close = v.eq_ignore_ascii_case("close");
+        }
+    }
+    let mut body = Vec::new();
+    if status == 204 || status == 304 {
+    } else if let Some(len) = length {
+        body.resize(len, 0);
+        conn.read_exact(&mut body)?;
+    } else if chunked {
+        loop {
+            line.clear();
+            conn.read_line(&mut line)?;
+            let size = line.trim().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size, 16).map_err(std::io::Error::other)?;
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..])?;
+            line.clear();
+            conn.read_line(&mut line)?; // the CRLF after the chunk (or after the last, empty one)
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        conn.read_to_end(&mut body)?;
+        close = true;
+    }
+    Ok((Response { status, body }, close))
+}
+
+/// This process's user + system CPU time so far, from `/proc/self/stat` (Linux; `None` elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ, 100 on Linux
+}
