@@ -87,10 +87,10 @@ CLK_TCK=$(getconf CLK_TCK)
 cpu_s() { # user + system CPU seconds of a process (all its threads), or of one thread (/proc/PID/task/TID)
     awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "${2:-/proc/$1}/stat"
 }
-writer_cpu_s() { # CPU seconds of the store's writer thread (named fhirside-store-writer), or 0
+writer_cpu_s() { # CPU seconds of the store's writer thread (named store-writer), or 0
     local t
     for t in /proc/"$1"/task/*; do
-        if grep -q '^fhirside-store' "$t/comm" 2>/dev/null; then cpu_s "$1" "$t"; return; fi
+        if grep -qx 'store-writer' "$t/comm" 2>/dev/null; then cpu_s "$1" "$t"; return; fi
     done
     echo 0
 }
@@ -157,7 +157,7 @@ for c in $CLIENTS; do
         PERF_OUT=${OUT%.md}-perf-c$c.txt
         log "perf report (this takes a while)"
         {
-            echo "### Samples by thread (fhirside-store- = the store's writer thread)"
+            echo "### Samples by thread (store-writer = the store's single writer thread)"
             perf report -i "$WORK/perf-c$c.data" --stdio --no-children --sort comm -g none 2>/dev/null | grep -v '^#' | grep -v '^$'
             echo
             echo "### Inclusive time (children) by function, >= 1 %"
@@ -204,7 +204,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "Wall time covers the whole load (both phases; the batch bundles always go one at a time), from the"
     echo "first request to the last response. Server CPU is user + system time of the fhirside process during"
     echo "the load; in parentheses, divided by the wall time (how many of the $(nproc) cores it kept busy)."
-    echo "Writer thread CPU is the part spent on the store's single writer thread (\`fhirside-store-writer\`,"
+    echo "Writer thread CPU is the part spent on the store's single writer thread (\`store-writer\`,"
     echo "which runs every transaction's work and commits); near 100 % busy, it is the bottleneck."
     echo "Bundle p50 / max is the response time of the patient transactions (at more than one client it"
     echo "includes waiting for the store's single writer)."

@@ -244,3 +244,51 @@ fn patch_entries_in_a_transaction() {
         {"resource": {"resourceType": "Basic", "code": {"text": "x"}}, "request": {"method": "PATCH", "url": "Patient/pp"}}]});
     server.post_json("/", &wrong).expect(400);
 }
+
+#[test]
+fn references_to_a_conditional_create_point_at_its_match() {
+    let server = Server::start_http();
+    let existing = server
+        .post_json(
+            "/Patient",
+            &json!({"resourceType": "Patient", "identifier": [{"system": "urn:m", "value": "known"}]}),
+        )
+        .expect(201)
+        .json();
+    server
+        .post_json(
+            "/Organization",
+            &json!({"resourceType": "Organization", "identifier": [{"system": "urn:o", "value": "org"}]}),
+        )
+        .expect(201);
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0c4a1e3e-2a6e-4f4e-9d1b-5c3f0b8a7d11",
+         "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:m", "value": "known"}]},
+         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:m|known"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": "urn:uuid:0c4a1e3e-2a6e-4f4e-9d1b-5c3f0b8a7d11"},
+                      "performer": [{"reference": "Organization?identifier=urn:o|org"}]},
+         "request": {"method": "POST", "url": "Observation"}}]});
+    let response = server.post_json("/", &bundle).expect(200).json();
+    assert_eq!(statuses(&response), ["200 OK", "201 Created"]);
+    let observation = &response["entry"][1]["resource"];
+    assert_eq!(observation["subject"]["reference"], format!("Patient/{}", existing["id"].as_str().unwrap()));
+    assert!(observation["performer"][0]["reference"].as_str().unwrap().starts_with("Organization/"));
+    // The rewritten references are indexed: the observation is found through them.
+    let found =
+        server.get(&format!("/Observation?subject=Patient/{}", existing["id"].as_str().unwrap())).expect(200).json();
+    assert_eq!(found["entry"].as_array().map_or(0, Vec::len), 1);
+    let everything =
+        server.get(&format!("/Patient/{}/$everything", existing["id"].as_str().unwrap())).expect(200).json();
+    let types: Vec<&str> = everything["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["Patient", "Organization", "Observation"],
+        "the patient, what its compartment refers to, and its compartment"
+    );
+}

@@ -11,6 +11,7 @@ mod conditional;
 mod crud;
 mod durability;
 mod errors;
+mod everything;
 mod examples;
 mod history;
 mod negotiation;

@@ -1,10 +1,10 @@
 //! WAL checkpoints on their own thread.
 //!
 //! SQLite's automatic checkpoint runs inside the commit that crosses the threshold, on the writer
-//! thread, where it stalls every request waiting on that group. Instead the writer's automatic
-//! checkpoint is off and this thread copies committed pages back into the database every half
-//! second with a PASSIVE checkpoint, which never blocks the writer or readers. On shutdown it
-//! truncates the WAL.
+//! thread, where it stalls every request waiting on that group. This thread copies committed pages
+//! back into the database every half second with a PASSIVE checkpoint, which never blocks the
+//! writer or readers, so that the writer's own (rarer, see `SqliteStore::open`) checkpoint finds
+//! little left to do. On shutdown it truncates the WAL.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -27,7 +27,7 @@ pub(super) fn spawn(path: &Path) -> Result<Checkpointer, StoreError> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
-        .name("fhirside-store-checkpoint".into())
+        .name("store-checkpoint".into())
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
                 // A busy or failed checkpoint is retried at the next tick; nothing is lost meanwhile.

@@ -62,8 +62,11 @@ impl SqliteStore {
         // spilled to the WAL before commit, and savepoint journals stay in memory.
         conn.pragma_update(None, "cache_size", -65_536i64)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        // Checkpoints run on their own thread (below), not inside the writer's commits.
-        conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+        // Checkpoints mostly run on their own thread (below), concurrently with commits. Those can
+        // fall behind a steady stream of writes, and only a checkpoint that catches up lets the WAL
+        // start over; the writer's own checkpoint, at a higher threshold than SQLite's default,
+        // guarantees that and keeps the WAL bounded.
+        conn.pragma_update(None, "wal_autocheckpoint", 8192i64)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         schema::migrate(&mut conn)?;
         let checkpointer = checkpoint::spawn(&config.path)?;

@@ -58,7 +58,7 @@ pub(super) fn spawn(
         conn.query_row("SELECT coalesce(max(last_updated), 0) FROM resource", [], |row| row.get(0))?;
     let (sender, receiver) = mpsc::channel::<Job>();
     let thread = std::thread::Builder::new()
-        .name("fhirside-store-writer".into())
+        .name("store-writer".into())
         .spawn(move || {
             let mut writer = Writer { conn, last_updated, cache, touched: Vec::new() };
             writer.run(receiver, max_group.max(1));

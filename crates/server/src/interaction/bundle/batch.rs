@@ -7,6 +7,7 @@ use fhirside_store::{Cost, Transaction};
 
 use super::entry::Entry;
 use super::execute::{self, Produced};
+use super::prepare;
 use super::references::References;
 use crate::error::FhirError;
 use crate::AppState;
@@ -15,6 +16,27 @@ pub(super) async fn run(
     state: &AppState,
     entries: Vec<Result<Entry, FhirError>>,
 ) -> (Vec<Result<Produced, FhirError>>, Cost) {
+    // Prepare the entries that parsed (rewrite and index them before their transactions).
+    let mut ready = Vec::new();
+    let mut failures = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry {
+            Ok(entry) => {
+                ready.push(entry);
+                failures.push(None);
+            }
+            Err(error) => failures.push(Some(error)),
+        }
+    }
+    prepare::prepare(state, &mut ready, &mut References::default()).await;
+    let mut ready = ready.into_iter();
+    let entries: Vec<Result<Entry, FhirError>> = failures
+        .into_iter()
+        .map(|failure| match failure {
+            Some(error) => Err(error),
+            None => Ok(ready.next().expect("one prepared entry per parsed entry")),
+        })
+        .collect();
     let mut queued = Vec::with_capacity(entries.len());
     for entry in entries {
         let entry = match entry {

@@ -66,6 +66,8 @@ pub(crate) struct Entry {
     pub if_match: Option<u64>,
     pub if_none_match: Option<u64>,
     pub if_modified_since: Option<i64>,
+    /// Set when the resource was rewritten and indexed before the transaction.
+    pub prepared: Option<super::prepare::Prepared>,
 }
 
 /// Parses entry `index` of the Bundle. `issues` are the validator's issues for this entry.
@@ -156,6 +158,7 @@ pub(crate) fn parse(index: usize, entry: Value, base: &str, issues: Vec<fhir::Is
         if_match: etag("ifMatch")?,
         if_none_match: etag("ifNoneMatch")?,
         if_modified_since,
+        prepared: None,
     })
 }
 

@@ -89,8 +89,24 @@ pub(crate) fn apply(
                 return Ok(Produced::Version { status: 200, version: Some(existing), location: false });
             }
             let mut resource = entry.resource.expect("checked when parsed");
-            refs.rewrite(tx, &mut resource)?;
-            let index = indexing::extract(&resource_type, &mut resource);
+            let index = match entry.prepared {
+                Some(prepared) => {
+                    // Rewritten before the transaction: confirm what it assumed.
+                    for (reference, target) in &prepared.assumed {
+                        if refs.resolve_conditional(tx, reference)? != *target {
+                            return Err(FhirError::Conflict(format!(
+                                "The conditional reference '{reference}' changed its match while the transaction \
+                                 ran; retry it."
+                            )));
+                        }
+                    }
+                    prepared.index
+                }
+                None => {
+                    refs.rewrite(tx, &mut resource)?;
+                    indexing::extract(&resource_type, &mut resource)
+                }
+            };
             let id = id.expect("resolved");
             let op = if entry.method == Method::Post {
                 WriteOp::Create { resource_type, id, resource, index, if_none_exist: None }

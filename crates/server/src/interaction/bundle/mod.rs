@@ -9,6 +9,7 @@
 mod batch;
 mod entry;
 mod execute;
+mod prepare;
 mod references;
 mod transaction;
 

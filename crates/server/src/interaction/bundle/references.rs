@@ -5,8 +5,14 @@
 //! assigned `Type/id`, and links in the narrative are rewritten the same way (R4 http.html#trules).
 //! Conditional references (`Patient?identifier=x|y`) are resolved against the store inside the same
 //! transaction: exactly one match is required.
+//!
+//! To keep work off the store's single writer, most of this happens before the transaction
+//! ([`References::rewrite_before`]): ids assigned by the server are known up front, and conditional
+//! references are resolved on the read pool and *assumed*; inside the transaction each assumption is
+//! confirmed by one indexed search, and a resource is rewritten there only if it refers to an id that
+//! only the transaction decides (a conditional create's match).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use fhirside_store::Transaction;
 use serde_json::{Map, Value};
@@ -19,7 +25,29 @@ use crate::params::Params;
 #[derive(Default)]
 pub(crate) struct References {
     by_full_url: HashMap<String, String>,
+    /// `fullUrl`s whose ids are only known inside the transaction (conditional creates and updates).
+    late: HashSet<String>,
+    /// Conditional references resolved inside the transaction.
     conditional: HashMap<String, String>,
+    /// Conditional references resolved before it, which the transaction must confirm.
+    assumed: HashMap<String, String>,
+}
+
+/// What a rewrite done before the transaction could not settle.
+#[derive(Default)]
+pub(crate) struct Unsettled {
+    /// Conditional references not (yet) assumed.
+    pub conditional: Vec<String>,
+    /// Whether the resource refers to a `fullUrl` whose id only the transaction will know.
+    pub late: bool,
+}
+
+/// How conditional references are treated during a rewrite.
+enum Mode<'t, 'u> {
+    /// Inside the transaction: resolve them against the store.
+    InTransaction(&'t mut dyn Transaction),
+    /// Before it: use assumptions, and note what is left.
+    Before(&'u mut Unsettled),
 }
 
 impl References {
@@ -27,15 +55,42 @@ impl References {
         self.by_full_url.insert(full_url, reference);
     }
 
-    /// Rewrites `resource` in place.
+    /// Marks a `fullUrl` whose id the transaction will decide.
+    pub fn insert_late(&mut self, full_url: String) {
+        self.late.insert(full_url);
+    }
+
+    /// Records that `reference` resolved to `resolved` before the transaction.
+    pub fn assume(&mut self, reference: String, resolved: String) {
+        self.assumed.insert(reference, resolved);
+    }
+
+    pub fn assumed(&self, reference: &str) -> Option<&str> {
+        self.assumed.get(reference).map(String::as_str)
+    }
+
+    /// Rewrites `resource` in place inside the transaction.
     pub fn rewrite(&mut self, tx: &mut dyn Transaction, resource: &mut Map<String, Value>) -> Result<(), FhirError> {
+        let mut mode = Mode::InTransaction(tx);
         for (key, value) in resource.iter_mut() {
-            self.rewrite_value(tx, key, value)?;
+            self.rewrite_value(&mut mode, key, value)?;
         }
         Ok(())
     }
 
-    fn rewrite_value(&mut self, tx: &mut dyn Transaction, key: &str, value: &mut Value) -> Result<(), FhirError> {
+    /// Rewrites what can be rewritten before the transaction (known `fullUrl`s, assumed conditional
+    /// references) and reports the rest.
+    pub fn rewrite_before(&mut self, resource: &mut Map<String, Value>) -> Unsettled {
+        let mut unsettled = Unsettled::default();
+        let mut mode = Mode::Before(&mut unsettled);
+        for (key, value) in resource.iter_mut() {
+            // Nothing fails before the transaction: unresolvable references are left for it to report.
+            let _ = self.rewrite_value(&mut mode, key, value);
+        }
+        unsettled
+    }
+
+    fn rewrite_value(&mut self, mode: &mut Mode<'_, '_>, key: &str, value: &mut Value) -> Result<(), FhirError> {
         match value {
             Value::String(text) => {
                 // Only URLs and URNs can be fullUrls; most strings are codes and names.
@@ -44,19 +99,33 @@ impl References {
                 if let Some(reference) = mapped {
                     *text = reference.clone();
                 } else if key == "reference" && is_conditional(text) {
-                    *text = self.resolve_conditional(tx, text)?;
-                } else if key == "div" && !self.by_full_url.is_empty() {
+                    match mode {
+                        Mode::InTransaction(tx) => *text = self.resolve_conditional(&mut **tx, text)?,
+                        Mode::Before(unsettled) => match self.assumed.get(text.as_str()) {
+                            Some(resolved) => *text = resolved.clone(),
+                            None => unsettled.conditional.push(text.clone()),
+                        },
+                    }
+                } else if let Mode::Before(unsettled) = mode {
+                    if could_be_full_url && self.late.contains(text.as_str()) {
+                        unsettled.late = true;
+                    }
+                }
+                if key == "div" && !self.by_full_url.is_empty() {
                     self.rewrite_narrative(text);
+                    if let Mode::Before(unsettled) = mode {
+                        unsettled.late |= self.late.iter().any(|l| text.contains(l.as_str()));
+                    }
                 }
             }
             Value::Array(items) => {
                 for item in items {
-                    self.rewrite_value(tx, key, item)?;
+                    self.rewrite_value(mode, key, item)?;
                 }
             }
             Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
-                    self.rewrite_value(tx, k, v)?;
+                    self.rewrite_value(mode, k, v)?;
                 }
             }
             _ => {}
@@ -64,7 +133,7 @@ impl References {
         Ok(())
     }
 
-    fn resolve_conditional(&mut self, tx: &mut dyn Transaction, reference: &str) -> Result<String, FhirError> {
+    pub fn resolve_conditional(&mut self, tx: &mut dyn Transaction, reference: &str) -> Result<String, FhirError> {
         if let Some(resolved) = self.conditional.get(reference) {
             return Ok(resolved.clone());
         }

@@ -11,6 +11,7 @@ use fhirside_store::{Cost, Transaction};
 
 use super::entry::{Entry, Method, Target};
 use super::execute::{self, Produced};
+use super::prepare;
 use super::references::References;
 use crate::error::FhirError;
 use crate::AppState;
@@ -23,16 +24,36 @@ pub(super) async fn run(
 ) -> Result<(Results, Cost), FhirError> {
     let entries: Vec<Entry> = entries.into_iter().collect::<Result<_, _>>()?;
     reject_duplicates(&entries)?;
+    let mut entries = entries;
     let new_ids: Vec<String> = entries.iter().map(|_| crate::ids::new_id()).collect();
+    let mut refs = known_full_urls(&entries, &new_ids);
+    prepare::prepare(state, &mut entries, &mut refs).await;
     let (produced, cost) =
-        crate::interaction::in_transaction(state, move |tx| run_entries(tx, entries, new_ids)).await?;
+        crate::interaction::in_transaction(state, move |tx| run_entries(tx, entries, new_ids, refs)).await?;
     Ok((produced.into_iter().map(Ok).collect(), cost))
+}
+
+/// The `fullUrl`s whose ids are known before the transaction (server-assigned, or named by the
+/// entry's URL), and those only the transaction will decide.
+fn known_full_urls(entries: &[Entry], new_ids: &[String]) -> References {
+    let mut refs = References::default();
+    for (entry, new_id) in entries.iter().zip(new_ids) {
+        let Some(full_url) = entry.full_url.clone() else { continue };
+        match (entry.method, &entry.target, &entry.if_none_exist) {
+            (Method::Post, Target::Type(t), None) => refs.insert(full_url, format!("{t}/{new_id}")),
+            (Method::Put, Target::Instance(t, id), _) => refs.insert(full_url, format!("{t}/{id}")),
+            (Method::Post, _, Some(_)) | (Method::Put, Target::Search(..), _) => refs.insert_late(full_url),
+            _ => {}
+        }
+    }
+    refs
 }
 
 fn run_entries(
     tx: &mut dyn Transaction,
     entries: Vec<Entry>,
     new_ids: Vec<String>,
+    mut refs: References,
 ) -> Result<Vec<Produced>, FhirError> {
     let count = entries.len();
     let mut order: Vec<(u8, usize, Entry, String)> = entries
@@ -44,7 +65,6 @@ fn run_entries(
     order.sort_by_key(|(rank, i, _, _)| (*rank, *i));
 
     let mut produced: Vec<Option<Produced>> = (0..count).map(|_| None).collect();
-    let mut refs = References::default();
     let mut pending = Vec::with_capacity(count);
     for (_, index, entry, new_id) in order {
         let resolved = execute::resolve(tx, entry, new_id).map_err(|e| e.in_entry(index))?;

@@ -1,0 +1,126 @@
+//! `Patient/$everything`, compartment search, and token/reference search parameters.
+
+use serde_json::{json, Value};
+
+use crate::harness::Server;
+
+fn ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap())
+        })
+        .collect()
+}
+
+fn create(server: &Server, resource: Value) -> String {
+    let created =
+        server.post_json(&format!("/{}", resource["resourceType"].as_str().unwrap()), &resource).expect(201).json();
+    format!("{}/{}", created["resourceType"].as_str().unwrap(), created["id"].as_str().unwrap())
+}
+
+#[test]
+fn everything_returns_the_compartment_and_what_it_refers_to() {
+    let server = Server::start_http();
+    let doctor = create(&server, json!({"resourceType": "Practitioner", "name": [{"family": "Who"}]}));
+    let patient = create(&server, json!({"resourceType": "Patient", "generalPractitioner": [{"reference": doctor}]}));
+    let other = create(&server, json!({"resourceType": "Patient"}));
+    let encounter = create(
+        &server,
+        json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+        "subject": {"reference": patient}}),
+    );
+    let weight = create(
+        &server,
+        json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]}, "subject": {"reference": patient},
+        "encounter": {"reference": encounter}}),
+    );
+    let height = create(
+        &server,
+        json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}, "subject": {"reference": patient}}),
+    );
+    create(
+        &server,
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": other}}),
+    );
+
+    let everything = server.get(&format!("/{patient}/$everything")).expect(200).json();
+    assert_eq!(everything["type"], "searchset");
+    let mut found = ids(&everything);
+    found.sort();
+    let mut expected = vec![patient.clone(), doctor.clone(), encounter.clone(), weight.clone(), height.clone()];
+    expected.sort();
+    assert_eq!(found, expected);
+
+    let only = server.get(&format!("/{patient}/$everything?_type=Observation")).expect(200).json();
+    assert_eq!(ids(&only).len(), 2);
+    // Paging walks every resource exactly once.
+    let mut path = format!("/{patient}/$everything?_count=2");
+    let mut paged = Vec::new();
+    loop {
+        let page = server.get(&path).expect(200).json();
+        paged.extend(ids(&page));
+        match page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") {
+            Some(next) => path = next["url"].as_str().unwrap().strip_prefix(&server.base).unwrap().to_owned(),
+            None => break,
+        }
+    }
+    paged.sort();
+    assert_eq!(paged, expected);
+    assert!(ids(&server.get(&format!("/{patient}/$everything?_since=2999-01-01")).json()).is_empty());
+    // Type level: every patient's.
+    assert_eq!(ids(&server.get("/Patient/$everything?_type=Patient").json()).len(), 2);
+    server.get("/Patient/nobody/$everything").expect(404);
+    server.get(&format!("/{patient}/$everything?_type=Nope")).expect(400);
+    server.get("/Observation/x/$everything").expect(400);
+    server.delete(&format!("/{other}")).expect(204);
+    server.get(&format!("/{other}/$everything")).expect(410);
+}
+
+#[test]
+fn token_reference_and_compartment_search() {
+    let server = Server::start_http();
+    let patient = create(&server, json!({"resourceType": "Patient", "gender": "female", "active": true}));
+    let patient_id = patient.split('/').nth(1).unwrap().to_owned();
+    create(&server, json!({"resourceType": "Patient", "gender": "male"}));
+    let weight = create(
+        &server,
+        json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]}, "subject": {"reference": patient}}),
+    );
+    create(
+        &server,
+        json!({"resourceType": "Observation", "status": "amended",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}, "subject": {"reference": patient}}),
+    );
+
+    assert_eq!(ids(&server.get("/Patient?gender=female").json()), [patient.clone()]);
+    assert_eq!(ids(&server.get("/Patient?active=true").json()), [patient.clone()]);
+    assert_eq!(ids(&server.get("/Observation?code=http://loinc.org|29463-7").json()), [weight.clone()]);
+    assert_eq!(ids(&server.get("/Observation?code=29463-7").json()), [weight.clone()]);
+    assert!(ids(&server.get("/Observation?code=http://snomed.info/sct|29463-7").json()).is_empty());
+    assert_eq!(ids(&server.get("/Observation?status=final,amended").json()).len(), 2);
+    assert_eq!(ids(&server.get(&format!("/Observation?subject={patient}")).json()).len(), 2);
+    assert_eq!(ids(&server.get(&format!("/Observation?subject:Patient={patient_id}")).json()).len(), 2);
+    assert_eq!(
+        ids(&server.get(&format!("/Observation?patient={patient_id}")).json()).len(),
+        2,
+        "patient has one target type"
+    );
+    assert_eq!(
+        ids(&server.get(&format!("/Observation?subject={}{patient}", server.base.clone() + "/")).json()).len(),
+        2
+    );
+    assert_eq!(ids(&server.get(&format!("/Observation?subject={patient}&code=29463-7")).json()), [weight.clone()]);
+    server.get("/Observation?subject=Nope/1").expect(400);
+
+    // Compartment search.
+    assert_eq!(ids(&server.get(&format!("/{patient}/Observation")).json()).len(), 2);
+    assert_eq!(ids(&server.get(&format!("/{patient}/Observation?code=8302-2")).json()).len(), 1);
+    assert!(ids(&server.get("/Patient/other/Observation").json()).is_empty());
+    server.get(&format!("/{patient}/Organization")).expect(400);
+}
