@@ -217,7 +217,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "RSS is \`VmRSS\` of the server right after the last response (idle before the load:"
     echo "$(for c in $CLIENTS; do printf '%s MB at c=%s; ' "${IDLE_OF[$c]}" "$c"; done | sed 's/; $//')); anon = heap and stacks,"
-    echo "file = the binary and the database pages SQLite maps (\`mmap_size\`; reclaimable page cache),"
+    echo "file = pages of the binary,"
     echo "shmem = the WAL index. The data directory is measured again after a clean shutdown, which"
     echo "checkpoints the WAL into the database."
     echo

@@ -89,7 +89,7 @@ stop_server() { # stop_server PID
     kill -TERM "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
-rss_mb() { # VmRSS in MB, then its anonymous / file-backed (SQLite mmap) / shared-memory (WAL index) parts
+rss_mb() { # VmRSS in MB, then its anonymous / file-backed / shared-memory (WAL index) parts
     awk '/^(VmRSS|RssAnon|RssFile|RssShmem):/ { v[$1] = $2 / 1024 }
          END { printf "%.1f | %.1f | %.1f | %.1f", v["VmRSS:"], v["RssAnon:"], v["RssFile:"], v["RssShmem:"] }' "/proc/$1/status"
 }
@@ -324,10 +324,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "| ceiling | idle | $RSS_CEILING_IDLE |"
     echo "| ceiling | after its runs | $RSS_CEILING_AFTER |"
     echo
-    echo "anon = heap and stacks; file = pages of the binary and of the database file mapped by SQLite"
-    echo "(\`mmap_size\` = 1 GiB per read connection): clean, shared, reclaimable page cache that grows with"
-    echo "the database's size (the HTTPS server starts after the create runs have grown it, and the kernel"
-    echo "maps neighbouring pages on each fault), not with load; shmem = the WAL index (\`-shm\`)."
+    echo "anon = heap and stacks, including SQLite's page caches (up to 64 MiB for the writer, 16 MiB per"
+    echo "read connection) and the read-by-id cache of current versions (up to 64 MiB); file = pages of the"
+    echo "binary; shmem = the WAL index (\`-shm\`)."
     echo
     echo "## Against the targets (reported, not asserted)"
     echo
