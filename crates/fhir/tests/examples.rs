@@ -6,7 +6,9 @@
 //! [`KNOWN_INVALID`], which break the R4 definitions themselves: each is asserted to be rejected for exactly
 //! that reason, so a change in the validator that hides or shifts the problem fails the test.
 
-use std::path::{Path, PathBuf};
+mod support;
+use support::examples_dir;
+
 use std::time::Instant;
 
 use fhir::validate::{has_errors, validate_resource};
@@ -44,19 +46,6 @@ const KNOWN_INVALID: &[KnownInvalid] = &[
         ],
     },
 ];
-
-fn examples_dir() -> PathBuf {
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fhir-r4/examples.tar.gz");
-    assert!(archive.exists(), "{} not found: the shared folder must sit beside the repository", archive.display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fhir-r4-examples");
-    if !dir.join("Patient-example.json").exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let status =
-            std::process::Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&dir).status().expect("run tar");
-        assert!(status.success(), "tar failed on {}", archive.display());
-    }
-    dir
-}
 
 fn load_examples() -> Vec<(String, serde_json::Value)> {
     let mut examples: Vec<(String, serde_json::Value)> = std::fs::read_dir(examples_dir())

@@ -4,23 +4,13 @@
 //! multi-resource expression such as `Patient.name | Practitioner.name` must select nothing, not fail, on
 //! the other resource types. The test also prints how long indexing all examples took.
 
-use std::path::{Path, PathBuf};
+mod support;
+use support::examples_dir;
+
 use std::time::Instant;
 
 use fhir::definitions;
 use fhir::fhirpath::{self, Context};
-
-fn examples_dir() -> PathBuf {
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fhir-r4/examples.tar.gz");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fhir-r4-examples");
-    if !dir.join("Patient-example.json").exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let status =
-            std::process::Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&dir).status().expect("run tar");
-        assert!(status.success(), "tar failed on {}", archive.display());
-    }
-    dir
-}
 
 #[test]
 fn every_search_parameter_expression_evaluates_on_every_example() {

@@ -8,6 +8,9 @@
 //! The test asserts the pass rate and, more precisely, the exact set of failing cases in [`KNOWN_FAILURES`],
 //! so both a regression and an unexpected pass show up and the list stays honest.
 
+mod support;
+use support::examples_dir;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -55,20 +58,6 @@ struct Case {
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
-
-/// Same approach as `tests/examples.rs`: unpack once into Cargo's per-target temporary directory.
-fn examples_dir() -> PathBuf {
-    let archive = shared().join("fhir-r4/examples.tar.gz");
-    assert!(archive.exists(), "{} not found: the shared folder must sit beside the repository", archive.display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fhir-r4-examples");
-    if !dir.join("Patient-example.json").exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let status =
-            std::process::Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&dir).status().expect("run tar");
-        assert!(status.success(), "tar failed on {}", archive.display());
-    }
-    dir
 }
 
 fn read_cases() -> Vec<Case> {
