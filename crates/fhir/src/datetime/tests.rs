@@ -101,3 +101,13 @@ fn civil_round_trip() {
     let now = now_micros();
     assert_eq!(parse_instant(&format_instant(now)).unwrap().range_micros().0, now);
 }
+
+#[test]
+fn http_dates() {
+    assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+    assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777_000_000));
+    assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37"), None);
+    assert_eq!(parse_http_date("yesterday"), None);
+    let now = now_micros() / 1_000_000 * 1_000_000;
+    assert_eq!(parse_http_date(&format_http_date(now)), Some(now), "round trip");
+}
