@@ -338,3 +338,20 @@ fn join(s: &mut String, items: impl Iterator<Item = String>) {
     }
     s.push('\n');
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vendored extract is exactly what this tool makes from the shared HL7 package: nobody edited
+    /// it by hand, and a change to the tool comes with the regenerated file.
+    #[test]
+    fn vendored_definitions_are_up_to_date() {
+        let out = std::env::temp_dir().join(format!("fhir-codegen-{}", std::process::id()));
+        run(&repo_root().join("../shared/fhir-r4"), &out).unwrap();
+        let generated = std::fs::read(out.join("r4.json")).unwrap();
+        let vendored = std::fs::read(repo_root().join("crates/fhir/data/r4.json")).unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        assert!(generated == vendored, "crates/fhir/data/r4.json is stale: run `cargo run -p fhir-codegen`");
+    }
+}
