@@ -17,6 +17,8 @@
 //! requests); reads run on a small pool of read-only connections against the WAL.
 
 mod meta;
+
+pub use meta::Unstamped;
 mod model;
 mod query;
 mod sqlite;

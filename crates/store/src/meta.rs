@@ -4,36 +4,84 @@
 //! writes `id` and `meta` into the JSON itself. The serialized result is what reads serve byte for
 //! byte, so this is the one place where the stored representation is produced. Elements are put in
 //! the conventional order `resourceType`, `id`, `meta`, then the rest as the client sent them.
+//! Callers serialize the resource beforehand ([`Unstamped`]); stamping only splices bytes.
 
 use serde_json::{Map, Value};
 
-/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, and serializes the resource.
-pub(crate) fn stamp(
-    mut resource: Map<String, Value>,
-    resource_type: &str,
-    id: &str,
-    version: u64,
-    last_updated: &str,
-) -> Vec<u8> {
-    let mut meta = match resource.shift_remove("meta") {
-        Some(Value::Object(meta)) => meta,
-        _ => Map::new(),
-    };
-    meta.shift_remove("versionId");
-    meta.shift_remove("lastUpdated");
-    let mut stamped_meta = Map::with_capacity(meta.len() + 2);
-    stamped_meta.insert("versionId".into(), Value::String(version.to_string()));
-    stamped_meta.insert("lastUpdated".into(), Value::String(last_updated.to_owned()));
-    stamped_meta.extend(meta);
+/// A resource serialized except for what the store stamps on it (`resourceType`, `id`,
+/// `meta.versionId`, `meta.lastUpdated`).
+///
+/// Serializing is a large part of a write's cost, and the store's writer is one thread; callers
+/// build this where they have CPU to spare, and the writer only splices the stamped identity in.
+#[derive(Debug, Clone)]
+pub struct Unstamped {
+    /// The other `meta` elements, serialized without the enclosing braces (may be empty).
+    meta: Vec<u8>,
+    /// The other elements of the resource, serialized without the enclosing braces (may be empty).
+    rest: Vec<u8>,
+}
 
-    resource.shift_remove("resourceType");
-    resource.shift_remove("id");
-    let mut out = Map::with_capacity(resource.len() + 3);
-    out.insert("resourceType".into(), Value::String(resource_type.to_owned()));
-    out.insert("id".into(), Value::String(id.to_owned()));
-    out.insert("meta".into(), Value::Object(stamped_meta));
-    out.extend(resource);
-    serde_json::to_vec(&Value::Object(out)).expect("a JSON value always serializes")
+impl Unstamped {
+    pub fn new(mut resource: Map<String, Value>) -> Unstamped {
+        let mut meta = match resource.shift_remove("meta") {
+            Some(Value::Object(meta)) => meta,
+            _ => Map::new(),
+        };
+        meta.shift_remove("versionId");
+        meta.shift_remove("lastUpdated");
+        resource.shift_remove("resourceType");
+        resource.shift_remove("id");
+        Unstamped { meta: inner(&meta), rest: inner(&resource) }
+    }
+
+    /// The serialized size, for request charges.
+    pub fn len(&self) -> usize {
+        self.meta.len() + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An object's members serialized without its braces.
+fn inner(map: &Map<String, Value>) -> Vec<u8> {
+    if map.is_empty() {
+        return Vec::new();
+    }
+    let mut bytes = serde_json::to_vec(map).expect("a JSON object always serializes");
+    bytes.pop();
+    bytes.remove(0);
+    bytes
+}
+
+/// The stored JSON: `resourceType`, `id`, `meta` (stamped first, then the resource's own meta
+/// elements), then the rest in the order the client sent it.
+pub(crate) fn stamp(body: &Unstamped, resource_type: &str, id: &str, version: u64, last_updated: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + resource_type.len() + id.len() + 96);
+    out.extend_from_slice(b"{\"resourceType\":");
+    push_string(&mut out, resource_type);
+    out.extend_from_slice(b",\"id\":");
+    push_string(&mut out, id);
+    out.extend_from_slice(b",\"meta\":{\"versionId\":\"");
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"lastUpdated\":");
+    push_string(&mut out, last_updated);
+    if !body.meta.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(&body.meta);
+    }
+    out.push(b'}');
+    if !body.rest.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(&body.rest);
+    }
+    out.push(b'}');
+    out
+}
+
+fn push_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
 
 /// Formats microseconds since the epoch as a FHIR `instant` (`2026-11-23T11:50:54.123456Z`).
@@ -73,7 +121,7 @@ mod tests {
             r#"{"resourceType":"Patient","active":true,"id":"old","meta":{"versionId":"9","tag":[{"code":"t"}]}}"#,
         )
         .unwrap();
-        let out = stamp(resource, "Patient", "p1", 2, "2020-01-01T00:00:00.000000Z");
+        let out = stamp(&Unstamped::new(resource), "Patient", "p1", 2, "2020-01-01T00:00:00.000000Z");
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"2","lastUpdated":"2020-01-01T00:00:00.000000Z","tag":[{"code":"t"}]},"active":true}"#
@@ -85,5 +133,22 @@ mod tests {
         assert_eq!(format_instant(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(format_instant(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
         assert_eq!(format_instant(-1), "1969-12-31T23:59:59.999999Z");
+    }
+}
+
+#[cfg(test)]
+mod splice_tests {
+    use super::*;
+
+    #[test]
+    fn empty_meta_and_body() {
+        let resource: Map<String, Value> = serde_json::from_str(r#"{"resourceType":"Basic"}"#).unwrap();
+        let out = stamp(&Unstamped::new(resource), "Basic", "b", 1, "t");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"resourceType":"Basic","id":"b","meta":{"versionId":"1","lastUpdated":"t"}}"#
+        );
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed["meta"]["versionId"], "1");
     }
 }

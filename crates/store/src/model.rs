@@ -1,8 +1,8 @@
 //! The values that cross the store boundary: stored versions, write operations and their results,
 //! errors, and the cost of each call.
 
+use crate::meta::Unstamped;
 use bytes::Bytes;
-use serde_json::{Map, Value};
 
 use crate::query::{IndexEntries, SearchQuery};
 
@@ -90,26 +90,20 @@ pub struct Outcome<T> {
 
 /// A write, carried out atomically by [`crate::ResourceStore::write`].
 ///
-/// `resource` is a validated resource object; the store sets its `id`, `meta.versionId` and
-/// `meta.lastUpdated` (keeping any other `meta` elements) before storing it.
+/// `resource` is a validated resource, serialized ahead of the store ([`Unstamped`]); the store sets
+/// its `id`, `meta.versionId` and `meta.lastUpdated` (keeping any other `meta` elements).
 #[derive(Debug)]
 pub enum WriteOp {
     /// `POST /{type}`; with `if_none_exist`, only if nothing matches (`If-None-Exist`).
     Create {
         resource_type: String,
         id: String,
-        resource: Map<String, Value>,
+        resource: Unstamped,
         index: IndexEntries,
         if_none_exist: Option<SearchQuery>,
     },
     /// `PUT /{type}/{id}`: update, or create with the client's id.
-    Update {
-        resource_type: String,
-        id: String,
-        resource: Map<String, Value>,
-        index: IndexEntries,
-        if_match: Option<u64>,
-    },
+    Update { resource_type: String, id: String, resource: Unstamped, index: IndexEntries, if_match: Option<u64> },
     /// `PUT /{type}?query`: update the one match, or create with `new_id` when there is none.
     ConditionalUpdate {
         resource_type: String,
@@ -117,7 +111,7 @@ pub enum WriteOp {
         new_id: String,
         /// The `id` the body carried, if any: it must agree with the match.
         body_id: Option<String>,
-        resource: Map<String, Value>,
+        resource: Unstamped,
         index: IndexEntries,
         if_match: Option<u64>,
     },

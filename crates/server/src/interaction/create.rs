@@ -8,7 +8,7 @@
 
 use axum::http::{HeaderName, StatusCode};
 use axum::response::Response;
-use fhirside_store::{WriteOp, WriteResult};
+use fhirside_store::{Unstamped, WriteOp, WriteResult};
 
 use crate::auth::DataAction;
 use crate::error::FhirError;
@@ -39,7 +39,7 @@ pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) ->
     let op = WriteOp::Create {
         resource_type: resource_type.to_owned(),
         id: crate::ids::new_id(),
-        resource,
+        resource: Unstamped::new(resource),
         index,
         if_none_exist,
     };

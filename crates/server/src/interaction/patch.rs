@@ -11,7 +11,7 @@
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use fhirside_store::{StoredVersion, Transaction, WriteOp, WriteResult};
+use fhirside_store::{StoredVersion, Transaction, Unstamped, WriteOp, WriteResult};
 use serde_json::{json, Value};
 
 use crate::auth::DataAction;
@@ -159,7 +159,7 @@ pub(crate) fn patch_in(
     let op = WriteOp::Update {
         resource_type: resource_type.to_owned(),
         id: current.id.clone(),
-        resource,
+        resource: Unstamped::new(resource),
         index,
         if_match: Some(current.version),
     };

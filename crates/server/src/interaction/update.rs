@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use crate::extract::Segments;
 use axum::http::StatusCode;
 use axum::response::Response;
-use fhirside_store::{WriteOp, WriteResult};
+use fhirside_store::{Unstamped, WriteOp, WriteResult};
 use serde_json::Value;
 
 use crate::auth::DataAction;
@@ -63,7 +63,13 @@ pub(crate) async fn handle(
         }
     }
     let index = indexing::extract(resource_type, &mut resource);
-    let op = WriteOp::Update { resource_type: resource_type.to_owned(), id, resource, index, if_match };
+    let op = WriteOp::Update {
+        resource_type: resource_type.to_owned(),
+        id,
+        resource: Unstamped::new(resource),
+        index,
+        if_match,
+    };
     respond(&state, op, format, prefer.return_).await
 }
 
@@ -88,7 +94,7 @@ pub(crate) async fn conditional(
         query,
         new_id: body_id.clone().unwrap_or_else(|| crate::ids::new_id()),
         body_id,
-        resource,
+        resource: Unstamped::new(resource),
         index,
         if_match,
     };

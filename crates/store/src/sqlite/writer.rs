@@ -10,10 +10,9 @@
 use std::sync::{mpsc, Arc};
 
 use rusqlite::Connection;
-use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use crate::meta;
+use crate::meta::{self, Unstamped};
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 use crate::query::{IndexEntries, SearchQuery};
 use crate::{Transaction, TransactionWork};
@@ -243,7 +242,7 @@ impl Writer {
         &mut self,
         resource_type: &str,
         id: &str,
-        resource: Map<String, Value>,
+        resource: Unstamped,
         index: &IndexEntries,
         if_match: Option<u64>,
         method: Method,
@@ -272,7 +271,7 @@ impl Writer {
             self.retire(*rid, last_updated)?;
         }
         self.touched.push((resource_type.to_owned(), id.to_owned()));
-        let body = meta::stamp(resource, resource_type, id, version, &meta::format_instant(last_updated));
+        let body = meta::stamp(&resource, resource_type, id, version, &meta::format_instant(last_updated));
         let rid = self.insert(resource_type, id, version, last_updated, Some(&body), method)?;
         self.insert_index(rid, index)?;
         cost.rows_written += 1 + index.len() as u64;

@@ -62,6 +62,8 @@ pub(crate) struct Entry {
     pub method: Method,
     pub target: Target,
     pub resource: Option<Map<String, Value>>,
+    /// The resource's own `id`, for PUT entries.
+    pub body_id: Option<String>,
     pub if_none_exist: Option<SearchQuery>,
     pub if_match: Option<u64>,
     pub if_none_match: Option<u64>,
@@ -124,6 +126,12 @@ pub(crate) fn parse(index: usize, entry: Value, base: &str, issues: Vec<fhir::Is
             )));
         }
     }
+    let body_id = resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_owned);
+    if let (Method::Put, Target::Instance(_, id)) = (method, &target) {
+        if body_id.as_deref() != Some(id.as_str()) {
+            return Err(FhirError::bad_request(format!("The resource's id must be '{id}', as in request.url.")));
+        }
+    }
     let if_none_exist = match text("ifNoneExist") {
         None => None,
         Some(query) => {
@@ -154,6 +162,7 @@ pub(crate) fn parse(index: usize, entry: Value, base: &str, issues: Vec<fhir::Is
         method,
         target,
         resource,
+        body_id,
         if_none_exist,
         if_match: etag("ifMatch")?,
         if_none_match: etag("ifNoneMatch")?,

@@ -6,7 +6,7 @@
 //! [`resolve`] fixes the target id (conditional create and update search here), then [`apply`]
 //! rewrites references and writes.
 
-use fhirside_store::{StoredVersion, Transaction, WriteOp, WriteResult};
+use fhirside_store::{StoredVersion, Transaction, Unstamped, WriteOp, WriteResult};
 use serde_json::Value;
 
 use super::entry::{Entry, Method, Target};
@@ -47,7 +47,7 @@ pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) ->
         (Method::Put, Target::Instance(_, id)) => (Some(id.clone()), None),
         (Method::Put, Target::Search(t, params)) => {
             let query = search::conditional(t, params)?;
-            let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str);
+            let body_id = entry.body_id.as_deref();
             match tx.search(t, &query, 2)?.as_slice() {
                 [] => (Some(body_id.map_or(new_id, str::to_owned)), None),
                 [one] => {
@@ -68,11 +68,6 @@ pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) ->
         }
         _ => (None, None),
     };
-    if let (Method::Put, Target::Instance(_, id), Some(resource)) = (&entry.method, &entry.target, &entry.resource) {
-        if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
-            return Err(FhirError::bad_request(format!("The resource's id must be '{id}', as in request.url.")));
-        }
-    }
     Ok(Resolved { entry, id, existing })
 }
 
@@ -88,10 +83,9 @@ pub(crate) fn apply(
             if let Some(existing) = existing {
                 return Ok(Produced::Version { status: 200, version: Some(existing), location: false });
             }
-            let mut resource = entry.resource.expect("checked when parsed");
-            let index = match entry.prepared {
+            let (resource, index) = match entry.prepared {
                 Some(prepared) => {
-                    // Rewritten before the transaction: confirm what it assumed.
+                    // Rewritten, indexed and serialized before the transaction: confirm what it assumed.
                     for (reference, target) in &prepared.assumed {
                         if refs.resolve_conditional(tx, reference)? != *target {
                             return Err(FhirError::Conflict(format!(
@@ -100,11 +94,13 @@ pub(crate) fn apply(
                             )));
                         }
                     }
-                    prepared.index
+                    (prepared.body, prepared.index)
                 }
                 None => {
+                    let mut resource = entry.resource.expect("checked when parsed");
                     refs.rewrite(tx, &mut resource)?;
-                    indexing::extract(&resource_type, &mut resource)
+                    let index = indexing::extract(&resource_type, &mut resource);
+                    (Unstamped::new(resource), index)
                 }
             };
             let id = id.expect("resolved");

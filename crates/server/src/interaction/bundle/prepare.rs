@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use fhirside_store::IndexEntries;
+use fhirside_store::{IndexEntries, Unstamped};
 
 use super::entry::{Entry, Method};
 use super::references::References;
@@ -21,6 +21,7 @@ use crate::{indexing, AppState};
 /// An entry's resource, rewritten and indexed before the transaction.
 #[derive(Debug)]
 pub(crate) struct Prepared {
+    pub body: Unstamped,
     pub index: IndexEntries,
     /// Conditional references in the resource and what they resolved to before the transaction.
     pub assumed: Vec<(String, String)>,
@@ -51,9 +52,9 @@ pub(super) async fn prepare(state: &AppState, entries: &mut [Entry], refs: &mut 
             continue; // the transaction rewrites and indexes this one
         }
         let resource_type = entry.target.resource_type().to_owned();
-        let Some(resource) = &mut entry.resource else { continue };
+        let Some(mut resource) = entry.resource.take() else { continue };
         if !unsettled.conditional.is_empty() {
-            refs.rewrite_before(resource); // applies the assumptions
+            refs.rewrite_before(&mut resource); // applies the assumptions
         }
         let assumed = unsettled
             .conditional
@@ -63,7 +64,8 @@ pub(super) async fn prepare(state: &AppState, entries: &mut [Entry], refs: &mut 
                 (c, target)
             })
             .collect();
-        entry.prepared = Some(Prepared { index: indexing::extract(&resource_type, resource), assumed });
+        let index = indexing::extract(&resource_type, &mut resource);
+        entry.prepared = Some(Prepared { body: Unstamped::new(resource), index, assumed });
     }
 }
 
