@@ -31,7 +31,23 @@ enum Done {
     Transaction(oneshot::Sender<Result<Outcome<()>, StoreError>>, Result<Outcome<()>, StoreError>),
 }
 
+/// How a job's writes are kept apart from the rest of its group's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// In a savepoint: a failure undoes only this job.
+    Savepoint,
+    /// The only job of its group: a failure rolls back the group's transaction.
+    Alone,
+}
+
 impl Done {
+    fn failed(&self) -> bool {
+        match self {
+            Done::Write(_, result) => result.is_err(),
+            Done::Transaction(_, result) => result.is_err(),
+        }
+    }
+
     fn send(self) {
         match self {
             Done::Write(reply, result) => drop(reply.send(result)),
@@ -103,19 +119,27 @@ impl Writer {
             return;
         }
         let clock_before = self.last_updated;
+        // A job alone in its group needs no savepoint: if it fails, the whole transaction is rolled
+        // back instead. That spares the savepoint journal on every write of a lone client.
+        let isolation = if group.len() == 1 { Isolation::Alone } else { Isolation::Savepoint };
         let done: Vec<Done> = group
             .drain(..)
             .map(|job| match job {
                 Job::Write { op, reply } => {
-                    Done::Write(reply, self.in_savepoint(|writer, cost| writer.apply(op, cost)))
+                    Done::Write(reply, self.isolated(isolation, |writer, cost| writer.apply(op, cost)))
                 }
                 Job::Transaction { work, reply } => Done::Transaction(
                     reply,
-                    self.in_savepoint(|writer, cost| work(&mut InTransaction { writer, cost })),
+                    self.isolated(isolation, |writer, cost| work(&mut InTransaction { writer, cost })),
                 ),
             })
             .collect();
-        let committed = self.conn.execute_batch("COMMIT");
+        let lone_failure = isolation == Isolation::Alone && done.iter().any(Done::failed);
+        let committed = if lone_failure {
+            self.conn.execute_batch("ROLLBACK").map(|()| self.last_updated = clock_before)
+        } else {
+            self.conn.execute_batch("COMMIT")
+        };
         // Before anyone hears back: a client must read its own write, never a cached older version.
         self.cache.invalidate(self.touched.iter().map(|(t, id)| (t.as_str(), id.as_str())));
         self.touched.clear();
@@ -127,6 +151,20 @@ impl Writer {
             return;
         }
         done.into_iter().for_each(Done::send);
+    }
+
+    fn isolated<T>(
+        &mut self,
+        isolation: Isolation,
+        f: impl FnOnce(&mut Writer, &mut Cost) -> Result<T, StoreError>,
+    ) -> Result<Outcome<T>, StoreError> {
+        match isolation {
+            Isolation::Savepoint => self.in_savepoint(f),
+            Isolation::Alone => {
+                let mut cost = Cost::default();
+                f(self, &mut cost).map(|value| Outcome { value, cost })
+            }
+        }
     }
 
     /// Runs one job inside its own savepoint, so that its failure undoes only its own writes.
