@@ -25,8 +25,8 @@ mod sqlite;
 
 pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 pub use query::{
-    Clause, CompartmentEntry, DatePrefix, DateRange, EverythingQuery, HistoryQuery, HistoryScope, IndexEntries, Page,
-    ReferenceEntry, ReferenceValue, SearchQuery, TokenEntry, TokenSystem, TokenValue,
+    Clause, CompartmentEntry, DatePrefix, DateRange, EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery,
+    IndexEntries, Page, ReferenceEntry, ReferenceValue, SearchQuery, TokenEntry, TokenSystem, TokenValue,
 };
 pub use sqlite::{SqliteConfig, SqliteStore};
 
@@ -93,6 +93,9 @@ pub trait ResourceStore: Send + Sync + 'static {
         id: Option<&'a str>,
         query: &'a EverythingQuery,
     ) -> StoreFuture<'a, Page>;
+
+    /// Current, non-deleted resources that `_include` or `_revinclude` adds to a page of matches.
+    fn include<'a>(&'a self, query: &'a IncludeQuery) -> StoreFuture<'a, Vec<StoredVersion>>;
 
     /// Current, non-deleted resources of one type matching every clause of `query`.
     fn search<'a>(&'a self, resource_type: &'a str, query: &'a SearchQuery) -> StoreFuture<'a, Page>;

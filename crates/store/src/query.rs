@@ -56,6 +56,8 @@ pub struct SearchQuery {
     pub count: u32,
     /// Continue after this position (an opaque token decoded by [`Page::decode_cursor`]).
     pub cursor: Option<i64>,
+    /// Also count every match (`_total=accurate`), regardless of paging.
+    pub total: bool,
 }
 
 /// One search criterion; the values inside a clause are OR-ed.
@@ -121,6 +123,24 @@ pub enum DatePrefix {
     Eb,
 }
 
+/// `_include` / `_revinclude` for one page of matches.
+#[derive(Debug, Clone)]
+pub struct IncludeQuery {
+    /// `_include` follows references out of the matches; `_revinclude` finds resources pointing in.
+    pub reverse: bool,
+    /// The type whose reference parameter is followed (`Observation` in `Observation:subject`).
+    pub source_type: String,
+    /// The reference parameter; `None` for `*` (every reference parameter).
+    pub param: Option<String>,
+    /// Only targets of this type (`Observation:subject:Patient`).
+    pub target_type: Option<String>,
+    /// The matches' type and ids.
+    pub matched_type: String,
+    pub matched_ids: Vec<String>,
+    /// Most resources to return.
+    pub limit: u32,
+}
+
 /// `$everything` on a compartment: its focal resource, its members, and what they refer to.
 #[derive(Debug, Clone, Default)]
 pub struct EverythingQuery {
@@ -156,6 +176,8 @@ pub struct Page {
     pub versions: Vec<StoredVersion>,
     /// Opaque continuation token for the next page, if any.
     pub next: Option<String>,
+    /// The number of matches, when the query asked for it.
+    pub total: Option<u64>,
 }
 
 impl Page {

@@ -124,3 +124,72 @@ fn token_reference_and_compartment_search() {
     assert!(ids(&server.get("/Patient/other/Observation").json()).is_empty());
     server.get(&format!("/{patient}/Organization")).expect(400);
 }
+
+#[test]
+fn totals_summary_count_and_includes() {
+    let server = Server::start_http();
+    let org = create(&server, json!({"resourceType": "Organization", "name": "Clinic"}));
+    let patient = create(&server, json!({"resourceType": "Patient", "managingOrganization": {"reference": org}}));
+    let weight = create(
+        &server,
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+        "subject": {"reference": patient}}),
+    );
+    let height = create(
+        &server,
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "h"},
+        "subject": {"reference": patient}}),
+    );
+
+    let total = server.get("/Observation?_total=accurate&_count=1").expect(200).json();
+    assert_eq!(total["total"], 2);
+    assert_eq!(total["entry"].as_array().unwrap().len(), 1);
+    assert!(server.get("/Observation").json().get("total").is_none(), "no total unless asked");
+    for path in ["/Observation?_summary=count", "/Observation?_count=0"] {
+        let counted = server.get(path).expect(200).json();
+        assert_eq!(counted["total"], 2, "{path}");
+        assert!(counted.get("entry").is_none(), "{path}");
+    }
+    server.get("/Observation?_total=maybe").expect(400);
+    server.get("/Observation?_summary=true").expect(400);
+
+    let modes = |bundle: &Value| -> Vec<(String, String)> {
+        bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["search"]["mode"].as_str().unwrap().to_owned(),
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap(),
+                        e["resource"]["id"].as_str().unwrap()
+                    ),
+                )
+            })
+            .collect()
+    };
+    let included = server.get("/Observation?_include=Observation:subject").expect(200).json();
+    assert_eq!(
+        modes(&included),
+        [("match".into(), weight.clone()), ("match".into(), height.clone()), ("include".into(), patient.clone())]
+    );
+    let typed = server.get("/Observation?_include=Observation:subject:Group").expect(200).json();
+    assert_eq!(typed["entry"].as_array().unwrap().len(), 2, "no Group subjects");
+    let all = server
+        .get(&format!("/Patient?_id={}&_include=Patient:*", patient.split('/').nth(1).unwrap()))
+        .expect(200)
+        .json();
+    assert_eq!(modes(&all), [("match".into(), patient.clone()), ("include".into(), org.clone())]);
+    let reverse = server
+        .get(&format!("/Patient?_id={}&_revinclude=Observation:subject", patient.split('/').nth(1).unwrap()))
+        .expect(200)
+        .json();
+    assert_eq!(
+        modes(&reverse),
+        [("match".into(), patient.clone()), ("include".into(), weight.clone()), ("include".into(), height.clone())]
+    );
+    server.get("/Observation?_include=Observation:code").expect(400);
+    server.get("/Observation?_include=Nope:subject").expect(400);
+}

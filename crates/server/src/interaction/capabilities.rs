@@ -43,9 +43,13 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
                 .iter()
                 .map(|(name, kind, url)| json!({"name": name, "definition": url, "type": kind}))
                 .collect();
+            let mut includes = vec![json!("*")];
             for p in definitions.search_params(t) {
                 if fhir::index::is_indexed(t, &p.code) {
                     search.push(json!({"name": p.code, "definition": p.url, "type": p.kind.as_str()}));
+                    if p.kind == fhir::SearchParamType::Reference {
+                        includes.push(json!(format!("{t}:{}", p.code)));
+                    }
                 }
             }
             let mut operations = vec![json!({"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"})];
@@ -63,6 +67,7 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": true,
                 "conditionalDelete": "multiple",
+                "searchInclude": includes,
                 "searchParam": search,
                 "operation": operations,
             })

@@ -24,7 +24,11 @@ use crate::AppState;
 use super::Call;
 
 /// Parameters that control the result rather than select resources.
-const RESULT_PARAMETERS: &[&str] = &["_count", "_format", "_pretty", "ct"];
+const RESULT_PARAMETERS: &[&str] =
+    &["_count", "_format", "_pretty", "ct", "_total", "_summary", "_include", "_revinclude"];
+
+/// Most resources one `_include` or `_revinclude` adds to a page (Azure's default).
+const INCLUDE_LIMIT: u32 = 1000;
 
 pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) -> Result<Response, FhirError> {
     search(state, call, resource_type, None).await
@@ -61,6 +65,31 @@ async fn search(
     let (mut query, ignored) = parse(resource_type, &call.params, handling)?;
     query.clauses.extend(scope);
     query.count = super::page_size(&call.params, state.config.default_page_size, state.config.max_page_size)?;
+    // `_summary=count` and, as in Azure's service, `_count=0` ask for the total alone.
+    let count_only = match call.params.get("_summary") {
+        None | Some("false") => false,
+        Some("count") => true,
+        Some(other) => {
+            return Err(FhirError::BadRequest {
+                code: "not-supported",
+                diagnostics: format!("_summary={other} is not supported yet; use count or false."),
+                expression: None,
+            })
+        }
+    } || call.params.get("_count") == Some("0");
+    if count_only {
+        query.count = 0;
+    }
+    query.total = count_only
+        || match call.params.get("_total") {
+            None | Some("none") => false,
+            Some("accurate" | "estimate") => true,
+            Some(other) => {
+                return Err(FhirError::bad_request(format!(
+                    "_total must be none, estimate or accurate, not '{other}'."
+                )))
+            }
+        };
     query.cursor = match call.params.get("ct") {
         None => None,
         Some(token) => Some(
@@ -75,9 +104,13 @@ async fn search(
         let path = call.path.strip_suffix("/_search").unwrap_or(&call.path);
         format!("{}{path}?{rest}{sep}ct={token}", crate::context::base_url())
     });
-    let mut bundle = BundleWriter::new("searchset", &call.self_link(), next.as_deref(), None);
+    let includes = includes(state, &call.params, resource_type, &page.versions).await?;
+    let mut bundle = BundleWriter::new("searchset", &call.self_link(), next.as_deref(), page.total);
     for version in &page.versions {
         bundle.search_entry(version, "match");
+    }
+    for version in &includes {
+        bundle.search_entry(version, "include");
     }
     if !ignored.is_empty() {
         let issues = ignored
@@ -90,6 +123,62 @@ async fn search(
         bundle.outcome_entry(&operation_outcome(issues));
     }
     response::document(StatusCode::OK, bundle.finish(), format, outcome.cost)
+}
+
+/// The resources `_include` and `_revinclude` add to a page of matches, each once and none that is
+/// already a match.
+async fn includes(
+    state: &AppState,
+    params: &Params,
+    resource_type: &str,
+    matches: &[fhirside_store::StoredVersion],
+) -> Result<Vec<fhirside_store::StoredVersion>, FhirError> {
+    let mut seen: std::collections::HashSet<(String, String)> =
+        matches.iter().map(|v| (v.resource_type.clone(), v.id.clone())).collect();
+    let mut added = Vec::new();
+    for (name, value) in params.iter() {
+        let reverse = match name {
+            "_include" => false,
+            "_revinclude" => true,
+            _ => continue,
+        };
+        let mut parts = value.split(':');
+        let (source_type, param, target_type) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+        let invalid = || FhirError::bad_request(format!("{name}={value} is not Type:parameter[:targetType]."));
+        if !fhir::definitions().is_resource_type(source_type) || parts.next().is_some() {
+            return Err(invalid());
+        }
+        let param = match param {
+            Some("*") => None,
+            Some(code)
+                if fhir::index::is_indexed(source_type, code)
+                    && fhir::definitions()
+                        .search_param(source_type, code)
+                        .is_some_and(|p| p.kind == SearchParamType::Reference) =>
+            {
+                Some(code.to_owned())
+            }
+            _ => return Err(invalid()),
+        };
+        if target_type.is_some_and(|t| !fhir::definitions().is_resource_type(t)) {
+            return Err(invalid());
+        }
+        let query = fhirside_store::IncludeQuery {
+            reverse,
+            source_type: source_type.to_owned(),
+            param,
+            target_type: target_type.map(str::to_owned),
+            matched_type: resource_type.to_owned(),
+            matched_ids: matches.iter().map(|v| v.id.clone()).collect(),
+            limit: INCLUDE_LIMIT,
+        };
+        for version in state.store.include(&query).await?.value {
+            if seen.insert((version.resource_type.clone(), version.id.clone())) {
+                added.push(version);
+            }
+        }
+    }
+    Ok(added)
 }
 
 /// Parses search parameters into a query; returns the names of unsupported parameters that were

@@ -183,6 +183,11 @@ impl ResourceStore for SqliteStore {
         Box::pin(std::future::ready(result))
     }
 
+    fn include<'a>(&'a self, query: &'a crate::IncludeQuery) -> StoreFuture<'a, Vec<StoredVersion>> {
+        let result = self.with_reader(|conn| read::include(conn, query));
+        Box::pin(std::future::ready(result))
+    }
+
     fn search<'a>(&'a self, resource_type: &'a str, query: &'a SearchQuery) -> StoreFuture<'a, Page> {
         let result = self.with_reader(|conn| {
             let (page, cost) = read::search(conn, resource_type, query)?;

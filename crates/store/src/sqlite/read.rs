@@ -86,11 +86,22 @@ pub(super) fn version(
 
 /// One page of search results; `query.count` rows at most, with a cursor if there are more.
 pub(super) fn search(conn: &Connection, resource_type: &str, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
-    let (rows, more) = search_rids(conn, resource_type, query, query.count)?;
+    let (rows, more) =
+        if query.count == 0 { (Vec::new(), false) } else { search_rids(conn, resource_type, query, query.count)? };
     let next = if more { rows.last().map(|(rid, _)| Page::encode_cursor(*rid)) } else { None };
     let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
-    let cost = cost_of(&versions);
-    Ok((Page { versions, next }, cost))
+    let mut cost = cost_of(&versions);
+    let total = if query.total {
+        let compiled = sql::compile_count(resource_type, query);
+        let n: i64 = conn
+            .prepare_cached(&compiled.sql)?
+            .query_row(params_from_iter(compiled.params.iter()), |row| row.get(0))?;
+        cost.rows_read += n as u64;
+        Some(n as u64)
+    } else {
+        None
+    };
+    Ok((Page { versions, next, total }, cost))
 }
 
 /// Up to `limit` matches with their row ids, and whether more exist.
@@ -160,7 +171,7 @@ pub(super) fn history(
     let next = if more { rows.last().map(|(rid, v)| Page::encode_history_cursor(v.last_updated, *rid)) } else { None };
     let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
-    Ok(Outcome { value: Page { versions, next }, cost })
+    Ok(Outcome { value: Page { versions, next, total: None }, cost })
 }
 
 pub(super) fn everything(
@@ -182,5 +193,24 @@ pub(super) fn everything(
     let next = if more { rows.last().map(|(rid, _)| Page::encode_cursor(*rid)) } else { None };
     let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
-    Ok(Outcome { value: Page { versions, next }, cost })
+    Ok(Outcome { value: Page { versions, next, total: None }, cost })
+}
+
+pub(super) fn include(
+    conn: &Connection,
+    query: &crate::query::IncludeQuery,
+) -> Result<Outcome<Vec<StoredVersion>>, StoreError> {
+    if query.matched_ids.is_empty() {
+        return Ok(Outcome { value: Vec::new(), cost: Cost::default() });
+    }
+    let compiled = sql::compile_include(query);
+    let mut stmt = conn.prepare_cached(&compiled.sql)?;
+    let versions = stmt
+        .query_map(params_from_iter(compiled.params.iter()), |row| {
+            let resource_type: String = row.get(7)?;
+            version_row(&resource_type, row).map(|(_, v)| v)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let cost = cost_of(&versions);
+    Ok(Outcome { value: versions, cost })
 }

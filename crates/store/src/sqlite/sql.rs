@@ -2,7 +2,9 @@
 
 use rusqlite::types::Value as SqlValue;
 
-use crate::query::{Clause, DatePrefix, DateRange, EverythingQuery, ReferenceValue, SearchQuery, TokenSystem};
+use crate::query::{
+    Clause, DatePrefix, DateRange, EverythingQuery, IncludeQuery, ReferenceValue, SearchQuery, TokenSystem,
+};
 
 /// A WHERE fragment over `resource r` and its parameters.
 pub(super) struct Compiled {
@@ -13,22 +15,35 @@ pub(super) struct Compiled {
 /// `SELECT … FROM resource r WHERE` current, live resources of `resource_type` matching `query`,
 /// in `rid` order, after the cursor, at most `limit` rows.
 pub(super) fn compile_search(resource_type: &str, query: &SearchQuery, limit: u32) -> Compiled {
-    let mut sql = String::from(
-        "SELECT r.rid, r.id, r.version, r.last_updated, r.deleted, r.method, r.body FROM resource r \
-         WHERE r.type = ? AND r.valid_to IS NULL AND r.deleted = 0",
+    let mut compiled = compile_matches(
+        "SELECT r.rid, r.id, r.version, r.last_updated, r.deleted, r.method, r.body FROM resource r",
+        resource_type,
+        query,
     );
-    let mut params = vec![SqlValue::Text(resource_type.to_owned())];
-    for clause in &query.clauses {
-        sql.push_str(" AND (");
-        push_clause(&mut sql, &mut params, clause);
-        sql.push(')');
-    }
+    let (sql, params) = (&mut compiled.sql, &mut compiled.params);
     if let Some(cursor) = query.cursor {
         sql.push_str(" AND r.rid > ?");
         params.push(SqlValue::Integer(cursor));
     }
     sql.push_str(" ORDER BY r.rid LIMIT ?");
     params.push(SqlValue::Integer(i64::from(limit)));
+    compiled
+}
+
+/// `SELECT count(*)` of every match of `query`, ignoring paging.
+pub(super) fn compile_count(resource_type: &str, query: &SearchQuery) -> Compiled {
+    compile_matches("SELECT count(*) FROM resource r", resource_type, query)
+}
+
+/// `select` over current, live resources of `resource_type` matching every clause.
+fn compile_matches(select: &str, resource_type: &str, query: &SearchQuery) -> Compiled {
+    let mut sql = format!("{select} WHERE r.type = ? AND r.valid_to IS NULL AND r.deleted = 0");
+    let mut params = vec![SqlValue::Text(resource_type.to_owned())];
+    for clause in &query.clauses {
+        sql.push_str(" AND (");
+        push_clause(&mut sql, &mut params, clause);
+        sql.push(')');
+    }
     Compiled { sql, params }
 }
 
@@ -199,5 +214,49 @@ pub(super) fn compile_everything(compartment: &str, id: Option<&str>, query: &Ev
     }
     sql.push_str(" ORDER BY r.rid LIMIT ?");
     params.push(SqlValue::Integer(i64::from(limit)));
+    Compiled { sql, params }
+}
+
+/// The resources `_include` (targets of the matches' references) or `_revinclude` (resources whose
+/// references point at the matches) adds, current and live, each once.
+pub(super) fn compile_include(query: &IncludeQuery) -> Compiled {
+    let (returned, mut sql) = if query.reverse {
+        (
+            "s",
+            String::from(
+                "SELECT DISTINCT s.rid, s.id, s.version, s.last_updated, s.deleted, s.method, s.body, s.type \
+                 FROM reference_index x JOIN resource s ON s.rid = x.rid \
+                 WHERE s.type = ? AND s.valid_to IS NULL AND s.deleted = 0 \
+                 AND x.target_type = ? AND x.target_id IN (",
+            ),
+        )
+    } else {
+        (
+            "t",
+            String::from(
+                "SELECT DISTINCT t.rid, t.id, t.version, t.last_updated, t.deleted, t.method, t.body, t.type \
+                 FROM resource s JOIN reference_index x ON x.rid = s.rid \
+                 JOIN resource t ON t.type = x.target_type AND t.id = x.target_id \
+                 WHERE s.type = ? AND s.valid_to IS NULL AND t.valid_to IS NULL AND t.deleted = 0 \
+                 AND s.type = ? AND s.id IN (",
+            ),
+        )
+    };
+    let mut params = vec![SqlValue::Text(query.source_type.clone()), SqlValue::Text(query.matched_type.clone())];
+    for (i, id) in query.matched_ids.iter().enumerate() {
+        sql.push_str(if i == 0 { "?" } else { ", ?" });
+        params.push(SqlValue::Text(id.clone()));
+    }
+    sql.push(')');
+    if let Some(param) = &query.param {
+        sql.push_str(" AND x.param = ?");
+        params.push(SqlValue::Text(param.clone()));
+    }
+    if let Some(target_type) = &query.target_type {
+        sql.push_str(" AND x.target_type = ?");
+        params.push(SqlValue::Text(target_type.clone()));
+    }
+    sql.push_str(&format!(" ORDER BY {returned}.rid LIMIT ?"));
+    params.push(SqlValue::Integer(i64::from(query.limit)));
     Compiled { sql, params }
 }
