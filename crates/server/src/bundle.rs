@@ -112,6 +112,39 @@ impl BundleWriter {
         self.buf.extend_from_slice(b"\"}}");
     }
 
+    /// A `searchset` entry holding only some of the resource's elements (`_elements`): `resourceType`,
+    /// `id`, `meta` and the named top-level elements, marked `SUBSETTED` as the spec requires.
+    pub fn subsetted_entry(&mut self, v: &StoredVersion, mode: &str, elements: &[String]) {
+        let Ok(serde_json::Value::Object(resource)) = serde_json::from_slice::<serde_json::Value>(&v.body) else {
+            return self.search_entry(v, mode);
+        };
+        let mut kept = serde_json::Map::new();
+        for (key, value) in resource {
+            let base = key.strip_prefix('_').unwrap_or(&key);
+            if matches!(base, "resourceType" | "id" | "meta") || elements.iter().any(|e| e == base) {
+                kept.insert(key, value);
+            }
+        }
+        let tag = serde_json::json!({
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+            "code": "SUBSETTED",
+            "display": "As requested, resource is not fully detailed."
+        });
+        if let Some(meta) = kept.get_mut("meta").and_then(serde_json::Value::as_object_mut) {
+            match meta.get_mut("tag").and_then(serde_json::Value::as_array_mut) {
+                Some(tags) => tags.push(tag),
+                None => {
+                    meta.insert("tag".into(), serde_json::Value::Array(vec![tag]));
+                }
+            }
+        }
+        let subset = StoredVersion {
+            body: serde_json::to_vec(&serde_json::Value::Object(kept)).unwrap_or_default().into(),
+            ..v.clone()
+        };
+        self.search_entry(&subset, mode);
+    }
+
     /// An entry carrying an arbitrary resource (an OperationOutcome with `search.mode` `outcome`).
     pub fn outcome_entry(&mut self, resource: &serde_json::Value) {
         self.begin_entry();

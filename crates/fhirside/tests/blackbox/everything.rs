@@ -193,3 +193,23 @@ fn totals_summary_count_and_includes() {
     server.get("/Observation?_include=Observation:code").expect(400);
     server.get("/Observation?_include=Nope:subject").expect(400);
 }
+
+#[test]
+fn elements_return_a_marked_subset() {
+    let server = Server::start_http();
+    create(
+        &server,
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+        "valueQuantity": {"value": 72.5, "unit": "kg"}, "issued": "2020-01-01T00:00:00Z"}),
+    );
+    let bundle = server.get("/Observation?_elements=status,value").expect(200).json();
+    let resource = &bundle["entry"][0]["resource"];
+    let mut keys: Vec<&str> = resource.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["id", "meta", "resourceType", "status", "valueQuantity"]);
+    assert_eq!(resource["valueQuantity"]["value"], json!(72.5));
+    let tags = resource["meta"]["tag"].as_array().unwrap();
+    assert!(tags.iter().any(|t| t["code"] == "SUBSETTED"));
+    server.get("/Observation?_elements=nonsense").expect(400);
+    server.get("/Observation?_elements=code.text").expect(400);
+}

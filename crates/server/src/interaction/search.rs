@@ -25,7 +25,7 @@ use super::Call;
 
 /// Parameters that control the result rather than select resources.
 const RESULT_PARAMETERS: &[&str] =
-    &["_count", "_format", "_pretty", "ct", "_total", "_summary", "_include", "_revinclude"];
+    &["_count", "_format", "_pretty", "ct", "_total", "_summary", "_include", "_revinclude", "_elements"];
 
 /// Most resources one `_include` or `_revinclude` adds to a page (Azure's default).
 const INCLUDE_LIMIT: u32 = 1000;
@@ -106,8 +106,12 @@ async fn search(
     });
     let includes = includes(state, &call.params, resource_type, &page.versions).await?;
     let mut bundle = BundleWriter::new("searchset", &call.self_link(), next.as_deref(), page.total);
+    let elements = elements(resource_type, &call.params)?;
     for version in &page.versions {
-        bundle.search_entry(version, "match");
+        match &elements {
+            Some(elements) => bundle.subsetted_entry(version, "match", elements),
+            None => bundle.search_entry(version, "match"),
+        }
     }
     for version in &includes {
         bundle.search_entry(version, "include");
@@ -123,6 +127,44 @@ async fn search(
         bundle.outcome_entry(&operation_outcome(issues));
     }
     response::document(StatusCode::OK, bundle.finish(), format, outcome.cost)
+}
+
+/// `_elements`: the top-level elements of `resource_type` to return, each checked against the
+/// definitions (choice elements by their base name, e.g. `value` for `valueQuantity`).
+fn elements(resource_type: &str, params: &Params) -> Result<Option<Vec<String>>, FhirError> {
+    let Some(list) = params.get("_elements") else { return Ok(None) };
+    let definition = fhir::definitions().type_def(resource_type);
+    let mut names = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let element = definition.and_then(|d| {
+            d.elements.iter().find(|e| {
+                let base = e.path.strip_suffix("[x]").unwrap_or(&e.path);
+                !e.path.contains('.') && (base == name || (e.path.ends_with("[x]") && choice_suffix(name, base)))
+            })
+        });
+        let Some(element) = element else {
+            return Err(FhirError::bad_request(format!(
+                "_elements names '{name}', which is not a top-level element of {resource_type}."
+            )));
+        };
+        match element.path.strip_suffix("[x]") {
+            // `value` asks for whichever `value[x]` the resource has.
+            Some(base) if base == name => names.extend(element.types.iter().map(|t| {
+                let mut code = t.code.clone();
+                if let Some(first) = code.get_mut(..1) {
+                    first.make_ascii_uppercase();
+                }
+                format!("{base}{code}")
+            })),
+            _ => names.push(name.to_owned()),
+        }
+    }
+    Ok(Some(names))
+}
+
+/// Whether `name` is `base` followed by a type name (`valueQuantity` for `value[x]`).
+fn choice_suffix(name: &str, base: &str) -> bool {
+    name.strip_prefix(base).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
 }
 
 /// The resources `_include` and `_revinclude` add to a page of matches, each once and none that is
