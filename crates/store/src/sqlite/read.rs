@@ -2,6 +2,7 @@
 //! transaction).
 
 use bytes::Bytes;
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
@@ -126,7 +127,6 @@ pub(super) fn history(
     scope: &HistoryScope,
     query: &HistoryQuery,
 ) -> Result<Outcome<Page>, StoreError> {
-    use rusqlite::types::Value as SqlValue;
     let mut sql =
         String::from("SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource WHERE 1 = 1");
     let mut params: Vec<SqlValue> = Vec::new();
@@ -159,19 +159,8 @@ pub(super) fn history(
     sql.push_str(" ORDER BY last_updated DESC, rid DESC LIMIT ?");
     params.push(SqlValue::Integer(i64::from(query.count) + 1));
 
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt
-        .query_map(params_from_iter(params.iter()), |row| {
-            let resource_type: String = row.get(7)?;
-            version_row(&resource_type, row)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let more = rows.len() > query.count as usize;
-    rows.truncate(query.count as usize);
-    let next = if more { rows.last().map(|(rid, v)| Page::encode_history_cursor(v.last_updated, *rid)) } else { None };
-    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
-    let cost = cost_of(&versions);
-    Ok(Outcome { value: Page { versions, next, total: None }, cost })
+    let rows = typed_versions(conn, &sql, &params)?;
+    Ok(page_of(rows, query.count, |rid, v| Page::encode_history_cursor(v.last_updated, rid)))
 }
 
 pub(super) fn everything(
@@ -181,19 +170,8 @@ pub(super) fn everything(
     query: &crate::query::EverythingQuery,
 ) -> Result<Outcome<Page>, StoreError> {
     let compiled = sql::compile_everything(compartment, id, query, query.count.saturating_add(1));
-    let mut stmt = conn.prepare_cached(&compiled.sql)?;
-    let mut rows = stmt
-        .query_map(params_from_iter(compiled.params.iter()), |row| {
-            let resource_type: String = row.get(7)?;
-            version_row(&resource_type, row)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let more = rows.len() > query.count as usize;
-    rows.truncate(query.count as usize);
-    let next = if more { rows.last().map(|(rid, _)| Page::encode_cursor(*rid)) } else { None };
-    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
-    let cost = cost_of(&versions);
-    Ok(Outcome { value: Page { versions, next, total: None }, cost })
+    let rows = typed_versions(conn, &compiled.sql, &compiled.params)?;
+    Ok(page_of(rows, query.count, |rid, _| Page::encode_cursor(rid)))
 }
 
 pub(super) fn include(
@@ -204,13 +182,34 @@ pub(super) fn include(
         return Ok(Outcome { value: Vec::new(), cost: Cost::default() });
     }
     let compiled = sql::compile_include(query);
-    let mut stmt = conn.prepare_cached(&compiled.sql)?;
-    let versions = stmt
-        .query_map(params_from_iter(compiled.params.iter()), |row| {
-            let resource_type: String = row.get(7)?;
-            version_row(&resource_type, row).map(|(_, v)| v)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let versions: Vec<StoredVersion> =
+        typed_versions(conn, &compiled.sql, &compiled.params)?.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
     Ok(Outcome { value: versions, cost })
+}
+
+/// Runs a query whose rows are [`version_row`]'s columns followed by `type`.
+fn typed_versions(conn: &Connection, sql: &str, params: &[SqlValue]) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(params_from_iter(params.iter()), |row| {
+            let resource_type: String = row.get(7)?;
+            version_row(&resource_type, row)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A page from up to `count + 1` rows: the first `count`, and a cursor (made by `cursor`) when there were more.
+fn page_of(
+    mut rows: Vec<(i64, StoredVersion)>,
+    count: u32,
+    cursor: impl Fn(i64, &StoredVersion) -> String,
+) -> Outcome<Page> {
+    let more = rows.len() > count as usize;
+    rows.truncate(count as usize);
+    let next = if more { rows.last().map(|(rid, v)| cursor(*rid, v)) } else { None };
+    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
+    let cost = cost_of(&versions);
+    Outcome { value: Page { versions, next, total: None }, cost }
 }
