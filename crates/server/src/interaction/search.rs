@@ -1,11 +1,14 @@
 //! search-type: `GET /{type}?…` and `POST /{type}/_search`
 //! (<https://hl7.org/fhir/R4/http.html#search>).
 //!
-//! The parameters supported so far are `_id`, `_lastUpdated`, and every token and reference
-//! parameter of the type (references with the `:[type]` modifier), with `_count` and continuation
-//! paging; compartment search (`GET /Patient/1/Observation`) adds a compartment clause. The same parsing serves the conditional interactions (`If-None-Exist`,
-//! conditional update and delete), where it is strict: an unknown parameter there could widen the
-//! match and change the wrong resource, so it is refused rather than ignored.
+//! Selection: `_id`, `_lastUpdated`, and every token and reference parameter of the type
+//! (references also with the `:[type]` modifier); compartment search (`GET /Patient/1/Observation`)
+//! adds a compartment clause. Results: `_count` with continuation paging, `_total`,
+//! `_summary=count`, `_include`/`_revinclude` and `_elements`.
+//!
+//! The same parsing serves the conditional interactions (`If-None-Exist`, conditional update and
+//! delete), where it is strict: an unknown parameter there could widen the match and change the
+//! wrong resource, so it is refused rather than ignored.
 
 use axum::http::StatusCode;
 use axum::response::Response;
