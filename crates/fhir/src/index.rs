@@ -8,8 +8,8 @@
 //! encounter, practitioner… a resource belongs to) follows from the CompartmentDefinitions and the
 //! reference values.
 //!
-//! Covered so far: token and reference parameters (with compartments). `_id` and `_lastUpdated`
-//! are not extracted: stores keep them as columns of the resource itself.
+//! Covered so far: token, reference (with compartments) and date parameters. `_id` and
+//! `_lastUpdated` are not extracted: stores keep them as columns of the resource itself.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -23,6 +23,7 @@ use crate::search_param::SearchParamType;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResourceIndex {
     pub tokens: Vec<TokenValue>,
+    pub dates: Vec<DateValue>,
     pub references: Vec<ReferenceValue>,
     pub compartments: Vec<CompartmentValue>,
 }
@@ -33,6 +34,16 @@ pub struct TokenValue {
     pub param: &'static str,
     pub system: Option<String>,
     pub code: String,
+}
+
+/// The interval `[low, high)` (microseconds since the epoch, UTC) that a date parameter's value
+/// covers at its precision: `1974-12-25` is that whole day; a Period from its start to the end of its
+/// end; an open end is `i64::MIN` or `i64::MAX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateValue {
+    pub param: &'static str,
+    pub low: i64,
+    pub high: i64,
 }
 
 /// A reference parameter's target: a local `Type/id`, or an absolute or canonical URL.
@@ -78,8 +89,10 @@ fn plans() -> &'static HashMap<String, Plan> {
                 let params = definitions
                     .search_params(resource_type)
                     .into_iter()
-                    .filter(|p| matches!(p.kind, SearchParamType::Token | SearchParamType::Reference))
-                    .filter(|p| p.code != "_id")
+                    .filter(|p| {
+                        matches!(p.kind, SearchParamType::Token | SearchParamType::Reference | SearchParamType::Date)
+                    })
+                    .filter(|p| p.code != "_id" && p.code != "_lastUpdated")
                     .filter_map(|p| {
                         let source = p.expression_for(resource_type)?;
                         let expression = fhirpath::parse(&source).ok()?;
@@ -121,6 +134,7 @@ pub fn extract(resource_type: &str, resource: &Value) -> ResourceIndex {
             match param.kind {
                 SearchParamType::Token => tokens(param.code, item, &mut index.tokens),
                 SearchParamType::Reference => references(param.code, item, &mut index.references),
+                SearchParamType::Date => dates(param.code, item, &mut index.dates),
                 _ => {}
             }
         }
@@ -137,6 +151,7 @@ pub fn extract(resource_type: &str, resource: &Value) -> ResourceIndex {
         }
     }
     index.tokens.dedup();
+    index.dates.dedup();
     index.references.dedup();
     index
 }
@@ -174,6 +189,37 @@ fn tokens(param: &'static str, item: &Item<'_>, out: &mut Vec<TokenValue>) {
         Item::String(s) => push(None, Some(s.to_string())),
         Item::Boolean(b) => push(None, Some(b.to_string())),
         Item::Integer(i) => push(None, Some(i.to_string())),
+        _ => {}
+    }
+}
+
+fn dates(param: &'static str, item: &Item<'_>, out: &mut Vec<DateValue>) {
+    let Item::Node(node) = item else { return };
+    let value = node.value();
+    let range =
+        |text: Option<&str>| text.and_then(|t| crate::datetime::parse_datetime(t).ok()).map(|d| d.range_micros());
+    match node.type_name() {
+        "date" | "dateTime" | "instant" => {
+            if let Some((low, high)) = range(value.as_str()) {
+                out.push(DateValue { param, low, high });
+            }
+        }
+        "Period" => {
+            let start = range(value.get("start").and_then(Value::as_str));
+            let end = range(value.get("end").and_then(Value::as_str));
+            if start.is_some() || end.is_some() {
+                let low = start.map_or(i64::MIN, |(low, _)| low);
+                let high = end.map_or(i64::MAX, |(_, high)| high);
+                out.push(DateValue { param, low, high });
+            }
+        }
+        "Timing" => {
+            for event in value.get("event").and_then(Value::as_array).into_iter().flatten() {
+                if let Some((low, high)) = range(event.as_str()) {
+                    out.push(DateValue { param, low, high });
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -241,8 +287,29 @@ mod tests {
         assert!(index.compartments.contains(&CompartmentValue { compartment: "Patient", id: "p1".into() }));
         assert!(index.compartments.contains(&CompartmentValue { compartment: "Practitioner", id: "d1".into() }));
         assert!(is_indexed("Observation", "code"));
+        assert!(is_indexed("Observation", "date"));
         assert!(!is_indexed("Observation", "_id"));
         assert!(!is_indexed("Observation", "value-quantity"));
+    }
+
+    #[test]
+    fn dates_cover_their_precision_and_periods() {
+        let patient = json!({"resourceType": "Patient", "birthDate": "1974-12-25"});
+        let index = extract("Patient", &patient);
+        let birth = index.dates.iter().find(|d| d.param == "birthdate").unwrap();
+        assert_eq!(birth.high - birth.low, 86_400_000_000, "a day");
+        let encounter = json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+            "period": {"start": "2020-01-01T10:00:00Z"}});
+        let index = extract("Encounter", &encounter);
+        let date = index.dates.iter().find(|d| d.param == "date").unwrap();
+        assert_eq!(date.high, i64::MAX, "an open end");
+        let observation = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "effectivePeriod": {"start": "2020-01", "end": "2020-02"}});
+        let index = extract("Observation", &observation);
+        let date = index.dates.iter().find(|d| d.param == "date").unwrap();
+        let (low, _) = crate::datetime::parse_datetime("2020-01").unwrap().range_micros();
+        let (_, high) = crate::datetime::parse_datetime("2020-02").unwrap().range_micros();
+        assert_eq!((date.low, date.high), (low, high));
     }
 
     #[test]

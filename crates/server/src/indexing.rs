@@ -3,7 +3,7 @@
 //! The values come from `fhir::index` (the SearchParameters' FHIRPath expressions); this module only
 //! converts them to the store's types, so that the extraction stays one code path for every backend.
 
-use fhirside_store::{CompartmentEntry, IndexEntries, ReferenceEntry, TokenEntry};
+use fhirside_store::{CompartmentEntry, DateEntry, IndexEntries, ReferenceEntry, TokenEntry};
 use serde_json::{Map, Value};
 
 /// Index entries of `resource` (of type `resource_type`).
@@ -19,6 +19,11 @@ pub(crate) fn extract(resource_type: &str, resource: &mut Map<String, Value>) ->
             .tokens
             .into_iter()
             .map(|t| TokenEntry { param: t.param.to_owned(), system: t.system, code: t.code })
+            .collect(),
+        dates: index
+            .dates
+            .into_iter()
+            .map(|d| DateEntry { param: d.param.to_owned(), low: d.low, high: d.high })
             .collect(),
         references: index
             .references

@@ -25,8 +25,8 @@ mod sqlite;
 
 pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 pub use query::{
-    Clause, CompartmentEntry, DatePrefix, DateRange, EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery,
-    IndexEntries, Page, ReferenceEntry, ReferenceValue, SearchQuery, TokenEntry, TokenSystem, TokenValue,
+    Clause, CompartmentEntry, DateEntry, DatePrefix, DateRange, EverythingQuery, HistoryQuery, HistoryScope,
+    IncludeQuery, IndexEntries, Page, ReferenceEntry, ReferenceValue, SearchQuery, TokenEntry, TokenSystem, TokenValue,
 };
 pub use sqlite::{SqliteConfig, SqliteStore};
 

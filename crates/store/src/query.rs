@@ -10,18 +10,27 @@ use crate::model::StoredVersion;
 #[derive(Debug, Default, Clone)]
 pub struct IndexEntries {
     pub tokens: Vec<TokenEntry>,
+    pub dates: Vec<DateEntry>,
     pub references: Vec<ReferenceEntry>,
     pub compartments: Vec<CompartmentEntry>,
 }
 
 impl IndexEntries {
     pub fn len(&self) -> usize {
-        self.tokens.len() + self.references.len() + self.compartments.len()
+        self.tokens.len() + self.dates.len() + self.references.len() + self.compartments.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A date parameter's value: the interval `[low, high)` in microseconds (UTC) it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateEntry {
+    pub param: String,
+    pub low: i64,
+    pub high: i64,
 }
 
 /// A reference parameter's value: a local `Type/id` and/or an absolute or canonical URL.
@@ -69,6 +78,8 @@ pub enum Clause {
     LastUpdated(Vec<DateRange>),
     /// A token parameter such as `identifier`.
     Token { param: String, values: Vec<TokenValue> },
+    /// A date parameter such as `birthdate`: each value's range compared with the stored ranges.
+    Date { param: String, values: Vec<DateRange> },
     /// A reference parameter such as `subject`: local targets (`Patient/1`, or an id of any type)
     /// or absolute URLs.
     Reference { param: String, values: Vec<ReferenceValue> },

@@ -15,7 +15,7 @@ fn capability_statement_is_accurate_and_valid() {
     assert_eq!(patient["versioning"], "versioned-update");
     let params: Vec<&str> =
         patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    // Exactly the parameters that work: the resource columns, then every indexed token and
+    // Exactly the parameters that work: the resource columns, then every indexed token, date and
     // reference parameter of the type.
     assert_eq!(
         params,
@@ -26,6 +26,8 @@ fn capability_statement_is_accurate_and_valid() {
             "_tag",
             "active",
             "address-use",
+            "birthdate",
+            "death-date",
             "deceased",
             "email",
             "gender",

@@ -213,3 +213,45 @@ fn elements_return_a_marked_subset() {
     server.get("/Observation?_elements=nonsense").expect(400);
     server.get("/Observation?_elements=code.text").expect(400);
 }
+
+#[test]
+fn date_search_follows_precision_and_prefixes() {
+    let server = Server::start_http();
+    let born = create(&server, json!({"resourceType": "Patient", "birthDate": "1974-12-25"}));
+    let younger = create(&server, json!({"resourceType": "Patient", "birthDate": "1980"}));
+    let count = |query: &str| ids(&server.get(&format!("/Patient?{query}")).expect(200).json());
+    assert_eq!(count("birthdate=1974-12-25"), [born.clone()]);
+    assert_eq!(count("birthdate=1974"), [born.clone()], "a year contains the day");
+    assert_eq!(count("birthdate=1974-12"), [born.clone()]);
+    assert!(count("birthdate=1974-12-25T10:00:00Z").is_empty(), "a second does not contain a whole day");
+    assert_eq!(count("birthdate=1980"), [younger.clone()]);
+    assert!(count("birthdate=1980-06").is_empty(), "a month does not contain the whole of 1980");
+    assert_eq!(count("birthdate=gt1975"), [younger.clone()]);
+    assert_eq!(count("birthdate=lt1975"), [born.clone()]);
+    assert_eq!(count("birthdate=ge1974-12-25").len(), 2);
+    assert_eq!(count("birthdate=le1974-12-25"), [born.clone()]);
+    assert_eq!(count("birthdate=sa1975"), [younger.clone()]);
+    assert_eq!(count("birthdate=eb1975"), [born.clone()]);
+    assert_eq!(count("birthdate=ne1974-12-25"), [younger.clone()]);
+    assert_eq!(count("birthdate=1974,1980").len(), 2, "values are OR-ed");
+    assert!(count("birthdate=ge1970&birthdate=lt1975").contains(&born), "parameters are AND-ed");
+    server.get("/Patient?birthdate=notadate").expect(400);
+    server.get("/Patient?birthdate=xx2020").expect(400);
+
+    // Periods: an encounter still open contains neither bound's complement.
+    let open = create(
+        &server,
+        json!({"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+        "period": {"start": "2020-01-01T10:00:00Z"}}),
+    );
+    let closed = create(
+        &server,
+        json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+        "period": {"start": "2019-03-01", "end": "2019-03-02"}}),
+    );
+    let encounters = |query: &str| ids(&server.get(&format!("/Encounter?{query}")).expect(200).json());
+    assert_eq!(encounters("date=2019-03"), [closed.clone()]);
+    assert_eq!(encounters("date=gt2021"), [open.clone()], "an open end extends past any date");
+    assert_eq!(encounters("date=lt2019-06"), [closed.clone()]);
+    assert!(encounters("date=2020").is_empty(), "an open period is not contained in 2020");
+}

@@ -1,7 +1,7 @@
 //! search-type: `GET /{type}?…` and `POST /{type}/_search`
 //! (<https://hl7.org/fhir/R4/http.html#search>).
 //!
-//! Selection: `_id`, `_lastUpdated`, and every token and reference parameter of the type
+//! Selection: `_id`, `_lastUpdated`, and every token, date and reference parameter of the type
 //! (references also with the `:[type]` modifier); compartment search (`GET /Patient/1/Observation`)
 //! adds a compartment clause. Results: `_count` with continuation paging, `_total`,
 //! `_summary=count`, `_include`/`_revinclude` and `_elements`.
@@ -285,6 +285,10 @@ fn indexed_clause(resource_type: &str, name: &str, value: &str) -> Result<Option
     let param = code.to_owned();
     Ok(match (definition.kind, modifier) {
         (SearchParamType::Token, None) => Some(Clause::Token { param, values: value.split(',').map(token).collect() }),
+        (SearchParamType::Date, None) => {
+            let values = value.split(',').map(|v| date_range(code, v)).collect::<Result<_, _>>()?;
+            Some(Clause::Date { param, values })
+        }
         (SearchParamType::Reference, None) => {
             let values = value.split(',').map(|v| reference(v, None, &definition.target)).collect::<Result<_, _>>()?;
             Some(Clause::Reference { param, values })

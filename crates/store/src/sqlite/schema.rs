@@ -56,6 +56,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX compartment_index_member ON compartment_index (id, compartment);
     CREATE INDEX compartment_index_rid ON compartment_index (rid);",
+    // 3: date parameters, as the interval each value covers. Resources stored before this version
+    // have no rows here until they are written again.
+    "CREATE TABLE date_index (
+        rid INTEGER NOT NULL,
+        param TEXT NOT NULL,
+        low INTEGER NOT NULL,
+        high INTEGER NOT NULL
+    );
+    CREATE INDEX date_index_low ON date_index (param, low);
+    CREATE INDEX date_index_rid ON date_index (rid);",
 ];
 
 /// Brings the database to the newest schema, refusing one written by a newer Fhirside.

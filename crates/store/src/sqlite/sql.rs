@@ -105,6 +105,17 @@ fn push_clause(sql: &mut String, params: &mut Vec<SqlValue>, clause: &Clause) {
             }
             sql.push_str("))");
         }
+        Clause::Date { param, values } => {
+            sql.push_str("r.rid IN (SELECT d.rid FROM date_index d WHERE d.param = ? AND (");
+            params.push(SqlValue::Text(param.clone()));
+            for (i, range) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                push_range_comparison(sql, params, range);
+            }
+            sql.push_str("))");
+        }
         Clause::Reference { param, values } => {
             sql.push_str("r.rid IN (SELECT x.rid FROM reference_index x WHERE x.param = ? AND (");
             params.push(SqlValue::Text(param.clone()));
@@ -136,6 +147,25 @@ fn push_clause(sql: &mut String, params: &mut Vec<SqlValue>, clause: &Clause) {
             params.push(SqlValue::Text(compartment.clone()));
         }
     }
+}
+
+/// Compares a stored interval `[d.low, d.high)` with a search value's interval by the prefix, as
+/// R4 defines it for ranges (search.html#prefix): `eq` — the value contains the stored range; `gt` —
+/// the stored range extends after the value; `ge` — `gt` or `eq`; `sa` — starts after it; and so on.
+fn push_range_comparison(sql: &mut String, params: &mut Vec<SqlValue>, range: &DateRange) {
+    let (low, high) = (SqlValue::Integer(range.low), SqlValue::Integer(range.high));
+    let (text, values): (&str, Vec<SqlValue>) = match range.prefix {
+        DatePrefix::Eq => ("(d.low >= ? AND d.high <= ?)", vec![low, high]),
+        DatePrefix::Ne => ("NOT (d.low >= ? AND d.high <= ?)", vec![low, high]),
+        DatePrefix::Gt => ("d.high > ?", vec![high]),
+        DatePrefix::Lt => ("d.low < ?", vec![low]),
+        DatePrefix::Ge => ("(d.high > ? OR (d.low >= ? AND d.high <= ?))", vec![high.clone(), low, high]),
+        DatePrefix::Le => ("(d.low < ? OR (d.low >= ? AND d.high <= ?))", vec![low.clone(), low, high]),
+        DatePrefix::Sa => ("d.low >= ?", vec![high]),
+        DatePrefix::Eb => ("d.high <= ?", vec![low]),
+    };
+    sql.push_str(text);
+    params.extend(values);
 }
 
 /// Applies a date prefix to a column holding an instant: the instant is compared with the range

@@ -351,6 +351,7 @@ impl Writer {
         for sql in [
             "DELETE FROM token_index WHERE rid = ?1",
             "DELETE FROM reference_index WHERE rid = ?1",
+            "DELETE FROM date_index WHERE rid = ?1",
             "DELETE FROM compartment_index WHERE rid = ?1",
         ] {
             self.conn.prepare_cached(sql)?.execute([rid])?;
@@ -365,6 +366,13 @@ impl Writer {
                 .prepare_cached("INSERT INTO token_index (rid, param, system, code) VALUES (?1, ?2, ?3, ?4)")?;
             for t in &index.tokens {
                 stmt.execute((rid, &t.param, &t.system, &t.code))?;
+            }
+        }
+        if !index.dates.is_empty() {
+            let mut stmt =
+                self.conn.prepare_cached("INSERT INTO date_index (rid, param, low, high) VALUES (?1, ?2, ?3, ?4)")?;
+            for d in &index.dates {
+                stmt.execute((rid, &d.param, d.low, d.high))?;
             }
         }
         if !index.references.is_empty() {
