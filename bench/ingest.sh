@@ -12,7 +12,7 @@
 #
 # Environment (all optional):
 #   INGEST_CLIENTS="1 4"         concurrent client connections, one fresh server per value
-#   INGEST_DATASET=DIR           the dataset (default /work/shared/datasets/synthea-120)
+#   INGEST_DATASET=DIR           the dataset (default ../shared/datasets/synthea-120 beside the repository)
 #   INGEST_PERF=N                also `perf record -g` the server during the N-client run; the report
 #                                goes next to the results (ingest-perf-cN.txt), perf.data to the temp dir
 #   INGEST_OUT=path.md           where to write the table (default bench/results/ingest.md)
@@ -24,7 +24,7 @@ export LC_ALL=C
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLIENTS=${INGEST_CLIENTS:-"1 4"}
-DATASET=${INGEST_DATASET:-/work/shared/datasets/synthea-120}
+DATASET=${INGEST_DATASET:-$ROOT/../shared/datasets/synthea-120}
 PERF_AT=${INGEST_PERF:-}
 OUT=${INGEST_OUT:-$ROOT/bench/results/ingest.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -33,51 +33,15 @@ TARGET_RPS=5000
 SERVER_ARGS=(--http --auth none --listen 127.0.0.1:0 --max-bundle-entries 10000 --max-body-bytes 67108864)
 
 log() { printf '[ingest] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 
 command -v bzcat >/dev/null || die "bzcat is required (Debian package bzip2)"
 [ -d "$DATASET" ] || die "no dataset at $DATASET"
 if [ -n "$PERF_AT" ]; then command -v perf >/dev/null || die "INGEST_PERF needs perf"; fi
 
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    log "building release binaries (CARGO_TARGET_DIR=$TARGET_DIR)"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p fhirside -p fhirside-bench)
-fi
-[ -x "$BIN/fhirside" ] && [ -x "$BIN/ingest" ] || die "missing $BIN/fhirside or $BIN/ingest"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fhirside-ingest.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-SERVER_PID=""
-SERVER_URL=""
-start_server() { # start_server LOG COMMAND...: runs it in the background, waits for "FHIR base URL:"
-    local logfile=$1; shift
-    "$@" >"$logfile" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    SERVER_URL=""
-    local _
-    for _ in $(seq 1 300); do
-        SERVER_URL=$(sed -n 's/^FHIR base URL: //p' "$logfile")
-        [ -n "$SERVER_URL" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$logfile" >&2; die "server exited: $*"; }
-        sleep 0.1
-    done
-    die "server did not print its URL within 30 s: $*"
-}
-stop_server() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+build_release fhirside ingest
+make_workdir fhirside-ingest
 rss_mb() { # VmRSS | anon | file | shmem, in MB
     awk '/^(VmRSS|RssAnon|RssFile|RssShmem):/ { v[$1] = $2 / 1024 }
          END { printf "%.0f | %.0f | %.0f | %.0f", v["VmRSS:"], v["RssAnon:"], v["RssFile:"], v["RssShmem:"] }' "/proc/$1/status"
@@ -191,7 +155,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| Load average (1/5/15 min) | $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end |"
     echo "| Kernel | $(uname -sr) |"
     echo "| Server | \`fhirside serve ${SERVER_ARGS[*]}\`: embedded SQLite, full validation, release build, a fresh data directory per row |"
-    echo "| Data | \`$DATASET\`: 2 batch bundles (Organizations, Practitioners; \`ifNoneExist\`) first, then 120 patient transactions (\`urn:uuid:\` and conditional references) |"
+    echo "| Data | \`$(basename "$DATASET")\`: 2 batch bundles (Organizations, Practitioners; \`ifNoneExist\`) first, then 120 patient transactions (\`urn:uuid:\` and conditional references) |"
     if [ -n "$PERF_AT" ]; then echo "| Profiling | \`perf record -F 199 --call-graph dwarf\` attached to the server during the $PERF_AT-client run (a few % slower); report: \`$(basename "${OUT%.md}")-perf-c$PERF_AT.txt\` |"; fi
     echo "| Client | \`ingest\` (\`src/bin/ingest.rs\`): bundles decompressed up front, HTTP/1.1 keep-alive, \`Prefer: return=minimal\`, every entry checked 2xx |"
     echo

@@ -34,7 +34,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 
 # --- tools -------------------------------------------------------------------------------------
 if ! command -v wrk >/dev/null; then
@@ -45,50 +46,10 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v curl >/dev/null || die "curl is required"
 
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    log "building release binaries (CARGO_TARGET_DIR=$TARGET_DIR)"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p fhirside -p fhirside-bench)
-fi
-[ -x "$BIN/fhirside" ] && [ -x "$BIN/ceiling" ] || die "missing $BIN/fhirside or $BIN/ceiling"
+build_release fhirside ceiling
 
 # --- servers -----------------------------------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fhirside-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-SERVER_PID=""
-SERVER_URL=""
-# start_server LOG COMMAND...: runs it in the background, waits for its "FHIR base URL:" line.
-start_server() {
-    local logfile=$1; shift
-    "$@" >"$logfile" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    SERVER_URL=""
-    local _
-    for _ in $(seq 1 300); do
-        SERVER_URL=$(sed -n 's/^FHIR base URL: //p' "$logfile")
-        [ -n "$SERVER_URL" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$logfile" >&2; die "server exited: $*"; }
-        sleep 0.1
-    done
-    die "server did not print its URL within 30 s: $*"
-}
-stop_server() { # stop_server PID
-    kill -TERM "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
+make_workdir fhirside-bench
 rss_mb() { # VmRSS in MB, then its anonymous / file-backed / shared-memory (WAL index) parts
     awk '/^(VmRSS|RssAnon|RssFile|RssShmem):/ { v[$1] = $2 / 1024 }
          END { printf "%.1f | %.1f | %.1f | %.1f", v["VmRSS:"], v["RssAnon:"], v["RssFile:"], v["RssShmem:"] }' "/proc/$1/status"

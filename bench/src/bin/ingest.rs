@@ -36,7 +36,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: ingest --url http://HOST:PORT [--dataset DIR] [--clients N]";
-const DEFAULT_DATASET: &str = "/work/shared/datasets/synthea-120";
+/// `../shared/datasets/synthea-120` beside the repository.
+const DEFAULT_DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/synthea-120");
 
 fn main() {
     if let Err(message) = run() {

@@ -1,0 +1,56 @@
+# Shared by run.sh and ingest.sh (sourced, not run): building, a temporary work directory that is
+# removed on exit with every server started in it, and starting servers that print their URL.
+# Expects ROOT, TARGET_DIR and log() to be set by the sourcing script.
+
+die() { log "error: $*"; exit 1; }
+
+# build_release BINARY...: builds the release binaries (unless BENCH_SKIP_BUILD=1) and checks they exist.
+build_release() {
+    if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+        log "building release binaries (CARGO_TARGET_DIR=$TARGET_DIR)"
+        (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p fhirside -p fhirside-bench)
+    fi
+    local bin
+    for bin in "$@"; do [ -x "$TARGET_DIR/release/$bin" ] || die "missing $TARGET_DIR/release/$bin"; done
+}
+
+# make_workdir NAME: a temporary directory in $WORK; servers in $PIDS are stopped and it is removed on exit.
+make_workdir() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+
+SERVER_PID=""
+SERVER_URL=""
+# start_server LOG COMMAND...: runs it in the background, waits for its "FHIR base URL:" line.
+start_server() {
+    local logfile=$1; shift
+    "$@" >"$logfile" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    SERVER_URL=""
+    local _
+    for _ in $(seq 1 300); do
+        SERVER_URL=$(sed -n 's/^FHIR base URL: //p' "$logfile")
+        [ -n "$SERVER_URL" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$logfile" >&2; die "server exited: $*"; }
+        sleep 0.1
+    done
+    die "server did not print its URL within 30 s: $*"
+}
+stop_server() { # stop_server PID
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
