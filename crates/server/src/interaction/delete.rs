@@ -30,9 +30,7 @@ pub(crate) async fn handle(
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?;
-    if id.starts_with('$') || id.starts_with('_') {
-        return Err(FhirError::MethodNotAllowed);
-    }
+    super::writable_id(&id)?;
     call.authorize(DataAction::Delete)?;
     let if_match = call.if_match()?;
     let op = WriteOp::Delete { resource_type: resource_type.to_owned(), id, if_match };

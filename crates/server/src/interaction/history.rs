@@ -49,11 +49,7 @@ pub(crate) async fn handle(state: &AppState, call: Call, scope: HistoryScope) ->
     }
     let outcome = state.store.history(&scope, &query).await?;
     let page = outcome.value;
-    let next = page.next.as_ref().map(|token| {
-        let rest = call.params.encode_without(&["ct"]);
-        let sep = if rest.is_empty() { "" } else { "&" };
-        format!("{}{}?{rest}{sep}ct={token}", crate::context::base_url(), call.path)
-    });
+    let next = page.next.as_deref().map(|token| call.next_link(token));
     let mut bundle = BundleWriter::new("history", &call.self_link(), next.as_deref(), None);
     for version in &page.versions {
         bundle.history_entry(version);

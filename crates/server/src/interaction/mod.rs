@@ -79,6 +79,15 @@ impl Call {
         }
     }
 
+    /// The link to the next page: this request's URL with its continuation token replaced by
+    /// `token` (a `POST …/_search` continues as a GET on the type).
+    pub fn next_link(&self, token: &str) -> String {
+        let rest = self.params.encode_without(&["ct"]);
+        let sep = if rest.is_empty() { "" } else { "&" };
+        let path = self.path.strip_suffix("/_search").unwrap_or(&self.path);
+        format!("{}{path}?{rest}{sep}ct={token}", crate::context::base_url())
+    }
+
     /// `If-Match: W/"3"` as a version number.
     pub fn if_match(&self) -> Result<Option<u64>, FhirError> {
         let Some(value) = self.headers.get(header::IF_MATCH) else { return Ok(None) };
@@ -93,6 +102,16 @@ impl Call {
         negotiate::require_json_body(&self.headers)?;
         let bytes = read_body(self.body, limit).await?;
         parse_resource(&bytes, resource_type)
+    }
+}
+
+/// Refuses an instance-level write whose "id" is a keyword (`_history`, `$validate`, …): those paths
+/// name no resource to update, patch or delete.
+pub(crate) fn writable_id(id: &str) -> Result<(), FhirError> {
+    if id.starts_with('$') || id.starts_with('_') {
+        Err(FhirError::MethodNotAllowed)
+    } else {
+        Ok(())
     }
 }
 

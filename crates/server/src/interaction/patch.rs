@@ -54,9 +54,7 @@ pub(crate) async fn handle(
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?.to_owned();
-    if id.starts_with('$') || id.starts_with('_') {
-        return Err(FhirError::MethodNotAllowed);
-    }
+    super::writable_id(&id)?;
     run(&state, call, resource_type, Target::Instance(id)).await
 }
 

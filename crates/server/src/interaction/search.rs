@@ -101,12 +101,7 @@ async fn search(
     };
     let outcome = state.store.search(resource_type, &query).await?;
     let page = outcome.value;
-    let next = page.next.as_ref().map(|token| {
-        let rest = call.params.encode_without(&["ct"]);
-        let sep = if rest.is_empty() { "" } else { "&" };
-        let path = call.path.strip_suffix("/_search").unwrap_or(&call.path);
-        format!("{}{path}?{rest}{sep}ct={token}", crate::context::base_url())
-    });
+    let next = page.next.as_deref().map(|token| call.next_link(token));
     let includes = includes(state, &call.params, resource_type, &page.versions).await?;
     let mut bundle = BundleWriter::new("searchset", &call.self_link(), next.as_deref(), page.total);
     let elements = elements(resource_type, &call.params)?;

@@ -30,9 +30,7 @@ pub(crate) async fn handle(
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?;
-    if id.starts_with('$') || id.starts_with('_') {
-        return Err(FhirError::MethodNotAllowed);
-    }
+    super::writable_id(&id)?;
     call.authorize(DataAction::Write)?;
     let format = call.format()?;
     let prefer = call.prefer()?;

@@ -22,9 +22,8 @@ pub(super) async fn run(
     state: &AppState,
     entries: Vec<Result<Entry, FhirError>>,
 ) -> Result<(Results, Cost), FhirError> {
-    let entries: Vec<Entry> = entries.into_iter().collect::<Result<_, _>>()?;
+    let mut entries: Vec<Entry> = entries.into_iter().collect::<Result<_, _>>()?;
     reject_duplicates(&entries)?;
-    let mut entries = entries;
     let new_ids: Vec<String> = entries.iter().map(|_| crate::ids::new_id()).collect();
     let mut refs = known_full_urls(&entries, &new_ids);
     prepare::prepare(state, &mut entries, &mut refs).await;
