@@ -13,7 +13,8 @@ if [ ! -f ../shared/fhir-r4/examples.tar.gz ]; then
   echo "error: ../shared/fhir-r4/examples.tar.gz not found; the tests need ../shared beside the repository" >&2
   exit 1
 fi
-command -v tar >/dev/null || { apt-get update && apt-get install -y tar; }
+# python3: tools/search-expectations/expect.py computes the Synthea search expectations.
+command -v tar >/dev/null && command -v python3 >/dev/null || { apt-get update && apt-get install -y tar python3; }
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
 echo "== cargo fmt --check"

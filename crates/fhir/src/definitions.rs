@@ -67,6 +67,9 @@ pub struct ElementDef {
     pub min: u32,
     /// `"1"`, `"*"`, `"0"` (the spec uses no other values in R4's base definitions).
     pub max: String,
+    /// Part of the summary view (`_summary=true`).
+    #[serde(default)]
+    pub summary: bool,
     /// Allowed types; empty for elements defined by `content_reference`.
     #[serde(default, rename = "type")]
     pub types: Vec<TypeRef>,

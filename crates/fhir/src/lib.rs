@@ -21,6 +21,8 @@ mod definitions;
 pub mod fhirpath;
 pub mod index;
 mod search_param;
+pub mod terminology;
+pub mod ucum;
 pub mod validate;
 
 pub use definitions::{definitions, Definitions, ElementDef, StructureKind, TypeDef, TypeRef};

@@ -59,6 +59,8 @@ pub fn run(settings: Settings) -> Result<(), String> {
         drop(out);
 
         let state = AppState::new(settings.server, store.clone());
+        // Custom search parameters, and a reindex if the stored index was built with others.
+        fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;
         store.close();
         println!("stopped");

@@ -64,6 +64,7 @@ pub(crate) fn authenticate(state: &AppState, _headers: &HeaderMap) -> Result<Pri
                 DataAction::Write,
                 DataAction::Delete,
                 DataAction::ResourceValidate,
+                DataAction::Reindex,
             ]),
             object_id: String::new(),
         }),

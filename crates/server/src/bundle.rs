@@ -18,6 +18,17 @@ pub(crate) struct BundleWriter {
 impl BundleWriter {
     /// Starts a Bundle of `kind` (`searchset`, `history`) with its `self` and optional `next` links.
     pub fn new(kind: &str, self_link: &str, next_link: Option<&str>, total: Option<u64>) -> BundleWriter {
+        Self::paged(kind, self_link, None, next_link, total)
+    }
+
+    /// Starts a Bundle with `self`, `previous` and `next` links.
+    pub fn paged(
+        kind: &str,
+        self_link: &str,
+        previous_link: Option<&str>,
+        next_link: Option<&str>,
+        total: Option<u64>,
+    ) -> BundleWriter {
         let mut buf = Self::head(kind);
         if let Some(total) = total {
             buf.extend_from_slice(format!(",\"total\":{total}").as_bytes());
@@ -25,10 +36,14 @@ impl BundleWriter {
         buf.extend_from_slice(br#","link":[{"relation":"self","url":"#);
         push_string(&mut buf, self_link);
         buf.push(b'}');
-        if let Some(next) = next_link {
-            buf.extend_from_slice(br#",{"relation":"next","url":"#);
-            push_string(&mut buf, next);
-            buf.push(b'}');
+        for (relation, link) in [("previous", previous_link), ("next", next_link)] {
+            if let Some(link) = link {
+                buf.extend_from_slice(br#",{"relation":""#);
+                buf.extend_from_slice(relation.as_bytes());
+                buf.extend_from_slice(br#"","url":"#);
+                push_string(&mut buf, link);
+                buf.push(b'}');
+            }
         }
         buf.push(b']');
         Self::with_entries(buf)
@@ -112,16 +127,17 @@ impl BundleWriter {
         self.buf.extend_from_slice(b"\"}}");
     }
 
-    /// A `searchset` entry holding only some of the resource's elements (`_elements`): `resourceType`,
-    /// `id`, `meta` and the named top-level elements, marked `SUBSETTED` as the spec requires.
-    pub fn subsetted_entry(&mut self, v: &StoredVersion, mode: &str, elements: &[String]) {
+    /// A `searchset` entry holding only the top-level elements `keep` accepts (`_elements`,
+    /// `_summary`; it is asked without the `_` of a primitive's extension property), marked
+    /// `SUBSETTED` as the spec requires.
+    pub fn subsetted_entry(&mut self, v: &StoredVersion, mode: &str, keep: &dyn Fn(&str) -> bool) {
         let Ok(serde_json::Value::Object(resource)) = serde_json::from_slice::<serde_json::Value>(&v.body) else {
             return self.search_entry(v, mode);
         };
         let mut kept = serde_json::Map::new();
         for (key, value) in resource {
             let base = key.strip_prefix('_').unwrap_or(&key);
-            if matches!(base, "resourceType" | "id" | "meta") || elements.iter().any(|e| e == base) {
+            if keep(base) {
                 kept.insert(key, value);
             }
         }

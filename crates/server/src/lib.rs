@@ -27,6 +27,7 @@ mod negotiate;
 mod params;
 mod patching;
 mod response;
+pub mod search_params;
 pub mod tls;
 
 pub use config::{AuthMode, ServerConfig};
@@ -43,13 +44,16 @@ pub struct AppState {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) store: Arc<dyn ResourceStore>,
     /// The CapabilityStatement, built once: it depends only on the definitions and configuration.
-    pub(crate) capability_statement: Arc<bytes::Bytes>,
+    pub(crate) capability_statement: Arc<interaction::capabilities::Cached>,
+    pub(crate) reindexer: Arc<search_params::Reindexer>,
 }
 
 impl AppState {
     pub fn new(config: ServerConfig, store: Arc<dyn ResourceStore>) -> AppState {
-        let capability_statement = Arc::new(interaction::capabilities::build(&config));
-        AppState { config: Arc::new(config), store, capability_statement }
+        let indexer = search_params::current();
+        let statement = interaction::capabilities::build(&config, &indexer);
+        let capability_statement = Arc::new(std::sync::RwLock::new((indexer.fingerprint().to_owned(), statement)));
+        AppState { config: Arc::new(config), store, capability_statement, reindexer: Default::default() }
     }
 }
 
@@ -74,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{segment}/{id}/{op}", get(instance::get_sub).post(instance::post_sub))
         .route("/{segment}/{id}/_history/{vid}", get(vread::handle))
+        .route("/{segment}/{id}/{op}/{sub}", axum::routing::post(instance::post_compartment_search))
         .fallback(fallback::route_not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::middleware))

@@ -16,17 +16,23 @@
 //! SQLite backend funnels writes to one writer thread that commits them in groups (one fsync for many
 //! requests); reads run on a small pool of read-only connections against the WAL.
 
+mod index;
 mod meta;
-
-pub use meta::Unstamped;
 mod model;
 mod query;
 mod sqlite;
 
+pub use index::{
+    CanonicalQuantity, CompartmentEntry, DateEntry, IndexEntries, NumberEntry, QuantityEntry, ReferenceEntry,
+    StringEntry, TextEntry, TokenEntry, UriEntry,
+};
+pub use meta::Unstamped;
+
 pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 pub use query::{
-    Clause, CompartmentEntry, DateEntry, DatePrefix, DateRange, EverythingQuery, HistoryQuery, HistoryScope,
-    IncludeQuery, IndexEntries, Page, ReferenceEntry, ReferenceValue, SearchQuery, TokenEntry, TokenSystem, TokenValue,
+    Clause, Cursor, DateRange, EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, KeyValue, NumberRange, Page,
+    Prefix, QuantityValue, ReferenceValue, SearchQuery, SortBy, SortKey, StringMatch, TokenSystem, TokenValue,
+    UriMatch, Value, ValueKind,
 };
 pub use sqlite::{SqliteConfig, SqliteStore};
 
@@ -41,13 +47,8 @@ pub type TransactionWork = Box<dyn FnOnce(&mut dyn Transaction) -> Result<(), St
 
 /// What work inside a transaction can do. Reads see the transaction's own earlier writes.
 pub trait Transaction {
-    /// Up to `limit` current, non-deleted matches of `query` (its `count` and `cursor` are ignored).
-    fn search(
-        &mut self,
-        resource_type: &str,
-        query: &SearchQuery,
-        limit: u32,
-    ) -> Result<Vec<StoredVersion>, StoreError>;
+    /// Up to `limit` current, non-deleted matches of `query` (its `count` is ignored).
+    fn search(&mut self, query: &SearchQuery, limit: u32) -> Result<Vec<StoredVersion>, StoreError>;
     /// The current version (possibly a deletion marker).
     fn read(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError>;
     /// One specific version.
@@ -97,6 +98,18 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// Current, non-deleted resources that `_include` or `_revinclude` adds to a page of matches.
     fn include<'a>(&'a self, query: &'a IncludeQuery) -> StoreFuture<'a, Vec<StoredVersion>>;
 
-    /// Current, non-deleted resources of one type matching every clause of `query`.
-    fn search<'a>(&'a self, resource_type: &'a str, query: &'a SearchQuery) -> StoreFuture<'a, Page>;
+    /// Current, non-deleted resources of `query.types` (every type if empty) matching every clause.
+    fn search<'a>(&'a self, query: &'a SearchQuery) -> StoreFuture<'a, Page>;
+
+    /// Up to `limit` current, non-deleted versions with a row id after `after`, in row id order,
+    /// each with its row id: what a reindex walks through.
+    fn live_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, StoredVersion)>>;
+
+    /// Replaces the index rows of the given versions (by row id) if they are still current.
+    fn reindex(&self, rows: Vec<(i64, IndexEntries)>) -> StoreFuture<'_, ()>;
+
+    /// A stored setting of the server (such as the fingerprint of the indexed search parameters).
+    fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    fn set_setting(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
 }

@@ -4,7 +4,8 @@
 use crate::meta::Unstamped;
 use bytes::Bytes;
 
-use crate::query::{IndexEntries, SearchQuery};
+use crate::index::IndexEntries;
+use crate::query::SearchQuery;
 
 /// How a version came to be; history bundles report it as `entry.request.method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,85 +6,109 @@
 
 use crate::model::StoredVersion;
 
-/// Search index rows for one resource version.
-#[derive(Debug, Default, Clone)]
-pub struct IndexEntries {
-    pub tokens: Vec<TokenEntry>,
-    pub dates: Vec<DateEntry>,
-    pub references: Vec<ReferenceEntry>,
-    pub compartments: Vec<CompartmentEntry>,
-}
-
-impl IndexEntries {
-    pub fn len(&self) -> usize {
-        self.tokens.len() + self.dates.len() + self.references.len() + self.compartments.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A date parameter's value: the interval `[low, high)` in microseconds (UTC) it covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DateEntry {
-    pub param: String,
-    pub low: i64,
-    pub high: i64,
-}
-
-/// A reference parameter's value: a local `Type/id` and/or an absolute or canonical URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReferenceEntry {
-    pub param: String,
-    pub target_type: Option<String>,
-    pub target_id: Option<String>,
-    pub url: Option<String>,
-}
-
-/// Membership of a compartment, e.g. (`Patient`, `123`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompartmentEntry {
-    pub compartment: String,
-    pub id: String,
-}
-
-/// A token value (`system|code`) of one search parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenEntry {
-    pub param: String,
-    pub system: Option<String>,
-    pub code: String,
-}
-
-/// A conjunction of clauses over current, non-deleted resources of one type.
+/// A conjunction of clauses over current, non-deleted resources of some types.
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
+    /// The resource types searched; every type when empty (system-level search).
+    pub types: Vec<String>,
     pub clauses: Vec<Clause>,
+    /// Sort keys, most significant first; the row id breaks ties, so the order is total.
+    pub sort: Vec<SortKey>,
     /// Page size.
     pub count: u32,
-    /// Continue after this position (an opaque token decoded by [`Page::decode_cursor`]).
-    pub cursor: Option<i64>,
+    /// Continue from this position (decoded by [`Cursor::decode`]).
+    pub cursor: Option<Cursor>,
     /// Also count every match (`_total=accurate`), regardless of paging.
     pub total: bool,
 }
 
-/// One search criterion; the values inside a clause are OR-ed.
+/// One search criterion. The values inside a clause are OR-ed; clauses are AND-ed.
 #[derive(Debug, Clone)]
 pub enum Clause {
     /// `_id`
     Id(Vec<String>),
     /// `_lastUpdated`
     LastUpdated(Vec<DateRange>),
-    /// A token parameter such as `identifier`.
-    Token { param: String, values: Vec<TokenValue> },
-    /// A date parameter such as `birthdate`: each value's range compared with the stored ranges.
-    Date { param: String, values: Vec<DateRange> },
-    /// A reference parameter such as `subject`: local targets (`Patient/1`, or an id of any type)
-    /// or absolute URLs.
-    Reference { param: String, values: Vec<ReferenceValue> },
+    /// Rows of the parameter `param` matching any of `values` (all values of one [`Value`] kind).
+    Match { param: String, values: Vec<Value> },
+    /// A composite parameter: any of `values`, each a list of component matches that must hold on
+    /// the same element (component `i` is stored as `{param}${i}`).
+    Composite { param: String, values: Vec<Vec<Value>> },
+    /// `:missing`: whether the resource has no (`true`) or some (`false`) value of `param`.
+    Missing { param: String, kind: ValueKind, missing: bool },
+    /// The negation of a clause (`:not`, `:not-in`).
+    Not(Box<Clause>),
+    /// Chaining (`subject:Patient.name=x`): the reference parameter `param` points at a resource of
+    /// one of `target_types` that matches every clause of `clauses`.
+    Chain { param: String, target_types: Vec<String>, clauses: Vec<Clause> },
+    /// Reverse chaining (`_has:Observation:patient:code=x`): some resource of `source_type` whose
+    /// reference parameter `param` points at this resource matches every clause of `clauses`.
+    Has { source_type: String, param: String, clauses: Vec<Clause> },
     /// Membership of a compartment (`GET /Patient/1/Observation`).
     Compartment { compartment: String, id: String },
+    /// `_text` (`narrative`) or `_content`: every word of `words` (lower case) occurs.
+    Text { narrative: bool, words: Vec<String> },
+    /// Any of several clauses.
+    Any(Vec<Clause>),
+}
+
+/// One value a [`Clause::Match`] compares rows with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Token(TokenValue),
+    Date(DateRange),
+    Reference(ReferenceValue),
+    String { value: String, matching: StringMatch },
+    Number(NumberRange),
+    Quantity(QuantityValue),
+    Uri { value: String, matching: UriMatch },
+}
+
+/// Which index a parameter's values live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Token,
+    Date,
+    Reference,
+    String,
+    Number,
+    Quantity,
+    Uri,
+}
+
+impl Value {
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            Value::Token(_) => ValueKind::Token,
+            Value::Date(_) => ValueKind::Date,
+            Value::Reference(_) => ValueKind::Reference,
+            Value::String { .. } => ValueKind::String,
+            Value::Number(_) => ValueKind::Number,
+            Value::Quantity(_) => ValueKind::Quantity,
+            Value::Uri { .. } => ValueKind::Uri,
+        }
+    }
+}
+
+/// How a string search value matches a normalised stored value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringMatch {
+    /// The default: the stored value starts with the (normalised) search value.
+    StartsWith,
+    /// `:exact`: the value as written equals the search value.
+    Exact,
+    /// `:contains`: the stored value contains the (normalised) search value.
+    Contains,
+}
+
+/// How a uri search value matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriMatch {
+    Exact,
+    /// `:below`: the stored uri starts with the search value.
+    Below,
+    /// `:above`: the search value starts with the stored uri.
+    Above,
 }
 
 /// A reference search value.
@@ -117,13 +141,35 @@ pub enum TokenSystem {
 /// search value of some precision denotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DateRange {
-    pub prefix: DatePrefix,
+    pub prefix: Prefix,
     pub low: i64,
     pub high: i64,
 }
 
+/// A number comparison: `prefix` with the search value `value` and the range `[low, high)` its
+/// precision denotes (`100` is `[99.5, 100.5)`); `ap` uses `[low, high)` widened by 10 %.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumberRange {
+    pub prefix: Prefix,
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// A quantity search value: the number, and the unit it must have (`system|code`, or `||code`
+/// matched against code or unit). When the unit is UCUM and convertible, `canonical` is the same
+/// comparison in canonical units, and stored quantities are compared in those.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantityValue {
+    pub number: NumberRange,
+    pub system: Option<String>,
+    pub code: Option<String>,
+    pub canonical: Option<(String, NumberRange)>,
+}
+
+/// Search prefixes (<https://hl7.org/fhir/R4/search.html#prefix>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatePrefix {
+pub enum Prefix {
     Eq,
     Ne,
     Gt,
@@ -132,6 +178,94 @@ pub enum DatePrefix {
     Le,
     Sa,
     Eb,
+    Ap,
+}
+
+/// One `_sort` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub by: SortBy,
+    pub descending: bool,
+}
+
+/// What a sort key orders by: a resource column or a parameter's indexed values (the smallest for
+/// an ascending sort, the largest for a descending one; resources without a value come last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortBy {
+    Id,
+    LastUpdated,
+    Param { param: String, kind: ValueKind },
+}
+
+/// A position in a sorted result: the sort key values and row id of a resource, and whether the
+/// page wanted lies after it (`next`) or before it (`previous`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub keys: Vec<KeyValue>,
+    pub rid: i64,
+    pub backward: bool,
+}
+
+/// A sort key value of one resource.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl Cursor {
+    /// An opaque token: `n` (next) or `p` (previous), the row id, then each key, hex-encoded so the
+    /// token is URL-safe whatever the keys hold.
+    pub fn encode(&self) -> String {
+        let mut plain = format!("{}{:x}", if self.backward { 'p' } else { 'n' }, self.rid);
+        for key in &self.keys {
+            plain.push('~');
+            match key {
+                KeyValue::Null => plain.push('z'),
+                KeyValue::Integer(i) => plain.push_str(&format!("i{i}")),
+                KeyValue::Real(f) => plain.push_str(&format!("r{:x}", f.to_bits())),
+                KeyValue::Text(t) => {
+                    plain.push('t');
+                    for byte in t.bytes() {
+                        plain.push_str(&format!("{byte:02x}"));
+                    }
+                }
+            }
+        }
+        plain
+    }
+
+    pub fn decode(token: &str) -> Option<Cursor> {
+        let mut parts = token.split('~');
+        let head = parts.next()?;
+        let backward = match head.as_bytes().first()? {
+            b'n' => false,
+            b'p' => true,
+            _ => return None,
+        };
+        let rid = i64::from_str_radix(&head[1..], 16).ok()?;
+        let keys = parts
+            .map(|part| {
+                let (tag, rest) = part.split_at_checked(1)?;
+                Some(match tag {
+                    "z" if rest.is_empty() => KeyValue::Null,
+                    "i" => KeyValue::Integer(rest.parse().ok()?),
+                    "r" => KeyValue::Real(f64::from_bits(u64::from_str_radix(rest, 16).ok()?)),
+                    "t" => {
+                        let bytes = (0..rest.len())
+                            .step_by(2)
+                            .map(|i| u8::from_str_radix(rest.get(i..i + 2)?, 16).ok())
+                            .collect::<Option<Vec<u8>>>()?;
+                        KeyValue::Text(String::from_utf8(bytes).ok()?)
+                    }
+                    _ => return None,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Cursor { keys, rid, backward })
+    }
 }
 
 /// `_include` / `_revinclude` for one page of matches.
@@ -187,6 +321,8 @@ pub struct Page {
     pub versions: Vec<StoredVersion>,
     /// Opaque continuation token for the next page, if any.
     pub next: Option<String>,
+    /// Opaque continuation token for the previous page, if any (search only).
+    pub previous: Option<String>,
     /// The number of matches, when the query asked for it.
     pub total: Option<u64>,
 }

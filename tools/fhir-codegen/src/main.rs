@@ -23,7 +23,7 @@
 //!   spec's regex for the value (informative; the runtime checks formats with hand-written code).
 //! - `types`: every StructureDefinition of kind primitive-type, complex-type and resource that is a
 //!   specialization (constraint profiles such as SimpleQuantity and logical models are skipped: elements refer
-//!   to their base type), with its snapshot elements reduced to path (relative to the type), min, max, type
+//!   to their base type), with its snapshot elements reduced to path (relative to the type), min, max, isSummary (as `summary`), type
 //!   codes (with target type names for Reference/canonical), contentReference and, for `code` elements with a
 //!   required binding, the ValueSet url when its expansion is vendored. FHIRPath `System.*` type codes are
 //!   replaced by the FHIR type named in the `structuredefinition-fhir-type` extension, except that a
@@ -32,6 +32,9 @@
 //!   complete and at most [`MAX_VALUESET_CODES`] codes long.
 //! - `searchParams`: all SearchParameters, sorted by url.
 //! - `compartments`: the five CompartmentDefinitions as compartment → resource type → param codes.
+
+mod terminology;
+mod ucum;
 
 use flate2::read::GzDecoder;
 use serde_json::{json, Map, Value};
@@ -111,6 +114,8 @@ fn run(source: &Path, out_dir: &Path) -> Result<(), String> {
         search_params.len(),
         compartments.len()
     );
+    ucum::generate(&source.parent().unwrap_or(source).join("ucum"), out_dir)?;
+    terminology::generate(source, out_dir)?;
     Ok(())
 }
 
@@ -200,6 +205,9 @@ fn reduce_elements(
             reduced.insert("min".into(), json!(min));
         }
         reduced.insert("max".into(), json!(str_of(element, "max")));
+        if element["isSummary"] == true {
+            reduced.insert("summary".into(), json!(true));
+        }
         let types: Vec<Value> = element["type"]
             .as_array()
             .map(|ts| ts.iter().map(|t| reduce_type(t, is_resource && path == "id")).collect())

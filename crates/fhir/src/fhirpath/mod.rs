@@ -194,6 +194,20 @@ pub fn evaluate<'a>(expr: &Expression, resource: &'a Value, ctx: &Context<'a>) -
     ev.eval(&expr.root, &frame)
 }
 
+/// Evaluates `expr` with `this` (an element of `resource`) as `$this`: how a composite search
+/// parameter's component expressions run on each element its own expression selected.
+pub fn evaluate_on<'a>(
+    expr: &Expression,
+    this: Item<'a>,
+    resource: &'a Value,
+    ctx: &Context<'a>,
+) -> Result<Vec<Item<'a>>, EvalError> {
+    let root = [this];
+    let ev = eval::Eval { ctx, resource, now: Cell::new(None) };
+    let frame = eval::Frame { this: &root, index: None, total: None };
+    ev.eval(&expr.root, &frame)
+}
+
 /// One step of a path from a resource's root to an element: a JSON property and, for arrays, the index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {

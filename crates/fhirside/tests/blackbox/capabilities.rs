@@ -15,28 +15,42 @@ fn capability_statement_is_accurate_and_valid() {
     assert_eq!(patient["versioning"], "versioned-update");
     let params: Vec<&str> =
         patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    // Exactly the parameters that work: the resource columns, then every indexed token, date and
-    // reference parameter of the type.
+    // Exactly the parameters that work: the resource columns and server-evaluated ones, then every
+    // R4 parameter of the type (all indexed) except `_query`, which names a custom query.
     assert_eq!(
         params,
         [
             "_id",
             "_lastUpdated",
+            "_text",
+            "_content",
+            "_list",
+            "_profile",
             "_security",
+            "_source",
             "_tag",
             "active",
+            "address",
+            "address-city",
+            "address-country",
+            "address-postalcode",
+            "address-state",
             "address-use",
             "birthdate",
             "death-date",
             "deceased",
             "email",
+            "family",
             "gender",
             "general-practitioner",
+            "given",
             "identifier",
             "language",
             "link",
+            "name",
             "organization",
             "phone",
+            "phonetic",
             "telecom"
         ]
     );

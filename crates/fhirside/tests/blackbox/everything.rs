@@ -151,7 +151,7 @@ fn totals_summary_count_and_includes() {
         assert!(counted.get("entry").is_none(), "{path}");
     }
     server.get("/Observation?_total=maybe").expect(400);
-    server.get("/Observation?_summary=true").expect(400);
+    server.get("/Observation?_summary=maybe").expect(400);
 
     let modes = |bundle: &Value| -> Vec<(String, String)> {
         bundle["entry"]

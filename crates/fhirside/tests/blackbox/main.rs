@@ -17,6 +17,8 @@ mod history;
 mod negotiation;
 mod patch;
 mod search;
+mod search_types;
 mod startup;
 mod synthea;
+mod synthea_search;
 mod validate;

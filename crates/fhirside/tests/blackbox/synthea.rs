@@ -140,4 +140,7 @@ fn synthea_120_loads_completely_with_resolved_references() {
     assert!(all_references.len() > 100_000, "{} references", all_references.len());
     let unresolved: Vec<&&str> = all_references.iter().filter(|r| !stored.contains(**r)).take(10).collect();
     assert!(unresolved.is_empty(), "references that resolve to nothing: {unresolved:?}");
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/synthea-120");
+    crate::synthea_search::check_searches(&mut client, &dir);
 }

@@ -1,8 +1,9 @@
 //! capabilities: `GET /metadata` (<https://hl7.org/fhir/R4/http.html#capabilities>).
 //!
 //! The CapabilityStatement is derived from what the code actually supports — every R4 resource
-//! type with the interactions this server implements and the search parameters it indexes — and
-//! built once at start-up. It never requires authentication.
+//! type with the interactions this server implements and the search parameters it indexes (custom
+//! SearchParameters included) — and built again only when the parameters in force change. It never
+//! requires authentication.
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -20,21 +21,46 @@ use super::Call;
 const INTERACTIONS: &[&str] =
     &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
 
-/// Search parameters every type supports, beside its indexed token and reference parameters.
+/// Search parameters every type supports beside its indexed ones: columns of the resource and the
+/// parameters the server evaluates itself.
 const COMMON_SEARCH: &[(&str, &str, &str)] = &[
     ("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id"),
     ("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
+    ("_text", "string", "http://hl7.org/fhir/SearchParameter/DomainResource-text"),
+    ("_content", "string", "http://hl7.org/fhir/SearchParameter/Resource-content"),
+    ("_list", "token", "http://hl7.org/fhir/SearchParameter/Resource-list"),
 ];
+
+/// The statement and the fingerprint of the search parameters it was built with.
+pub(crate) type Cached = std::sync::RwLock<(String, bytes::Bytes)>;
 
 pub(crate) async fn handle(State(state): State<AppState>, request: Request) -> Result<Response, FhirError> {
     let call = Call::new(request);
     let format = call.format()?;
-    crate::response::document(StatusCode::OK, (*state.capability_statement).clone(), format, Cost::default())
+    let indexer = crate::search_params::current();
+    let cached = state.capability_statement.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let body = if cached.0 == indexer.fingerprint() {
+        cached.1
+    } else {
+        let body = build(&state.config, &indexer);
+        *state.capability_statement.write().unwrap_or_else(|e| e.into_inner()) =
+            (indexer.fingerprint().to_owned(), body.clone());
+        body
+    };
+    crate::response::document(StatusCode::OK, body, format, Cost::default())
 }
 
-pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
+pub(crate) fn build(config: &ServerConfig, indexer: &fhir::index::Indexer) -> bytes::Bytes {
     let definitions = fhir::definitions();
     let interactions: Vec<Value> = INTERACTIONS.iter().map(|code| json!({"code": code})).collect();
+    let mut references: Vec<(&str, String, Vec<String>)> = Vec::new();
+    for source in definitions.resource_types() {
+        for p in indexer.search_params(source) {
+            if p.kind == fhir::SearchParamType::Reference && indexer.is_indexed(source, &p.code) {
+                references.push((source, p.code.clone(), p.target.clone()));
+            }
+        }
+    }
     let resources: Vec<Value> = definitions
         .resource_types()
         .iter()
@@ -44,12 +70,19 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
                 .map(|(name, kind, url)| json!({"name": name, "definition": url, "type": kind}))
                 .collect();
             let mut includes = vec![json!("*")];
-            for p in definitions.search_params(t) {
-                if fhir::index::is_indexed(t, &p.code) {
+            let mut revincludes = vec![json!("*")];
+            for p in indexer.search_params(t) {
+                if indexer.is_indexed(t, &p.code) {
                     search.push(json!({"name": p.code, "definition": p.url, "type": p.kind.as_str()}));
                     if p.kind == fhir::SearchParamType::Reference {
                         includes.push(json!(format!("{t}:{}", p.code)));
                     }
+                }
+            }
+            // Every reference parameter of any type that can point at this one.
+            for (source, code, targets) in &references {
+                if targets.is_empty() || targets.iter().any(|target| target == t) {
+                    revincludes.push(json!(format!("{source}:{code}")));
                 }
             }
             let mut operations = vec![json!({"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"})];
@@ -68,6 +101,7 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
                 "conditionalUpdate": true,
                 "conditionalDelete": "multiple",
                 "searchInclude": includes,
+                "searchRevInclude": revincludes,
                 "searchParam": search,
                 "operation": operations,
             })
@@ -86,8 +120,12 @@ pub(crate) fn build(config: &ServerConfig) -> bytes::Bytes {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-            "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
+            "searchParam": COMMON_SEARCH.iter().map(|(name, kind, url)| json!({"name": name, "definition": url, "type": kind})).collect::<Vec<_>>(),
+            "operation": [
+                {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                {"name": "reindex", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-reindex"},
+            ],
         }],
     });
     if let Some(base) = &config.base_url {

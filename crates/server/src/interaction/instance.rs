@@ -9,7 +9,6 @@ use axum::response::Response;
 use fhirside_store::HistoryScope;
 
 use crate::error::FhirError;
-use crate::params::Params;
 use crate::AppState;
 
 use super::{everything, history, read, resource_type, search, validate, Call};
@@ -40,10 +39,7 @@ pub(crate) async fn post(
     match id.as_str() {
         "$validate" => validate::handle(&state, call, resource_type, None).await,
         "_search" => {
-            // Parameters may come in the form body as well as the URL; both apply.
-            let form = super::read_body(std::mem::take(&mut call.body), state.config.max_body_bytes).await?;
-            let form = std::str::from_utf8(&form).map_err(|_| FhirError::bad_request("The form body is not UTF-8."))?;
-            call.params.0.extend(Params::parse(Some(form)).0);
+            super::merge_form_body(&state, &mut call).await?;
             search::handle(&state, call, resource_type).await
         }
         s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
@@ -57,6 +53,9 @@ pub(crate) async fn get_sub(
     request: Request,
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
+    if (segment.as_str(), id.as_str()) == ("_operations", "reindex") {
+        return super::reindex::status(&state, call, &op).await;
+    }
     let resource_type = resource_type(&segment)?;
     match op.as_str() {
         "_history" => history::handle(&state, call, HistoryScope::Instance(resource_type.to_owned(), id)).await,
@@ -79,4 +78,19 @@ pub(crate) async fn post_sub(
         "$validate" => validate::handle(&state, call, resource_type, Some(&id)).await,
         _ => Err(FhirError::RouteNotFound),
     }
+}
+
+/// `POST /{compartment}/{id}/{type}/_search`: compartment search with a form body.
+pub(crate) async fn post_compartment_search(
+    State(state): State<AppState>,
+    Segments((segment, id, target, sub)): Segments<(String, String, String, String)>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let mut call = Call::new(request);
+    let compartment = resource_type(&segment)?;
+    if sub != "_search" || !fhir::definitions().is_resource_type(&target) {
+        return Err(FhirError::RouteNotFound);
+    }
+    super::merge_form_body(&state, &mut call).await?;
+    search::in_compartment(&state, call, compartment, &id, &target).await
 }

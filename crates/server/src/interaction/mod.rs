@@ -14,6 +14,7 @@ pub(crate) mod history;
 pub(crate) mod instance;
 pub(crate) mod patch;
 pub(crate) mod read;
+pub(crate) mod reindex;
 pub(crate) mod search;
 pub(crate) mod system;
 pub(crate) mod type_level;
@@ -196,6 +197,14 @@ pub(crate) fn page_size(params: &Params, default: u32, max: u32) -> Result<u32, 
             Ok(n.clamp(1, u64::from(max)) as u32)
         }
     }
+}
+
+/// `POST …/_search`: parameters may come in the form body as well as the URL; both apply.
+pub(crate) async fn merge_form_body(state: &crate::AppState, call: &mut Call) -> Result<(), FhirError> {
+    let form = read_body(std::mem::take(&mut call.body), state.config.max_body_bytes).await?;
+    let form = std::str::from_utf8(&form).map_err(|_| FhirError::bad_request("The form body is not UTF-8."))?;
+    call.params.0.extend(Params::parse(Some(form)).0);
+    Ok(())
 }
 
 /// Runs `work` in one store transaction and hands back its result. The work is queued before this

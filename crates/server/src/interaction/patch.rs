@@ -121,7 +121,7 @@ pub(crate) fn patch_in(
         Target::Instance(id) => tx
             .read(resource_type, &id)?
             .ok_or_else(|| FhirError::NotFound { resource_type: resource_type.to_owned(), id: id.clone() })?,
-        Target::Search(query) => match tx.search(resource_type, &query, 2)?.as_slice() {
+        Target::Search(query) => match tx.search(&query, 2)?.as_slice() {
             [one] => one.clone(),
             [] => {
                 return Err(FhirError::NoMatch(format!("No {resource_type} matches the conditional patch's criteria.")))

@@ -1,7 +1,7 @@
 //! `GET /` and `POST /`: the system-level endpoint.
 //!
-//! `POST /` takes batch and transaction Bundles ([`super::bundle`]). System-level search
-//! (`GET /?_type=…`) is not implemented yet and answers a clear `OperationOutcome`.
+//! `GET /?…` is system-level search ([`super::search::system`]); `POST /` takes batch and
+//! transaction Bundles ([`super::bundle`]).
 
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -11,12 +11,8 @@ use crate::AppState;
 
 use super::Call;
 
-pub(crate) async fn get(_request: Request) -> FhirError {
-    FhirError::BadRequest {
-        code: "not-supported",
-        diagnostics: "System-level search is not supported yet; search one resource type at a time.".into(),
-        expression: None,
-    }
+pub(crate) async fn get(State(state): State<AppState>, request: Request) -> Result<Response, FhirError> {
+    super::search::system(&state, Call::new(request)).await
 }
 
 pub(crate) async fn post(State(state): State<AppState>, request: Request) -> Result<Response, FhirError> {

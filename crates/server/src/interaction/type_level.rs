@@ -10,7 +10,7 @@ use fhirside_store::HistoryScope;
 use crate::error::FhirError;
 use crate::AppState;
 
-use super::{create, history, resource_type, search, Call};
+use super::{create, history, reindex, resource_type, search, Call};
 
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -30,8 +30,13 @@ pub(crate) async fn post(
     Segments(segment): Segments<String>,
     request: Request,
 ) -> Result<Response, FhirError> {
-    let call = Call::new(request);
+    let mut call = Call::new(request);
     match segment.as_str() {
+        "$reindex" => reindex::start(&state, call).await,
+        "_search" => {
+            super::merge_form_body(&state, &mut call).await?;
+            search::system(&state, call).await
+        }
         s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
         s => create::handle(&state, call, resource_type(s)?).await,
     }

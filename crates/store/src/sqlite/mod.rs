@@ -18,6 +18,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::index::IndexEntries;
 use crate::model::{StoreError, WriteOp, WriteResult};
 use crate::query::{HistoryQuery, HistoryScope, Page, SearchQuery};
 use crate::{Outcome, ResourceStore, StoreFuture, StoredVersion};
@@ -188,11 +189,45 @@ impl ResourceStore for SqliteStore {
         Box::pin(std::future::ready(result))
     }
 
-    fn search<'a>(&'a self, resource_type: &'a str, query: &'a SearchQuery) -> StoreFuture<'a, Page> {
+    fn search<'a>(&'a self, query: &'a SearchQuery) -> StoreFuture<'a, Page> {
         let result = self.with_reader(|conn| {
-            let (page, cost) = read::search(conn, resource_type, query)?;
+            let (page, cost) = read::search(conn, query)?;
             Ok(Outcome { value: page, cost })
         });
         Box::pin(std::future::ready(result))
+    }
+
+    fn live_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, StoredVersion)>> {
+        let result = self.with_reader(|conn| {
+            let rows = read::live_after(conn, after, limit)?;
+            let cost = read::cost_of(&rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+            Ok(Outcome { value: rows, cost })
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn reindex(&self, rows: Vec<(i64, IndexEntries)>) -> StoreFuture<'_, ()> {
+        self.maintain(writer::Maintenance::Reindex(rows))
+    }
+
+    fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>> {
+        let result =
+            self.with_reader(|conn| Ok(Outcome { value: read::setting(conn, key)?, cost: Default::default() }));
+        Box::pin(std::future::ready(result))
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> StoreFuture<'_, ()> {
+        self.maintain(writer::Maintenance::SetSetting { key: key.to_owned(), value: value.to_owned() })
+    }
+}
+
+impl SqliteStore {
+    fn maintain(&self, work: writer::Maintenance) -> StoreFuture<'_, ()> {
+        let (reply, receive) = tokio::sync::oneshot::channel();
+        let queued = self.submit(writer::Job::Maintain { work, reply });
+        Box::pin(async move {
+            queued?;
+            receive.await.map_err(|_| StoreError::Unavailable)?
+        })
     }
 }

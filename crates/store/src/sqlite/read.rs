@@ -6,7 +6,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
-use crate::query::{HistoryQuery, HistoryScope, Page, SearchQuery};
+use crate::query::{Cursor, HistoryQuery, HistoryScope, KeyValue, Page, SearchQuery};
 
 use super::sql;
 
@@ -85,15 +85,37 @@ pub(super) fn version(
     Ok(Outcome { value: found, cost })
 }
 
-/// One page of search results; `query.count` rows at most, with a cursor if there are more.
-pub(super) fn search(conn: &Connection, resource_type: &str, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
-    let (rows, more) =
-        if query.count == 0 { (Vec::new(), false) } else { search_rids(conn, resource_type, query, query.count)? };
-    let next = if more { rows.last().map(|(rid, _)| Page::encode_cursor(*rid)) } else { None };
-    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
+/// One match of a search, with its row id and sort key values (for the cursor).
+pub(super) struct SearchRow {
+    pub rid: i64,
+    pub version: StoredVersion,
+    pub keys: Vec<KeyValue>,
+}
+
+impl SearchRow {
+    fn cursor(&self, backward: bool) -> String {
+        Cursor { keys: self.keys.clone(), rid: self.rid, backward }.encode()
+    }
+}
+
+/// One page of search results: `query.count` rows at most, with cursors for the pages after and
+/// before it when they exist.
+pub(super) fn search(conn: &Connection, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
+    let backward = query.cursor.as_ref().is_some_and(|c| c.backward);
+    let (mut rows, more) = if query.count == 0 { (Vec::new(), false) } else { search_rows(conn, query, query.count)? };
+    // A backward page is read in reverse order; it is served in the usual order.
+    if backward {
+        rows.reverse();
+    }
+    // Going forward there is a previous page whenever we did not start at the beginning; going
+    // backward there is a next page (the one we came from).
+    let (has_next, has_previous) = if backward { (true, more) } else { (more, query.cursor.is_some()) };
+    let next = if has_next { rows.last().map(|row| row.cursor(false)) } else { None };
+    let previous = if has_previous { rows.first().map(|row| row.cursor(true)) } else { None };
+    let versions: Vec<StoredVersion> = rows.into_iter().map(|row| row.version).collect();
     let mut cost = cost_of(&versions);
     let total = if query.total {
-        let compiled = sql::compile_count(resource_type, query);
+        let compiled = sql::compile_count(query);
         let n: i64 = conn
             .prepare_cached(&compiled.sql)?
             .query_row(params_from_iter(compiled.params.iter()), |row| row.get(0))?;
@@ -102,24 +124,58 @@ pub(super) fn search(conn: &Connection, resource_type: &str, query: &SearchQuery
     } else {
         None
     };
-    Ok((Page { versions, next, total }, cost))
+    Ok((Page { versions, next, previous, total }, cost))
+}
+
+/// Up to `limit` matches in the query's order (reversed for a backward cursor), and whether more
+/// exist.
+pub(super) fn search_rows(
+    conn: &Connection,
+    query: &SearchQuery,
+    limit: u32,
+) -> Result<(Vec<SearchRow>, bool), StoreError> {
+    let compiled = sql::compile_search(query, limit.saturating_add(1));
+    let mut stmt = conn.prepare_cached(&compiled.sql)?;
+    let keys = query.sort.len();
+    let mut rows = stmt
+        .query_map(params_from_iter(compiled.params.iter()), |row| {
+            let resource_type: String = row.get(7)?;
+            let (rid, version) = version_row(&resource_type, row)?;
+            let keys =
+                (0..keys).map(|i| row.get::<_, SqlValue>(8 + i).map(sql::key_value)).collect::<Result<_, _>>()?;
+            Ok(SearchRow { rid, version, keys })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    Ok((rows, more))
 }
 
 /// Up to `limit` matches with their row ids, and whether more exist.
 pub(super) fn search_rids(
     conn: &Connection,
-    resource_type: &str,
     query: &SearchQuery,
     limit: u32,
 ) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError> {
-    let compiled = sql::compile_search(resource_type, query, limit.saturating_add(1));
-    let mut stmt = conn.prepare_cached(&compiled.sql)?;
-    let mut rows = stmt
-        .query_map(params_from_iter(compiled.params.iter()), |row| version_row(resource_type, row))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    Ok((rows, more))
+    let (rows, more) = search_rows(conn, query, limit)?;
+    Ok((rows.into_iter().map(|row| (row.rid, row.version)).collect(), more))
+}
+
+/// Current, live versions after row id `after`, in row id order: the input of a reindex.
+pub(super) fn live_after(conn: &Connection, after: i64, limit: u32) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+    typed_versions(
+        conn,
+        "SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource \
+         WHERE rid > ?1 AND valid_to IS NULL AND deleted = 0 ORDER BY rid LIMIT ?2",
+        &[SqlValue::Integer(after), SqlValue::Integer(i64::from(limit))],
+    )
+}
+
+pub(super) fn setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM setting WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))
+        .optional()?)
 }
 
 pub(super) fn history(
@@ -211,5 +267,5 @@ fn page_of(
     let next = if more { rows.last().map(|(rid, v)| cursor(*rid, v)) } else { None };
     let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
-    Outcome { value: Page { versions, next, total: None }, cost }
+    Outcome { value: Page { versions, next, previous: None, total: None }, cost }
 }

@@ -66,6 +66,70 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX date_index_low ON date_index (param, low);
     CREATE INDEX date_index_rid ON date_index (rid);",
+    // 4: the remaining parameter types, composite groups (`grp`, 0 outside composites), full text,
+    // and settings such as the fingerprint of the search parameters the index was built with (a
+    // mismatch at startup rebuilds the index, which also fills these tables for older rows).
+    "ALTER TABLE token_index ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE date_index ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reference_index ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE string_index (
+        rid INTEGER NOT NULL,
+        param TEXT NOT NULL,
+        grp INTEGER NOT NULL DEFAULT 0,
+        normalized TEXT NOT NULL,
+        exact TEXT NOT NULL
+    );
+    CREATE INDEX string_index_value ON string_index (param, normalized);
+    CREATE INDEX string_index_rid ON string_index (rid);
+    CREATE TABLE number_index (
+        rid INTEGER NOT NULL,
+        param TEXT NOT NULL,
+        grp INTEGER NOT NULL DEFAULT 0,
+        value REAL NOT NULL
+    );
+    CREATE INDEX number_index_value ON number_index (param, value);
+    CREATE INDEX number_index_rid ON number_index (rid);
+    CREATE TABLE quantity_index (
+        rid INTEGER NOT NULL,
+        param TEXT NOT NULL,
+        grp INTEGER NOT NULL DEFAULT 0,
+        system TEXT,
+        code TEXT,
+        low REAL NOT NULL,
+        high REAL NOT NULL,
+        canonical_unit TEXT,
+        canonical_low REAL,
+        canonical_high REAL
+    );
+    CREATE INDEX quantity_index_value ON quantity_index (param, code, low);
+    CREATE INDEX quantity_index_canonical ON quantity_index (param, canonical_unit, canonical_low)
+        WHERE canonical_unit IS NOT NULL;
+    CREATE INDEX quantity_index_rid ON quantity_index (rid);
+    CREATE TABLE uri_index (
+        rid INTEGER NOT NULL,
+        param TEXT NOT NULL,
+        grp INTEGER NOT NULL DEFAULT 0,
+        uri TEXT NOT NULL
+    );
+    CREATE INDEX uri_index_value ON uri_index (param, uri);
+    CREATE INDEX uri_index_rid ON uri_index (rid);
+    CREATE VIRTUAL TABLE text_index USING fts5(
+        narrative, content, content = '', contentless_delete = 1, detail = column,
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TABLE setting (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+];
+
+/// Every table whose rows belong to one resource version by `rid`.
+pub(super) const INDEX_TABLES: &[&str] = &[
+    "token_index",
+    "date_index",
+    "reference_index",
+    "string_index",
+    "number_index",
+    "quantity_index",
+    "uri_index",
+    "compartment_index",
 ];
 
 /// Brings the database to the newest schema, refusing one written by a newer Fhirside.

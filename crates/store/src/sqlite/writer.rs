@@ -12,17 +12,29 @@ use std::sync::{mpsc, Arc};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::index::IndexEntries;
 use crate::meta::{self, Unstamped};
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
-use crate::query::{IndexEntries, SearchQuery};
+use crate::query::SearchQuery;
 use crate::{Transaction, TransactionWork};
 
 use super::cache::VersionCache;
-use super::read;
+use super::{read, schema};
 
 pub(super) enum Job {
     Write { op: WriteOp, reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>> },
     Transaction { work: TransactionWork, reply: oneshot::Sender<Result<Outcome<()>, StoreError>> },
+    Maintain { work: Maintenance, reply: oneshot::Sender<Result<Outcome<()>, StoreError>> },
+}
+
+/// Writes that are not resource versions.
+pub(super) enum Maintenance {
+    /// New index rows for current versions, by row id.
+    Reindex(Vec<(i64, IndexEntries)>),
+    SetSetting {
+        key: String,
+        value: String,
+    },
 }
 
 /// A job's result, waiting for the group's commit before it is sent.
@@ -113,7 +125,9 @@ impl Writer {
             for job in group.drain(..) {
                 match job {
                     Job::Write { reply, .. } => drop(reply.send(Err(StoreError::Backend(message.clone())))),
-                    Job::Transaction { reply, .. } => drop(reply.send(Err(StoreError::Backend(message.clone())))),
+                    Job::Transaction { reply, .. } | Job::Maintain { reply, .. } => {
+                        drop(reply.send(Err(StoreError::Backend(message.clone()))))
+                    }
                 }
             }
             return;
@@ -131,6 +145,13 @@ impl Writer {
                 Job::Transaction { work, reply } => Done::Transaction(
                     reply,
                     self.isolated(isolation, |writer, cost| work(&mut InTransaction { writer, cost })),
+                ),
+                Job::Maintain { work, reply } => Done::Transaction(
+                    reply,
+                    self.isolated(isolation, |writer, cost| match work {
+                        Maintenance::Reindex(rows) => writer.reindex(rows, cost),
+                        Maintenance::SetSetting { key, value } => writer.set_setting(&key, &value),
+                    }),
                 ),
             })
             .collect();
@@ -245,7 +266,7 @@ impl Writer {
                 }
             }
             WriteOp::ConditionalDelete { resource_type, query, max } => {
-                let (matches, more) = read::search_rids(&self.conn, &resource_type, &query, max)?;
+                let (matches, more) = read::search_rids(&self.conn, &query, max)?;
                 cost.rows_read += matches.len().max(1) as u64;
                 if more {
                     return Err(StoreError::TooManyMatches { resource_type, matched: matches.len() + 1 });
@@ -266,7 +287,7 @@ impl Writer {
         query: &SearchQuery,
         cost: &mut Cost,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let (mut matches, more) = read::search_rids(&self.conn, resource_type, query, 1)?;
+        let (mut matches, more) = read::search_rids(&self.conn, query, 1)?;
         cost.rows_read += 1;
         if more {
             return Err(StoreError::TooManyMatches { resource_type: resource_type.to_owned(), matched: 2 });
@@ -348,40 +369,21 @@ impl Writer {
     /// Ends the current version at `valid_to` and drops its index rows.
     fn retire(&self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
         self.conn.prepare_cached("UPDATE resource SET valid_to = ?2 WHERE rid = ?1")?.execute((rid, valid_to))?;
-        for sql in [
-            "DELETE FROM token_index WHERE rid = ?1",
-            "DELETE FROM reference_index WHERE rid = ?1",
-            "DELETE FROM date_index WHERE rid = ?1",
-            "DELETE FROM compartment_index WHERE rid = ?1",
-        ] {
-            self.conn.prepare_cached(sql)?.execute([rid])?;
+        self.drop_index(rid)
+    }
+
+    fn drop_index(&self, rid: i64) -> Result<(), StoreError> {
+        for table in schema::INDEX_TABLES {
+            self.conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?.execute([rid])?;
         }
+        self.conn.prepare_cached("DELETE FROM text_index WHERE rowid = ?1")?.execute([rid])?;
         Ok(())
     }
 
     fn insert_index(&self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
-        if !index.tokens.is_empty() {
-            let mut stmt = self
-                .conn
-                .prepare_cached("INSERT INTO token_index (rid, param, system, code) VALUES (?1, ?2, ?3, ?4)")?;
-            for t in &index.tokens {
-                stmt.execute((rid, &t.param, &t.system, &t.code))?;
-            }
-        }
-        if !index.dates.is_empty() {
-            let mut stmt =
-                self.conn.prepare_cached("INSERT INTO date_index (rid, param, low, high) VALUES (?1, ?2, ?3, ?4)")?;
-            for d in &index.dates {
-                stmt.execute((rid, &d.param, d.low, d.high))?;
-            }
-        }
-        if !index.references.is_empty() {
-            let mut stmt = self.conn.prepare_cached(
-                "INSERT INTO reference_index (rid, param, target_type, target_id, url) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for r in &index.references {
-                stmt.execute((rid, &r.param, &r.target_type, &r.target_id, &r.url))?;
-            }
+        self.insert_rows(rid, 0, index)?;
+        for (group, composite) in index.composites.iter().enumerate() {
+            self.insert_rows(rid, group as i64 + 1, composite)?;
         }
         if !index.compartments.is_empty() {
             let mut stmt =
@@ -390,6 +392,113 @@ impl Writer {
                 stmt.execute((rid, &c.compartment, &c.id))?;
             }
         }
+        if let Some(text) = &index.text {
+            self.conn
+                .prepare_cached("INSERT INTO text_index (rowid, narrative, content) VALUES (?1, ?2, ?3)")?
+                .execute((rid, &text.narrative, &text.content))?;
+        }
+        Ok(())
+    }
+
+    /// The parameter rows of `index` (not its composites, compartments or text) in group `grp`.
+    fn insert_rows(&self, rid: i64, grp: i64, index: &IndexEntries) -> Result<(), StoreError> {
+        if !index.tokens.is_empty() {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO token_index (rid, param, system, code, grp) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for t in &index.tokens {
+                stmt.execute((rid, &t.param, &t.system, &t.code, grp))?;
+            }
+        }
+        if !index.dates.is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO date_index (rid, param, low, high, grp) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for d in &index.dates {
+                stmt.execute((rid, &d.param, d.low, d.high, grp))?;
+            }
+        }
+        if !index.references.is_empty() {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO reference_index (rid, param, target_type, target_id, url, grp) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in &index.references {
+                stmt.execute((rid, &r.param, &r.target_type, &r.target_id, &r.url, grp))?;
+            }
+        }
+        if !index.strings.is_empty() {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO string_index (rid, param, normalized, exact, grp) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for s in &index.strings {
+                stmt.execute((rid, &s.param, &s.normalized, &s.exact, grp))?;
+            }
+        }
+        if !index.numbers.is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO number_index (rid, param, value, grp) VALUES (?1, ?2, ?3, ?4)")?;
+            for n in &index.numbers {
+                stmt.execute((rid, &n.param, n.value, grp))?;
+            }
+        }
+        if !index.quantities.is_empty() {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO quantity_index (rid, param, system, code, low, high, \
+                 canonical_unit, canonical_low, canonical_high, grp) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for q in &index.quantities {
+                let canonical = q.canonical.as_ref();
+                stmt.execute((
+                    rid,
+                    &q.param,
+                    &q.system,
+                    &q.code,
+                    q.low,
+                    q.high,
+                    canonical.map(|c| &c.unit),
+                    canonical.map(|c| c.low),
+                    canonical.map(|c| c.high),
+                    grp,
+                ))?;
+            }
+        }
+        if !index.uris.is_empty() {
+            let mut stmt =
+                self.conn.prepare_cached("INSERT INTO uri_index (rid, param, uri, grp) VALUES (?1, ?2, ?3, ?4)")?;
+            for u in &index.uris {
+                stmt.execute((rid, &u.param, &u.uri, grp))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the index rows of versions that are still current; a version replaced since its
+    /// rows were computed keeps the newer version's rows.
+    fn reindex(&mut self, rows: Vec<(i64, IndexEntries)>, cost: &mut Cost) -> Result<(), StoreError> {
+        for (rid, index) in rows {
+            let current: bool = self
+                .conn
+                .prepare_cached("SELECT count(*) FROM resource WHERE rid = ?1 AND valid_to IS NULL AND deleted = 0")?
+                .query_row([rid], |row| row.get::<_, i64>(0))?
+                == 1;
+            if current {
+                self.drop_index(rid)?;
+                self.insert_index(rid, &index)?;
+                cost.rows_written += index.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO setting (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            )?
+            .execute((key, value))?;
         Ok(())
     }
 
@@ -418,15 +527,10 @@ struct InTransaction<'w> {
 }
 
 impl Transaction for InTransaction<'_> {
-    fn search(
-        &mut self,
-        resource_type: &str,
-        query: &SearchQuery,
-        limit: u32,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
-        let (rows, _) = read::search_rids(&self.writer.conn, resource_type, query, limit)?;
+    fn search(&mut self, query: &SearchQuery, limit: u32) -> Result<Vec<StoredVersion>, StoreError> {
+        let (rows, _) = read::search_rows(&self.writer.conn, query, limit)?;
         self.cost.rows_read += rows.len().max(1) as u64;
-        Ok(rows.into_iter().map(|(_, v)| v).collect())
+        Ok(rows.into_iter().map(|row| row.version).collect())
     }
 
     fn read(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {

@@ -37,7 +37,7 @@ pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) ->
     let (id, existing) = match (&entry.method, &entry.target) {
         (Method::Post, Target::Type(t)) => match &entry.if_none_exist {
             None => (Some(new_id), None),
-            Some(query) => match tx.search(t, query, 2)?.as_slice() {
+            Some(query) => match tx.search(query, 2)?.as_slice() {
                 [] => (Some(new_id), None),
                 [one] => (Some(one.id.clone()), Some(one.clone())),
                 _ => return Err(FhirError::NotSelective { resource_type: t.clone() }),
@@ -48,7 +48,7 @@ pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) ->
         (Method::Put, Target::Search(t, params)) => {
             let query = search::conditional(t, params)?;
             let body_id = entry.body_id.as_deref();
-            match tx.search(t, &query, 2)?.as_slice() {
+            match tx.search(&query, 2)?.as_slice() {
                 [] => (Some(body_id.map_or(new_id, str::to_owned)), None),
                 [one] => {
                     if body_id.is_some_and(|b| b != one.id) {
@@ -179,9 +179,12 @@ fn read(tx: &mut dyn Transaction, entry: Entry) -> Result<Produced, FhirError> {
         })?,
         Target::Search(t, params) => {
             let (query, _) = search::parse(t, params, Handling::Lenient)?;
-            return Ok(Produced::Search(tx.search(t, &query, 1000)?));
+            return Ok(Produced::Search(tx.search(&query, 1000)?));
         }
-        Target::Type(t) => return Ok(Produced::Search(tx.search(t, &Default::default(), 1000)?)),
+        Target::Type(t) => {
+            let query = fhirside_store::SearchQuery { types: vec![t.clone()], ..Default::default() };
+            return Ok(Produced::Search(tx.search(&query, 1000)?));
+        }
     };
     if found.deleted {
         return Err(FhirError::Gone { resource_type: found.resource_type, id: found.id, version: found.version });

@@ -75,7 +75,7 @@ async fn resolve(state: &AppState, reference: &str) -> Option<String> {
     let (resource_type, query) = reference.split_once('?')?;
     let mut parsed = search::conditional(resource_type, &Params::parse(Some(query))).ok()?;
     parsed.count = 2;
-    let page = state.store.search(resource_type, &parsed).await.ok()?.value;
+    let page = state.store.search(&parsed).await.ok()?.value;
     match page.versions.as_slice() {
         [one] => Some(format!("{resource_type}/{}", one.id)),
         _ => None,

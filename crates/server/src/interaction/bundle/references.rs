@@ -139,7 +139,7 @@ impl References {
         }
         let (resource_type, query) = reference.split_once('?').expect("checked by is_conditional");
         let parsed = search::conditional(resource_type, &Params::parse(Some(query)))?;
-        let matches = tx.search(resource_type, &parsed, 2)?;
+        let matches = tx.search(&parsed, 2)?;
         let resolved = match matches.as_slice() {
             [one] => format!("{resource_type}/{}", one.id),
             [] => {
