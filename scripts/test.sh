@@ -13,8 +13,11 @@ if [ ! -f ../shared/fhir-r4/examples.tar.gz ]; then
   echo "error: ../shared/fhir-r4/examples.tar.gz not found; the tests need ../shared beside the repository" >&2
   exit 1
 fi
-# python3: tools/search-expectations/expect.py computes the Synthea search expectations.
-command -v tar >/dev/null && command -v python3 >/dev/null || { apt-get update && apt-get install -y tar python3; }
+# tar unpacks the spec examples, bzcat (bzip2) the Synthea bundles; python3 runs
+# tools/search-expectations/expect.py, which computes the Synthea search expectations.
+for tool in tar bzcat python3; do
+  command -v "$tool" >/dev/null || { apt-get update && apt-get install -y tar bzip2 python3; break; }
+done
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
 echo "== cargo fmt --check"

@@ -31,7 +31,7 @@ pub use values::parse_reference;
 
 /// Bump when extraction changes what it produces for the same resource: stores built with another
 /// version are reindexed at startup.
-pub const EXTRACTION_VERSION: u32 = 4;
+pub const EXTRACTION_VERSION: u32 = 5;
 
 /// Index values of one resource.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -246,20 +246,24 @@ impl Indexer {
             // the resource was already validated, and search simply will not find it by that value.
             let Ok(items) = fhirpath::evaluate(&param.expression, resource, &context) else { continue };
             if param.kind == SearchParamType::Composite || param.code == "near" {
-                for item in items {
+                'element: for item in items {
                     let mut group = ResourceIndex::default();
                     for (i, (kind, expression)) in param.components.iter().enumerate() {
                         let name = format!("{}${i}", param.code);
                         let Ok(parts) = fhirpath::evaluate_on(expression, item.clone(), resource, &context) else {
-                            continue;
+                            continue 'element;
                         };
+                        let before = group.value_count();
                         for part in &parts {
                             values::add(&mut group, &name, *kind, part);
                         }
+                        // A composite matches only elements with every component: an Observation
+                        // with a valueQuantity has no `code-value-concept` to index.
+                        if group.value_count() == before {
+                            continue 'element;
+                        }
                     }
-                    if !group.is_empty_of_values() {
-                        index.composites.push(group);
-                    }
+                    index.composites.push(group);
                 }
                 continue;
             }
@@ -285,14 +289,14 @@ impl Indexer {
 }
 
 impl ResourceIndex {
-    fn is_empty_of_values(&self) -> bool {
-        self.tokens.is_empty()
-            && self.dates.is_empty()
-            && self.references.is_empty()
-            && self.strings.is_empty()
-            && self.numbers.is_empty()
-            && self.quantities.is_empty()
-            && self.uris.is_empty()
+    fn value_count(&self) -> usize {
+        self.tokens.len()
+            + self.dates.len()
+            + self.references.len()
+            + self.strings.len()
+            + self.numbers.len()
+            + self.quantities.len()
+            + self.uris.len()
     }
 
     fn dedup(&mut self) {

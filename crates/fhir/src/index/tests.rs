@@ -106,6 +106,10 @@ fn strings_numbers_quantities_uris_and_text() {
     let systolic = groups.iter().find(|g| g.tokens.iter().any(|t| t.code == "8480-6")).unwrap();
     assert_eq!(systolic.quantities[0].param, "component-code-value-quantity$1");
     assert_eq!(systolic.quantities[0].low, 120.0);
+    // Only composites whose every component has a value, and no `:text` rows for components.
+    let params: Vec<&str> = index.composites.iter().flat_map(|g| g.tokens.iter().map(|t| t.param.as_str())).collect();
+    assert!(params.contains(&"code-value-quantity$0") && !params.contains(&"code-value-concept$0"), "{params:?}");
+    assert!(index.composites.iter().all(|g| g.strings.is_empty()));
 
     let risk = json!({"resourceType": "RiskAssessment", "status": "final", "subject": {"reference": "Patient/1"},
         "prediction": [{"probabilityDecimal": 0.02}]});

@@ -45,6 +45,8 @@ fn tokens(index: &mut ResourceIndex, param: &str, item: &Item<'_>) {
             index.tokens.push(TokenValue { param: param.to_owned(), system, code });
         }
     };
+    // `:text` rows for the parameter itself; a composite's components are matched by code only.
+    let with_text = !param.contains('$');
     let text_param = || format!("{param}:text");
     match item {
         Item::Node(node) => {
@@ -52,8 +54,8 @@ fn tokens(index: &mut ResourceIndex, param: &str, item: &Item<'_>) {
             match node.type_name() {
                 "Coding" => {
                     push(owned(value, "system"), owned(value, "code"));
-                    if let Some(display) = text(value, "display").and_then(|d| string_value(&text_param(), d)) {
-                        index.strings.push(display);
+                    if let Some(display) = text(value, "display").filter(|_| with_text) {
+                        index.strings.extend(string_value(&text_param(), display));
                     }
                 }
                 "CodeableConcept" => {
@@ -62,14 +64,14 @@ fn tokens(index: &mut ResourceIndex, param: &str, item: &Item<'_>) {
                     }
                     let displays = value.get("coding").and_then(Value::as_array).into_iter().flatten();
                     let texts = displays.filter_map(|c| text(c, "display")).chain(text(value, "text"));
-                    for written in texts {
+                    for written in texts.filter(|_| with_text) {
                         index.strings.extend(string_value(&text_param(), written));
                     }
                 }
                 "Identifier" => {
                     push(owned(value, "system"), owned(value, "value"));
                     identifier_type(index, param, value);
-                    if let Some(t) = value.get("type").and_then(|t| text(t, "text")) {
+                    if let Some(t) = value.get("type").and_then(|t| text(t, "text")).filter(|_| with_text) {
                         index.strings.extend(string_value(&text_param(), t));
                     }
                 }

@@ -11,6 +11,8 @@ mod checkpoint;
 mod read;
 mod schema;
 mod sql;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::path::{Path, PathBuf};

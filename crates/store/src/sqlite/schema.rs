@@ -118,6 +118,28 @@ const MIGRATIONS: &[&str] = &[
         tokenize = 'unicode61 remove_diacritics 2'
     );
     CREATE TABLE setting (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+    // 5: value indexes that cover `rid`. Collecting the matches of a clause then reads the index
+    // alone; without `rid` in it, each entry costs a lookup of its table row (for 12,000 matches,
+    // 25 ms instead of 0.4 ms).
+    "DROP INDEX token_index_value;
+    CREATE INDEX token_index_value ON token_index (param, code, system, rid);
+    DROP INDEX date_index_low;
+    CREATE INDEX date_index_low ON date_index (param, low, high, rid);
+    DROP INDEX reference_index_target;
+    CREATE INDEX reference_index_target ON reference_index (target_id, target_type, param, rid);
+    DROP INDEX compartment_index_member;
+    CREATE INDEX compartment_index_member ON compartment_index (id, compartment, rid);
+    DROP INDEX string_index_value;
+    CREATE INDEX string_index_value ON string_index (param, normalized, rid);
+    DROP INDEX number_index_value;
+    CREATE INDEX number_index_value ON number_index (param, value, rid);
+    DROP INDEX quantity_index_value;
+    CREATE INDEX quantity_index_value ON quantity_index (param, code, low, high, rid);
+    DROP INDEX quantity_index_canonical;
+    CREATE INDEX quantity_index_canonical ON quantity_index (param, canonical_unit, canonical_low, canonical_high, rid)
+        WHERE canonical_unit IS NOT NULL;
+    DROP INDEX uri_index_value;
+    CREATE INDEX uri_index_value ON uri_index (param, uri, rid);",
 ];
 
 /// Every table whose rows belong to one resource version by `rid`.

@@ -1,8 +1,12 @@
 //! Clauses and values to SQL conditions on a resource alias.
 //!
-//! Every parameter clause is an `IN (SELECT rid FROM <index table> …)` over the index tables rather
-//! than a join, so that SQLite can drive the query from whichever index is most selective and a
-//! resource with several matching values is still returned once.
+//! A parameter clause takes one of two forms, chosen by how many rows its values are likely to
+//! match. A selective value (an exact code, id, name prefix, or a bounded date) becomes
+//! `rid IN (SELECT rid FROM <index table> …)`: SQLite collects the few matching row ids from the
+//! index and reads just those resources, each once. A broad one (`gt`, `le`, `:missing`, `:contains`
+//! …) becomes a correlated `EXISTS` probe on the index table's `rid` index: the query then walks the
+//! type's resources in page order and stops as soon as the page is full, instead of first
+//! collecting every one of tens of thousands of matches.
 
 use rusqlite::types::Value as SqlValue;
 
@@ -12,6 +16,19 @@ use crate::query::{
 };
 
 use super::Builder;
+
+/// `INDEXED BY` the row id index of a kind's table.
+fn by_rid(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Token => "INDEXED BY token_index_rid",
+        ValueKind::Date => "INDEXED BY date_index_rid",
+        ValueKind::Reference => "INDEXED BY reference_index_rid",
+        ValueKind::String => "INDEXED BY string_index_rid",
+        ValueKind::Number => "INDEXED BY number_index_rid",
+        ValueKind::Quantity => "INDEXED BY quantity_index_rid",
+        ValueKind::Uri => "INDEXED BY uri_index_rid",
+    }
+}
 
 /// The index table holding values of a kind.
 pub(super) fn table(kind: ValueKind) -> &'static str {
@@ -26,9 +43,29 @@ pub(super) fn table(kind: ValueKind) -> &'static str {
     }
 }
 
+/// How a clause over an index table meets the resource it tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::sqlite) enum Form {
+    /// `rid IN (SELECT rid …)`: collect the matching row ids first (few matches).
+    Collect,
+    /// `EXISTS (SELECT … WHERE rid = r.rid)`: test each resource as the query walks them (many).
+    Probe,
+}
+
 impl Builder {
     /// `alias.type …`, current and live, and every clause.
     pub(super) fn live_matches(&mut self, alias: &str, types: &[String], clauses: &[Clause]) {
+        self.live_matches_as(alias, types, clauses, &[]);
+    }
+
+    /// The same, with the form of each clause decided by the caller where `forms` says so.
+    pub(super) fn live_matches_as(
+        &mut self,
+        alias: &str,
+        types: &[String],
+        clauses: &[Clause],
+        forms: &[Option<Form>],
+    ) {
         self.push(&format!("{alias}.valid_to IS NULL AND {alias}.deleted = 0"));
         match types {
             [] => {}
@@ -42,14 +79,28 @@ impl Builder {
                 self.push(")");
             }
         }
-        for clause in clauses {
+        for (i, clause) in clauses.iter().enumerate() {
             self.push(" AND (");
-            self.clause(alias, clause);
+            self.clause_as(alias, clause, forms.get(i).copied().flatten());
             self.push(")");
         }
     }
 
     pub(super) fn clause(&mut self, alias: &str, clause: &Clause) {
+        self.clause_as(alias, clause, None);
+    }
+
+    /// The form a clause takes unless a measurement says otherwise: collect for values that look
+    /// selective, probe for the rest.
+    pub(super) fn default_form(clause: &Clause) -> Form {
+        match clause {
+            Clause::Match { values, .. } if !values.iter().all(selective) => Form::Probe,
+            _ => Form::Collect,
+        }
+    }
+
+    fn clause_as(&mut self, alias: &str, clause: &Clause, form: Option<Form>) {
+        let form = form.unwrap_or_else(|| Builder::default_form(clause));
         match clause {
             Clause::Id(ids) => {
                 self.push(&format!("{alias}.id IN ("));
@@ -59,27 +110,22 @@ impl Builder {
             Clause::LastUpdated(ranges) => {
                 self.any(ranges.iter(), |b, range| b.instant_in(&format!("{alias}.last_updated"), range));
             }
-            Clause::Match { param, values } => {
-                let Some(kind) = values.first().map(Value::kind) else {
-                    self.push("0");
-                    return;
-                };
-                let v = self.alias();
-                self.push(&format!("{alias}.rid IN (SELECT {v}.rid FROM {} {v} WHERE {v}.param = ?", table(kind)));
-                self.bind_text(param);
-                self.push(" AND (");
-                self.any(values.iter(), |b, value| b.value(&v, value));
-                self.push("))");
+            Clause::Match { .. } | Clause::Chain { .. } => {
+                self.rows_meet(alias, form, |b, probe| b.rows(clause, probe))
             }
             Clause::Composite { param, values } => {
-                self.any(values.iter(), |b, components| b.composite(alias, param, components));
+                self.any(values.iter(), |b, components| {
+                    b.rows_meet(alias, form, |b, probe| b.composite_rows(param, components, probe))
+                });
             }
             Clause::Missing { param, kind, missing } => {
+                // Both answers are usually broad: probe each candidate rather than collect them all.
                 let v = self.alias();
                 let not = if *missing { "NOT " } else { "" };
                 self.push(&format!(
-                    "{alias}.rid {not}IN (SELECT {v}.rid FROM {} {v} WHERE {v}.param = ?)",
-                    table(*kind)
+                    "{not}EXISTS (SELECT 1 FROM {} {v} {} WHERE {v}.rid = {alias}.rid AND {v}.param = ?)",
+                    table(*kind),
+                    by_rid(*kind)
                 ));
                 self.bind_text(param);
             }
@@ -87,16 +133,6 @@ impl Builder {
                 self.push("NOT (");
                 self.clause(alias, inner);
                 self.push(")");
-            }
-            Clause::Chain { param, target_types, clauses } => {
-                let (x, t) = (self.alias(), self.alias());
-                self.push(&format!(
-                    "{alias}.rid IN (SELECT {x}.rid FROM reference_index {x} WHERE {x}.param = ? AND \
-                     ({x}.target_type, {x}.target_id) IN (SELECT {t}.type, {t}.id FROM resource {t} WHERE "
-                ));
-                self.bind_text(param);
-                self.live_matches(&t, target_types, clauses);
-                self.push("))");
             }
             Clause::Has { source_type, param, clauses } => {
                 let (x, s) = (self.alias(), self.alias());
@@ -129,21 +165,77 @@ impl Builder {
         }
     }
 
+    /// `alias.rid IN (rows)` or `EXISTS (rows AND rid = alias.rid)`; `rows` writes a SELECT whose
+    /// WHERE clause can be extended and returns its row id column. A probe reads the index table by
+    /// row id: told which, SQLite cannot pick the value index instead and scan every row of the value
+    /// for each resource it tests.
+    fn rows_meet(&mut self, alias: &str, form: Form, rows: impl FnOnce(&mut Builder, bool) -> String) {
+        match form {
+            Form::Collect => {
+                self.push(&format!("{alias}.rid IN ("));
+                rows(self, false);
+                self.push(")");
+            }
+            Form::Probe => {
+                self.push("EXISTS (");
+                let rid = rows(self, true);
+                self.push(&format!(" AND {rid} = {alias}.rid)"));
+            }
+        }
+    }
+
+    /// The index rows a parameter or chain clause matches: `SELECT v.rid … WHERE …`, reading the
+    /// table through its row id index for a `probe`.
+    pub(super) fn rows(&mut self, clause: &Clause, probe: bool) -> String {
+        let hint = |kind: ValueKind| if probe { by_rid(kind) } else { "" };
+        match clause {
+            Clause::Match { param, values } => {
+                let kind = values.first().map_or(ValueKind::Token, Value::kind);
+                let v = self.alias();
+                self.push(&format!("SELECT {v}.rid FROM {} {v} {} WHERE {v}.param = ?", table(kind), hint(kind)));
+                self.bind_text(param);
+                self.push(" AND ");
+                self.any(values.iter(), |b, value| b.value(&v, value));
+                format!("{v}.rid")
+            }
+            Clause::Chain { param, target_types, clauses } => {
+                let (x, t) = (self.alias(), self.alias());
+                self.push(&format!(
+                    "SELECT {x}.rid FROM reference_index {x} {} WHERE {x}.param = ? AND \
+                     ({x}.target_type, {x}.target_id) IN (SELECT {t}.type, {t}.id FROM resource {t} WHERE ",
+                    hint(ValueKind::Reference)
+                ));
+                self.bind_text(param);
+                self.live_matches(&t, target_types, clauses);
+                self.push(")");
+                format!("{x}.rid")
+            }
+            Clause::Composite { param, values } if values.len() == 1 => self.composite_rows(param, &values[0], probe),
+            _ => {
+                self.push("SELECT NULL WHERE 0");
+                "NULL".to_owned()
+            }
+        }
+    }
+
     /// One composite value: rows of every component in one group of one resource.
-    fn composite(&mut self, alias: &str, param: &str, components: &[Value]) {
+    fn composite_rows(&mut self, param: &str, components: &[Value], probe: bool) -> String {
         let aliases: Vec<String> = components.iter().map(|_| self.alias()).collect();
-        let Some(first) = aliases.first() else {
-            self.push("0");
-            return;
+        let Some(first) = aliases.first().cloned() else {
+            self.push("SELECT NULL WHERE 0");
+            return "NULL".to_owned();
         };
-        self.push(&format!("{alias}.rid IN (SELECT {first}.rid FROM "));
+        self.push(&format!("SELECT {first}.rid FROM "));
         for (i, (component, a)) in components.iter().zip(&aliases).enumerate() {
             if i == 0 {
-                self.push(&format!("{} {a}", table(component.kind())));
+                let hint = if probe { by_rid(component.kind()) } else { "" };
+                self.push(&format!("{} {a} {hint}", table(component.kind())));
             } else {
+                // The other components belong to the same resource: found by its row id.
                 self.push(&format!(
-                    " JOIN {} {a} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp AND {a}.param = ?",
-                    table(component.kind())
+                    " JOIN {} {a} {} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp AND {a}.param = ?",
+                    table(component.kind()),
+                    by_rid(component.kind())
                 ));
                 self.bind(SqlValue::Text(format!("{param}${i}")));
             }
@@ -155,7 +247,7 @@ impl Builder {
             self.value(a, component);
             self.push(")");
         }
-        self.push(")");
+        format!("{first}.rid")
     }
 
     /// A condition on one index row `v` of the value's kind.
@@ -242,7 +334,9 @@ impl Builder {
         let (low, high) = (range.low, range.high);
         let eq = format!("({v}.low >= ? AND {v}.high <= ?)");
         let (text, values) = match range.prefix {
-            Prefix::Eq => (eq, vec![low, high]),
+            // `low < high` follows from the stored range lying inside the value's; said explicitly,
+            // it bounds a range scan of the (param, low) index.
+            Prefix::Eq => (format!("({v}.low >= ? AND {v}.low < ? AND {v}.high <= ?)"), vec![low, high, high]),
             Prefix::Ne => (format!("NOT {eq}"), vec![low, high]),
             Prefix::Gt => (format!("{v}.high > ?"), vec![high]),
             Prefix::Lt => (format!("{v}.low < ?"), vec![low]),
@@ -313,5 +407,19 @@ impl Builder {
         }
         self.number(&format!("{v}.low"), &format!("{v}.high"), &quantity.number);
         self.push("))");
+    }
+}
+
+/// Whether a value is likely to match few index rows, so that collecting its row ids first is the
+/// cheaper plan: equality on a code, id, reference, uri or string prefix, and bounded `eq` ranges.
+fn selective(value: &Value) -> bool {
+    match value {
+        Value::Token(token) => token.code.is_some(),
+        Value::Reference(_) => true,
+        Value::String { matching, .. } => *matching != StringMatch::Contains,
+        Value::Uri { matching, .. } => *matching != UriMatch::Above,
+        Value::Date(range) => range.prefix == Prefix::Eq,
+        Value::Number(number) => number.prefix == Prefix::Eq,
+        Value::Quantity(quantity) => quantity.number.prefix == Prefix::Eq && quantity.code.is_some(),
     }
 }

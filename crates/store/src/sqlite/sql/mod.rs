@@ -10,9 +10,10 @@ mod related;
 
 use rusqlite::types::Value as SqlValue;
 
+pub(in crate::sqlite) use clause::Form;
 pub(in crate::sqlite) use related::{compile_everything, compile_include};
 
-use crate::query::{Cursor, KeyValue, SearchQuery, SortBy, SortKey, ValueKind};
+use crate::query::{Clause, Cursor, KeyValue, SearchQuery, SortBy, SortKey, ValueKind};
 
 /// SQL text with its parameters.
 pub(super) struct Compiled {
@@ -100,12 +101,14 @@ const COLUMNS: &str = "r.rid, r.id, r.version, r.last_updated, r.deleted, r.meth
 /// Without `_sort` the order is the row id, which a plain index range serves. With sort keys the
 /// matches are wrapped in a subquery computing each key, and the cursor becomes a keyset condition
 /// on the keys and the row id — no OFFSET, so late pages cost what early ones do.
-pub(super) fn compile_search(query: &SearchQuery, limit: u32) -> Compiled {
+///
+/// `forms` overrides the form of top-level clauses (see [`compile_probe`]).
+pub(super) fn compile_search(query: &SearchQuery, limit: u32, forms: &[Option<Form>]) -> Compiled {
     let mut b = Builder::default();
     let backward = query.cursor.as_ref().is_some_and(|c| c.backward);
     if query.sort.is_empty() {
         b.push(&format!("SELECT {COLUMNS} FROM resource r WHERE "));
-        b.live_matches("r", &query.types, &query.clauses);
+        b.live_matches_as("r", &query.types, &query.clauses, forms);
         if let Some(cursor) = &query.cursor {
             b.push(if backward { " AND r.rid < " } else { " AND r.rid > " });
             b.placeholder(SqlValue::Integer(cursor.rid));
@@ -121,7 +124,7 @@ pub(super) fn compile_search(query: &SearchQuery, limit: u32) -> Compiled {
         b.push(&format!(" AS k{i}"));
     }
     b.push(" FROM resource r WHERE ");
-    b.live_matches("r", &query.types, &query.clauses);
+    b.live_matches_as("r", &query.types, &query.clauses, forms);
     b.push(")");
     if let Some(cursor) = &query.cursor {
         b.push(" WHERE ");
@@ -227,7 +230,10 @@ fn sort_expression(b: &mut Builder, key: &SortKey) {
     let SortBy::Param { param, .. } = &key.by else { return };
     let aggregate = if key.descending { "max" } else { "min" };
     let s = b.alias();
-    b.push(&format!("(SELECT {aggregate}({column}) FROM {table} {s} WHERE {s}.rid = r.rid AND {s}.param = "));
+    // Through the row id index: a value index would be scanned whole for every match.
+    b.push(&format!(
+        "(SELECT {aggregate}({column}) FROM {table} {s} INDEXED BY {table}_rid WHERE {s}.rid = r.rid AND {s}.param = "
+    ));
     b.placeholder_text(param);
     b.push(")");
 }
@@ -238,4 +244,33 @@ pub(super) fn compile_count(query: &SearchQuery) -> Compiled {
     b.push("SELECT count(*) FROM resource r WHERE ");
     b.live_matches("r", &query.types, &query.clauses);
     b.finish()
+}
+
+/// Counts, up to `cap`, the index rows a top-level clause would collect — for a clause whose
+/// default form is to collect them. A search for one page then probes instead when the count
+/// reaches the cap: walking the resources in page order finds a page of a frequent code sooner than
+/// collecting its tens of thousands of row ids. `None` for clauses that are not measured.
+///
+/// References and chains are never switched: what refers to one resource was mostly written
+/// together (one patient's bundle), so its matches sit in one stretch of row ids, and a walk in
+/// row id order would cross everything before that stretch to reach them. Their match counts are
+/// bounded by one resource's data anyway.
+pub(super) fn compile_probe(clause: &Clause, cap: u32) -> Option<Compiled> {
+    let measured = match clause {
+        Clause::Match { values, .. } => {
+            Builder::default_form(clause) == Form::Collect && !values.iter().any(|v| v.kind() == ValueKind::Reference)
+        }
+        Clause::Composite { values, .. } => values.len() == 1,
+        _ => false,
+    };
+    if !measured {
+        return None;
+    }
+    let mut b = Builder::default();
+    b.push("SELECT count(*) FROM (");
+    b.rows(clause, false);
+    b.push(" LIMIT ");
+    b.placeholder(SqlValue::Integer(i64::from(cap)));
+    b.push(")");
+    Some(b.finish())
 }

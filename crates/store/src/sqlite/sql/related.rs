@@ -62,13 +62,15 @@ pub(in crate::sqlite) fn compile_everything(
 
 /// The resources `_include` (targets of the matches' references) or `_revinclude` (resources whose
 /// references point at the matches) adds, current and live, each once. An empty `source_type` in
-/// a `_revinclude` means any type (`_revinclude=*`).
+/// a `_revinclude` means any type (`_revinclude=*`). `CROSS JOIN` fixes the join order: from the
+/// page's few matches through the reference index, never from a scan of every resource of the
+/// source type, which the planner may otherwise prefer for the sake of the `ORDER BY`.
 pub(in crate::sqlite) fn compile_include(query: &IncludeQuery) -> Compiled {
     let mut params = Vec::new();
     let (returned, mut sql) = if query.reverse {
         let mut sql = String::from(
             "SELECT DISTINCT s.rid, s.id, s.version, s.last_updated, s.deleted, s.method, s.body, s.type \
-             FROM reference_index x JOIN resource s ON s.rid = x.rid \
+             FROM reference_index x CROSS JOIN resource s ON s.rid = x.rid \
              WHERE s.valid_to IS NULL AND s.deleted = 0",
         );
         if !query.source_type.is_empty() {
@@ -83,8 +85,8 @@ pub(in crate::sqlite) fn compile_include(query: &IncludeQuery) -> Compiled {
             "t",
             String::from(
                 "SELECT DISTINCT t.rid, t.id, t.version, t.last_updated, t.deleted, t.method, t.body, t.type \
-                 FROM resource s JOIN reference_index x ON x.rid = s.rid \
-                 JOIN resource t ON t.type = x.target_type AND t.id = x.target_id \
+                 FROM resource s CROSS JOIN reference_index x ON x.rid = s.rid \
+                 CROSS JOIN resource t ON t.type = x.target_type AND t.id = x.target_id \
                  WHERE s.type = ? AND s.valid_to IS NULL AND t.valid_to IS NULL AND t.deleted = 0 \
                  AND s.type = ? AND s.id IN (",
             ),

@@ -1,0 +1,91 @@
+//! Search on the SQLite backend with enough data for both clause forms: a code on more resources
+//! than `read::DENSE` (tested per resource) and one on a few (collected), with paging in both
+//! directions.
+
+use serde_json::json;
+
+use super::{sql, SqliteConfig, SqliteStore};
+use crate::index::{IndexEntries, TokenEntry};
+use crate::query::{Clause, Cursor, SearchQuery, TokenSystem, TokenValue, Value};
+use crate::{ResourceStore, Unstamped, WriteOp};
+
+fn code(code: &str) -> Clause {
+    Clause::Match {
+        param: "code".into(),
+        values: vec![Value::Token(TokenValue { system: TokenSystem::Any, code: Some(code.into()) })],
+    }
+}
+
+fn store() -> SqliteStore {
+    let dir = std::env::temp_dir().join(format!("fhirside-store-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn frequent_and_rare_codes_page_completely_both_ways() {
+    let store = store();
+    let mut writes = Vec::new();
+    for i in 0..10_500 {
+        let mut tokens = vec![TokenEntry { param: "code".into(), system: None, code: "frequent".into() }];
+        if i % 2000 == 7 {
+            tokens.push(TokenEntry { param: "code".into(), system: None, code: "rare".into() });
+        }
+        let resource = json!({"resourceType": "Basic", "code": {"text": "x"}});
+        let op = WriteOp::Create {
+            resource_type: "Basic".into(),
+            id: format!("b{i:04}"),
+            resource: Unstamped::new(resource.as_object().unwrap().clone()),
+            index: IndexEntries { tokens, ..IndexEntries::default() },
+            if_none_exist: None,
+        };
+        writes.push(store.write(op));
+    }
+    for write in writes {
+        write.await.unwrap();
+    }
+
+    // The frequent code reaches the probe's cap and is tested per resource; the rare one is collected.
+    let frequent = sql::compile_search(
+        &SearchQuery { types: vec!["Basic".into()], clauses: vec![code("frequent")], ..SearchQuery::default() },
+        10,
+        &[Some(sql::Form::Probe)],
+    );
+    assert!(frequent.sql.contains("EXISTS"));
+    assert!(sql::compile_probe(&code("rare"), 1000).is_some());
+
+    for (value, expected) in [("frequent", 10_500), ("rare", 6)] {
+        let mut query = SearchQuery {
+            types: vec!["Basic".into()],
+            clauses: vec![code(value)],
+            count: 100,
+            total: true,
+            ..SearchQuery::default()
+        };
+        let mut seen = Vec::new();
+        let mut last_previous = None;
+        loop {
+            let page = store.search(&query).await.unwrap().value;
+            assert_eq!(page.total, Some(expected));
+            seen.extend(page.versions.iter().map(|v| v.id.clone()));
+            last_previous = page.previous.clone().or(last_previous);
+            match page.next.as_deref().and_then(Cursor::decode) {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (expected as usize, expected as usize), "{value}");
+        if expected > 100 {
+            // One page back from the last page is the page before it.
+            query.cursor = Cursor::decode(last_previous.as_deref().unwrap());
+            let page = store.search(&query).await.unwrap().value;
+            let back: Vec<String> = page.versions.iter().map(|v| v.id.clone()).collect();
+            assert_eq!(back, seen[10_300..10_400]);
+        }
+    }
+    store.close();
+}
