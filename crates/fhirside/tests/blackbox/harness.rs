@@ -315,3 +315,17 @@ pub fn without_server_meta(mut resource: Value) -> Value {
     }
     resource
 }
+
+/// The ids of a searchset's `match` entries, in order.
+pub fn match_ids(bundle: &Value) -> Vec<String> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,21 +1,8 @@
 //! The search parameters the core indexes (`_id`, `identifier`, `_lastUpdated`) and paging.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::harness::Server;
-
-fn ids(bundle: &Value) -> Vec<String> {
-    bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .map(|e| {
-            e.iter()
-                .filter(|e| e["search"]["mode"] == "match")
-                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::harness::{match_ids as ids, Server};
 
 #[test]
 fn search_by_id_identifier_and_last_updated() {

@@ -4,20 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::Server;
-
-/// The ids of the `match` entries, in order.
-fn matches(bundle: &Value) -> Vec<String> {
-    bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|e| e["search"]["mode"] == "match")
-                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::harness::{match_ids as matches, Server};
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
@@ -285,7 +272,7 @@ fn system_search_summary_text_and_lists() {
 
 #[test]
 fn custom_search_parameter_after_reindex() {
-    let server = Server::start_http();
+    let mut server = Server::start_http();
     load(&server);
     server.get("/Patient?nickname=bobby").expect(200); // unknown: ignored under lenient handling
     put(
@@ -321,4 +308,12 @@ fn custom_search_parameter_after_reindex() {
     let patient =
         statement["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Patient").unwrap().clone();
     assert!(patient["searchParam"].as_array().unwrap().iter().any(|p| p["name"] == "nickname"));
+
+    // The parameter survives a restart, and so do the index rows built for it.
+    server.restart();
+    let response = server.request("GET", "/Patient?nickname=bob", &strict, None).expect(200);
+    assert_eq!(matches(&response.json()), ["p4"]);
+    put(&server, json!({"resourceType": "Patient", "id": "p5", "name": [{"use": "nickname", "given": ["Bobbie"]}]}));
+    let response = server.request("GET", "/Patient?nickname=bob", &strict, None).expect(200);
+    assert_eq!(sorted(matches(&response.json())), ["p4", "p5"]);
 }

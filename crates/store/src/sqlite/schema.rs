@@ -140,6 +140,22 @@ const MIGRATIONS: &[&str] = &[
         WHERE canonical_unit IS NOT NULL;
     DROP INDEX uri_index_value;
     CREATE INDEX uri_index_value ON uri_index (param, uri, rid);",
+    // 6: row id indexes that cover the values too. Probes (`EXISTS … WHERE rid = r.rid`), sort keys
+    // and composite joins then read one index entry per value instead of also its table row.
+    "DROP INDEX token_index_rid;
+    CREATE INDEX token_index_rid ON token_index (rid, param, grp, code, system);
+    DROP INDEX date_index_rid;
+    CREATE INDEX date_index_rid ON date_index (rid, param, grp, low, high);
+    DROP INDEX reference_index_rid;
+    CREATE INDEX reference_index_rid ON reference_index (rid, param, grp, target_type, target_id);
+    DROP INDEX string_index_rid;
+    CREATE INDEX string_index_rid ON string_index (rid, param, grp, normalized);
+    DROP INDEX number_index_rid;
+    CREATE INDEX number_index_rid ON number_index (rid, param, grp, value);
+    DROP INDEX quantity_index_rid;
+    CREATE INDEX quantity_index_rid ON quantity_index (rid, param, grp, low, high, code, system);
+    DROP INDEX uri_index_rid;
+    CREATE INDEX uri_index_rid ON uri_index (rid, param, grp, uri);",
 ];
 
 /// Every table whose rows belong to one resource version by `rid`.
