@@ -1,6 +1,7 @@
-# Shared by run.sh and ingest.sh (sourced, not run): building, a temporary work directory that is
-# removed on exit with every server started in it, and starting servers that print their URL.
-# Expects ROOT, TARGET_DIR and log() to be set by the sourcing script.
+# Shared by run.sh, ingest.sh and search.sh (sourced, not run): building, a temporary work directory
+# that is removed on exit with every server started in it, starting servers that print their URL,
+# and the rows every report starts with. Expects ROOT, TARGET_DIR and log() to be set by the
+# sourcing script.
 
 die() { log "error: $*"; exit 1; }
 
@@ -53,4 +54,19 @@ start_server() {
 stop_server() { # stop_server PID
     kill -TERM "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+}
+
+# report_header_rows LOAD_START: the report's first table rows (date, commit, CPU, load average since
+# LOAD_START, kernel). Capture them before redirecting into the report: `git status` would otherwise
+# see a tracked report half rewritten and call the tree modified.
+report_header_rows() {
+    local commit cpu
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$commit (+ uncommitted changes)"; fi
+    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    echo "| Date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+    echo "| Git commit | $commit |"
+    echo "| CPU | $cpu, \`nproc\` = $(nproc) |"
+    echo "| Load average (1/5/15 min) | $1 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end |"
+    echo "| Kernel | $(uname -sr) |"
 }

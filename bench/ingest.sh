@@ -137,9 +137,7 @@ for c in $CLIENTS; do
 done
 
 # --- report ------------------------------------------------------------------------------------
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT (+ uncommitted changes)"; fi
-CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+HEADER_ROWS=$(report_header_rows "$LOAD_START")
 BEST_C=""; for c in $CLIENTS; do
     if [ -z "$BEST_C" ] || [ "${RPS_OF[$c]}" -gt "${RPS_OF[$BEST_C]}" ]; then BEST_C=$c; fi
 done
@@ -149,11 +147,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "| | |"
     echo "|---|---|"
-    echo "| Date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
-    echo "| Git commit | $COMMIT |"
-    echo "| CPU | $CPU, \`nproc\` = $(nproc) |"
-    echo "| Load average (1/5/15 min) | $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end |"
-    echo "| Kernel | $(uname -sr) |"
+    echo "$HEADER_ROWS"
     echo "| Server | \`fhirside serve ${SERVER_ARGS[*]}\`: embedded SQLite, full validation, release build, a fresh data directory per row |"
     echo "| Data | \`$(basename "$DATASET")\`: 2 batch bundles (Organizations, Practitioners; \`ifNoneExist\`) first, then 120 patient transactions (\`urn:uuid:\` and conditional references) |"
     if [ -n "$PERF_AT" ]; then echo "| Profiling | \`perf record -F 199 --call-graph dwarf\` attached to the server during the $PERF_AT-client run (a few % slower); report: \`$(basename "${OUT%.md}")-perf-c$PERF_AT.txt\` |"; fi

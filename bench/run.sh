@@ -212,9 +212,7 @@ ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 verdict() { if "$@"; then echo "met"; else echo "**missed**"; fi; }
 
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT (+ uncommitted changes)"; fi
-CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+HEADER_ROWS=$(report_header_rows "$LOAD_START")
 LAST_C=""; for c in $CONNECTIONS; do LAST_C=$c; done
 BEST_C=""; for c in $CONNECTIONS; do
     if [ -z "$BEST_C" ] || [ "${RPS[read-$c]}" -gt "${RPS[read-$BEST_C]}" ]; then BEST_C=$c; fi
@@ -232,11 +230,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "| | |"
     echo "|---|---|"
-    echo "| Date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
-    echo "| Git commit | $COMMIT |"
-    echo "| CPU | $CPU, \`nproc\` = $(nproc) |"
-    echo "| Load average (1/5/15 min) | $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end |"
-    echo "| Kernel | $(uname -sr) |"
+    echo "$HEADER_ROWS"
     echo "| Client | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), -t min(c, $MAX_THREADS), ${DURATION} s per row after ${WARMUP} s warm-up, keep-alive |"
     echo "| Server | \`fhirside serve --auth none\` (embedded SQLite, default settings), release build |"
     echo "| Data | $PATIENTS patients seeded (in ${SEED_SECS} s, one connection); reads cycle over all of them |"

@@ -17,9 +17,8 @@
 //!
 //! Every request carries `Prefer: return=minimal`. Every response must be `200` with a
 //! `batch-response`/`transaction-response` Bundle holding one entry per request entry, each with a
-//! `2xx` status; the first failure stops the load and exits non-zero. The client is a minimal
-//! blocking HTTP/1.1 client over [`TcpStream`] and a minimal JSON scanner: the bench crate has no
-//! JSON or HTTP client dependency.
+//! `2xx` status; the first failure stops the load and exits non-zero. Requests and responses go
+//! through the bench crate's own minimal [`http`] client and [`json`] scanner.
 //!
 //! It prints a summary and, last, one machine-readable line for `bench/ingest.sh`:
 //!
@@ -27,8 +26,7 @@
 //! RESULT clients=4 bundles=122 resources=92114 wall_s=… resources_per_s=… first_s=… patients_s=… …
 //! ```
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use fhirside_bench::{http, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,6 +34,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: ingest --url http://HOST:PORT [--dataset DIR] [--clients N]";
+/// Every request's `Prefer` header: the load measures storing, not echoing the resources back.
+const PREFER: &str = "return=minimal";
+/// How long a response may take: a large transaction behind other clients' can take minutes.
+const READ_TIMEOUT: Duration = Duration::from_secs(600);
 /// `../shared/datasets/synthea-120` beside the repository.
 const DEFAULT_DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/synthea-120");
 
@@ -110,7 +112,7 @@ fn run() -> Result<(), String> {
     // Phase 1: the batch bundles, in order, on one connection.
     let mut first_timings = Vec::new();
     {
-        let mut client = Client::new(&host_port);
+        let mut client = http::Client::new(&host_port, PREFER, READ_TIMEOUT);
         for (i, bundle) in first.iter().enumerate() {
             let t = Instant::now();
             post_bundle(&mut client, bundle)?;
@@ -128,7 +130,7 @@ fn run() -> Result<(), String> {
     std::thread::scope(|scope| {
         for _ in 0..clients {
             scope.spawn(|| {
-                let mut client = Client::new(&host_port);
+                let mut client = http::Client::new(&host_port, PREFER, READ_TIMEOUT);
                 let mut mine = Vec::new();
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -286,17 +288,17 @@ fn read_bundle(path: &Path) -> Result<Bundle, String> {
 
 /// `resourceType`, `type` and the number of entries of a Bundle.
 fn scan_request(bytes: &[u8]) -> Result<(String, String, usize), String> {
-    let mut p = Json::new(bytes)?;
+    let mut p = json::Json::new(bytes)?;
     let (mut resource_type, mut kind, mut entries) = (String::new(), String::new(), 0);
     p.object(|p, key| {
         match key {
-            "resourceType" => resource_type = p.string()?.to_owned(),
-            "type" => kind = p.string()?.to_owned(),
+            "resourceType" => resource_type = p.string()?.into_owned(),
+            "type" => kind = p.string()?.into_owned(),
             "entry" => p.array(|p| {
                 entries += 1;
-                p.skip_value()
+                p.skip()
             })?,
-            _ => p.skip_value()?,
+            _ => p.skip()?,
         }
         Ok(())
     })?;
@@ -305,7 +307,7 @@ fn scan_request(bytes: &[u8]) -> Result<(String, String, usize), String> {
 }
 
 /// Posts one Bundle and checks the response: 200, a `*-response` Bundle, one `2xx` entry per entry.
-fn post_bundle(client: &mut Client, bundle: &Bundle) -> Result<(), String> {
+fn post_bundle(client: &mut http::Client, bundle: &Bundle) -> Result<(), String> {
     let response = client.post("/", &bundle.bytes).map_err(|e| format!("POST {}: {e}", bundle.name))?;
     let excerpt = || String::from_utf8_lossy(&response.body[..response.body.len().min(2000)]).into_owned();
     if response.status != 200 {
@@ -334,272 +336,22 @@ fn post_bundle(client: &mut Client, bundle: &Bundle) -> Result<(), String> {
 /// The `type` of a response Bundle and the `response.status` of each of its entries (`""` when an
 /// entry has none).
 fn scan_response(bytes: &[u8]) -> Result<(String, Vec<String>), String> {
-    let mut p = Json::new(bytes)?;
+    let mut p = json::Json::new(bytes)?;
     let mut kind = String::new();
     let mut statuses = Vec::new();
     p.object(|p, key| {
         match key {
-            "type" => kind = p.string()?.to_owned(),
+            "type" => kind = p.string()?.into_owned(),
             "entry" => p.array(|p| {
-                let mut status = String::new();
-                p.object(|p, key| {
-                    if key == "response" {
-                        p.object(|p, key| {
-                            if key == "status" {
-                                status = p.string()?.to_owned();
-                                Ok(())
-                            } else {
-                                p.skip_value()
-                            }
-                        })
-                    } else {
-                        p.skip_value()
-                    }
-                })?;
-                statuses.push(status);
+                statuses.push(p.string_at(&["response", "status"])?.unwrap_or_default().into_owned());
                 Ok(())
             })?,
-            _ => p.skip_value()?,
+            _ => p.skip()?,
         }
         Ok(())
     })?;
     p.end()?;
     Ok((kind, statuses))
-}
-
-/// A JSON scanner that walks a document without building it: enough to count entries and read a
-/// few strings. Strings are returned raw (escapes left in place).
-struct Json<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl<'a> Json<'a> {
-    fn new(bytes: &'a [u8]) -> Result<Json<'a>, String> {
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-        Ok(Json { text, pos: 0 })
-    }
-
-    fn error(&self, what: &str) -> String {
-        format!("invalid JSON at byte {}: {what}", self.pos)
-    }
-
-    fn ws(&mut self) -> Option<u8> {
-        let bytes = self.text.as_bytes();
-        while let Some(&b) = bytes.get(self.pos) {
-            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-                return Some(b);
-            }
-            self.pos += 1;
-        }
-        None
-    }
-
-    fn expect(&mut self, want: u8) -> Result<(), String> {
-        if self.ws() == Some(want) {
-            self.pos += 1;
-            Ok(())
-        } else {
-            Err(self.error(&format!("expected '{}'", want as char)))
-        }
-    }
-
-    fn end(&mut self) -> Result<(), String> {
-        match self.ws() {
-            None => Ok(()),
-            Some(_) => Err(self.error("trailing characters")),
-        }
-    }
-
-    fn string(&mut self) -> Result<&'a str, String> {
-        self.expect(b'"')?;
-        let bytes = self.text.as_bytes();
-        let start = self.pos;
-        loop {
-            match bytes.get(self.pos) {
-                None => return Err(self.error("unterminated string")),
-                Some(b'"') => break,
-                Some(b'\\') => self.pos += 2,
-                Some(_) => self.pos += 1,
-            }
-        }
-        let s = &self.text[start..self.pos];
-        self.pos += 1;
-        Ok(s)
-    }
-
-    /// Calls `member` with each key; it must consume the value.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Result<(), String>) -> Result<(), String> {
-        self.expect(b'{')?;
-        if self.ws() == Some(b'}') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            let key = self.string()?;
-            self.expect(b':')?;
-            member(self, key)?;
-            match self.ws() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.error("expected ',' or '}'")),
-            }
-        }
-    }
-
-    /// Calls `element` for each element; it must consume it.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<(), String>) -> Result<(), String> {
-        self.expect(b'[')?;
-        if self.ws() == Some(b']') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            element(self)?;
-            match self.ws() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.error("expected ',' or ']'")),
-            }
-        }
-    }
-
-    fn skip_value(&mut self) -> Result<(), String> {
-        match self.ws() {
-            Some(b'{') => self.object(|p, _| p.skip_value()),
-            Some(b'[') => self.array(Self::skip_value),
-            Some(b'"') => self.string().map(drop),
-            Some(b'-' | b'0'..=b'9') => {
-                let bytes = self.text.as_bytes();
-                while bytes.get(self.pos).is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
-                    self.pos += 1;
-                }
-                Ok(())
-            }
-            _ => {
-                for literal in ["true", "false", "null"] {
-                    if self.text[self.pos..].starts_with(literal) {
-                        self.pos += literal.len();
-                        return Ok(());
-                    }
-                }
-                Err(self.error("expected a value"))
-            }
-        }
-    }
-}
-
-/// A blocking HTTP/1.1 client on one keep-alive connection (adapted from the black-box tests'
-/// harness, without TLS). A request is never retried: a transaction is not idempotent.
-struct Client<'a> {
-    host_port: &'a str,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl<'a> Client<'a> {
-    fn new(host_port: &'a str) -> Client<'a> {
-        Client { host_port, conn: None }
-    }
-
-    fn post(&mut self, path: &str, body: &[u8]) -> std::io::Result<Response> {
-        if self.conn.is_none() {
-            let tcp = TcpStream::connect(self.host_port)?;
-            tcp.set_nodelay(true)?;
-            tcp.set_read_timeout(Some(Duration::from_secs(600)))?;
-            self.conn = Some(BufReader::with_capacity(64 * 1024, tcp));
-        }
-        let conn = self.conn.as_mut().expect("connected");
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/fhir+json\r\naccept: \
-             application/fhir+json\r\nprefer: return=minimal\r\ncontent-length: {}\r\n\r\n",
-            self.host_port,
-            body.len()
-        );
-        let stream = conn.get_mut();
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        stream.flush()?;
-        let (response, close) = match read_response(conn) {
-            Ok(r) => r,
-            Err(e) => {
-                self.conn = None;
-                return Err(e);
-            }
-        };
-        if close {
-            self.conn = None;
-        }
-        Ok(response)
-    }
-}
-
-/// Reads one response; the flag says the server will close the connection.
-fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<(Response, bool)> {
-    let mut line = String::new();
-    if conn.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
-    }
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let (mut length, mut chunked, mut close) = (None, false, false);
-    loop {
-        line.clear();
-        if conn.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed in the headers"));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').ok_or_else(|| std::io::Error::other(format!("bad header {l:?}")))?;
-        let v = v.trim();
-        if k.eq_ignore_ascii_case("content-length") {
-            length = Some(v.parse::<usize>().map_err(std::io::Error::other)?);
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = v.to_ascii_lowercase().contains("chunked");
-        } else if k.eq_ignore_ascii_case("connection") {
-            close = v.eq_ignore_ascii_case("close");
-        }
-    }
-    let mut body = Vec::new();
-    if status == 204 || status == 304 {
-    } else if let Some(len) = length {
-        body.resize(len, 0);
-        conn.read_exact(&mut body)?;
-    } else if chunked {
-        loop {
-            line.clear();
-            conn.read_line(&mut line)?;
-            let size = line.trim().split(';').next().unwrap_or("");
-            let size = usize::from_str_radix(size, 16).map_err(std::io::Error::other)?;
-            let start = body.len();
-            body.resize(start + size, 0);
-            conn.read_exact(&mut body[start..])?;
-            line.clear();
-            conn.read_line(&mut line)?; // the CRLF after the chunk (or after the last, empty one)
-            if size == 0 {
-                break;
-            }
-        }
-    } else {
-        conn.read_to_end(&mut body)?;
-        close = true;
-    }
-    Ok((Response { status, body }, close))
 }
 
 /// This process's user + system CPU time so far, from `/proc/self/stat` (Linux; `None` elsewhere).
