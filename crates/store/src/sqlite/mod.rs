@@ -152,23 +152,11 @@ impl ResourceStore for SqliteStore {
     }
 
     fn write(&self, op: WriteOp) -> StoreFuture<'_, WriteResult> {
-        // Queue the job now, not on first poll: a caller that starts several writes before awaiting
-        // any of them gets them into one group commit.
-        let (reply, receive) = tokio::sync::oneshot::channel();
-        let queued = self.submit(writer::Job::Write { op, reply });
-        Box::pin(async move {
-            queued?;
-            receive.await.map_err(|_| StoreError::Unavailable)?
-        })
+        self.queue(|reply| writer::Job::Write { op, reply })
     }
 
     fn transaction(&self, work: crate::TransactionWork) -> StoreFuture<'_, ()> {
-        let (reply, receive) = tokio::sync::oneshot::channel();
-        let queued = self.submit(writer::Job::Transaction { work, reply });
-        Box::pin(async move {
-            queued?;
-            receive.await.map_err(|_| StoreError::Unavailable)?
-        })
+        self.queue(|reply| writer::Job::Transaction { work, reply })
     }
 
     fn history<'a>(&'a self, scope: &'a HistoryScope, query: &'a HistoryQuery) -> StoreFuture<'a, Page> {
@@ -225,8 +213,18 @@ impl ResourceStore for SqliteStore {
 
 impl SqliteStore {
     fn maintain(&self, work: writer::Maintenance) -> StoreFuture<'_, ()> {
+        self.queue(|reply| writer::Job::Maintain { work, reply })
+    }
+
+    /// Hands a job to the writer and answers with its result after the group commit. The job is
+    /// queued now, not on first poll: a caller that starts several writes before awaiting any of
+    /// them gets them into one group commit.
+    fn queue<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<Result<Outcome<T>, StoreError>>) -> writer::Job,
+    ) -> StoreFuture<'_, T> {
         let (reply, receive) = tokio::sync::oneshot::channel();
-        let queued = self.submit(writer::Job::Maintain { work, reply });
+        let queued = self.submit(job(reply));
         Box::pin(async move {
             queued?;
             receive.await.map_err(|_| StoreError::Unavailable)?
