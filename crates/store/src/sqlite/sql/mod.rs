@@ -256,11 +256,19 @@ pub(super) fn compile_count(query: &SearchQuery) -> Compiled {
 /// row id order would cross everything before that stretch to reach them. Their match counts are
 /// bounded by one resource's data anyway.
 pub(super) fn compile_probe(clause: &Clause, cap: u32) -> Option<Compiled> {
+    // A composite is measured by its first component alone: collecting it costs a join per row of
+    // that component (every systolic pressure, say), however few of them the second one keeps.
     let measured = match clause {
         Clause::Match { values, .. } => {
             Builder::default_form(clause) == Form::Collect && !values.iter().any(|v| v.kind() == ValueKind::Reference)
         }
-        Clause::Composite { values, .. } => values.len() == 1,
+        Clause::Composite { param, values } => match values.as_slice() {
+            [components] => {
+                let first = components.first()?.clone();
+                return compile_probe(&Clause::Match { param: format!("{param}$0"), values: vec![first] }, cap);
+            }
+            _ => false,
+        },
         _ => false,
     };
     if !measured {
