@@ -1,0 +1,58 @@
+//! OpenID Connect discovery (`/{tenant}/v2.0/.well-known/openid-configuration` and the v1
+//! `/{tenant}/.well-known/openid-configuration`) and the JWKS they point at.
+//!
+//! MSAL reads `authorization_endpoint` and `token_endpoint` and takes the tenant from the token
+//! endpoint's first path segment; validators read `issuer` and `jwks_uri`. The documents carry
+//! the members Entra's do where Fhirside has an equivalent, and advertise only what is implemented.
+
+use serde_json::{json, Value};
+
+use super::{Authority, EndpointVersion};
+use crate::jwt::JwkSet;
+use crate::store::IdentityError;
+
+impl Authority {
+    pub fn jwks_uri(&self, version: EndpointVersion) -> String {
+        match version {
+            EndpointVersion::V1 => format!("{}/discovery/keys", self.authority_url()),
+            EndpointVersion::V2 => format!("{}/discovery/v2.0/keys", self.authority_url()),
+        }
+    }
+
+    pub fn openid_configuration(&self, version: EndpointVersion) -> Value {
+        let scopes = match version {
+            EndpointVersion::V1 => json!(["openid"]),
+            EndpointVersion::V2 => json!(["openid", "profile", "email", "offline_access"]),
+        };
+        json!({
+            "token_endpoint": self.token_endpoint(version),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"],
+            "jwks_uri": self.jwks_uri(version),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": scopes,
+            "issuer": self.issuer(version),
+            "request_uri_parameter_supported": false,
+            "authorization_endpoint": self.authorization_endpoint(version),
+            "http_logout_supported": false,
+            "frontchannel_logout_supported": false,
+            "claims_supported": [
+                "sub", "iss", "aud", "exp", "iat", "nbf", "name", "nonce", "oid", "tid", "ver",
+                "preferred_username", "upn", "unique_name", "roles", "scp", "fhirUser"
+            ],
+            "tenant_region_scope": Value::Null,
+            "cloud_instance_name": self.config.base.split("://").nth(1).unwrap_or(""),
+        })
+    }
+
+    /// Every published signing key: the current one and those retired recently enough that
+    /// tokens they signed may still be in use.
+    pub fn jwks(&self) -> Result<JwkSet, IdentityError> {
+        Ok(JwkSet { keys: self.signing_keys()?.iter().map(|k| k.jwk()).collect() })
+    }
+}
