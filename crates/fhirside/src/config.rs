@@ -26,9 +26,30 @@ pub struct ServeArgs {
     /// Serve plain HTTP instead of HTTPS (loopback addresses only).
     #[arg(long, env = "FHIRSIDE_HTTP", num_args = 0..=1, default_missing_value = "true")]
     pub http: Option<bool>,
-    /// Authentication mode: `none` (loopback only, for local development).
+    /// Authentication: `builtin` (tokens from the built-in authority) [default], `oidc` (tokens
+    /// from the external issuer --authority), or `none` (loopback only, for local development).
     #[arg(long, env = "FHIRSIDE_AUTH")]
     pub auth: Option<String>,
+    /// With --auth oidc: the issuer URL, as in its tokens' `iss` (e.g.
+    /// https://login.microsoftonline.com/{tenant}/v2.0); discovered at
+    /// {authority}/.well-known/openid-configuration.
+    #[arg(long, env = "FHIRSIDE_AUTHORITY")]
+    pub authority: Option<String>,
+    /// An accepted token audience; repeatable, or comma-separated [default: the FHIR base URL].
+    #[arg(long = "audience", env = "FHIRSIDE_AUDIENCES", value_delimiter = ',')]
+    pub audiences: Vec<String>,
+    /// An object id (`oid`) granted every FHIR data action; repeatable, or comma-separated.
+    #[arg(long = "allowed-object-id", env = "FHIRSIDE_ALLOWED_OBJECT_IDS", value_delimiter = ',')]
+    pub allowed_object_ids: Vec<String>,
+    /// PEM file of extra certificate authorities to trust when fetching the --authority's keys.
+    #[arg(long, env = "FHIRSIDE_AUTHORITY_CA")]
+    pub authority_ca: Option<PathBuf>,
+    /// Version of the built-in authority's access tokens: 1 (as Azure's FHIR service) or 2 [default: 1].
+    #[arg(long, env = "FHIRSIDE_ACCESS_TOKEN_VERSION")]
+    pub access_token_version: Option<u8>,
+    /// Lifetime of the built-in authority's access tokens, in seconds [default: 3599].
+    #[arg(long, env = "FHIRSIDE_TOKEN_LIFETIME")]
+    pub token_lifetime: Option<i64>,
     /// Public FHIR base URL, when clients reach the service through a proxy.
     #[arg(long, env = "FHIRSIDE_BASE_URL")]
     pub base_url: Option<String>,
@@ -44,6 +65,23 @@ pub struct ServeArgs {
     /// Most entries in a batch or transaction Bundle [default: 500, as in Azure's service].
     #[arg(long, env = "FHIRSIDE_MAX_BUNDLE_ENTRIES")]
     pub max_bundle_entries: Option<usize>,
+    /// CORS: an origin browser apps may call from (scheme://host[:port], or `*`); repeatable, or
+    /// comma-separated. Setting one turns CORS on [default: off].
+    #[arg(long = "cors-origin", env = "FHIRSIDE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// CORS: a request header browser apps may send; repeatable, or comma-separated [default: *].
+    #[arg(long = "cors-header", env = "FHIRSIDE_CORS_HEADERS", value_delimiter = ',')]
+    pub cors_headers: Vec<String>,
+    /// CORS: a method browser apps may use; repeatable, or comma-separated
+    /// [default: GET, POST, PUT, PATCH, DELETE, OPTIONS].
+    #[arg(long = "cors-method", env = "FHIRSIDE_CORS_METHODS", value_delimiter = ',')]
+    pub cors_methods: Vec<String>,
+    /// CORS: seconds a browser may cache a preflight answer [default: not sent].
+    #[arg(long, env = "FHIRSIDE_CORS_MAX_AGE")]
+    pub cors_max_age: Option<u32>,
+    /// CORS: let browsers send credentials (cookies, HTTP authentication); not with the origin `*`.
+    #[arg(long, env = "FHIRSIDE_CORS_ALLOW_CREDENTIALS", num_args = 0..=1, default_missing_value = "true")]
+    pub cors_allow_credentials: Option<bool>,
 }
 
 /// The configuration file.
@@ -62,7 +100,43 @@ pub struct FileConfig {
     pub max_page_size: Option<u32>,
     pub conditional_delete_max: Option<u32>,
     pub max_bundle_entries: Option<usize>,
+    pub cors: Option<CorsFile>,
+    pub authority: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub allowed_object_ids: Option<Vec<String>>,
+    pub authority_ca: Option<PathBuf>,
+    pub access_token_version: Option<u8>,
+    pub token_lifetime: Option<i64>,
 }
+
+/// How callers are authenticated, resolved.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub mode: fhirside_server::AuthMode,
+    /// The external issuer (`oidc` mode).
+    pub authority: Option<String>,
+    /// Accepted audiences; empty means the FHIR base URL.
+    pub audiences: Vec<String>,
+    pub allowed_object_ids: Vec<String>,
+    pub authority_ca: Option<PathBuf>,
+    pub access_token_version: u8,
+    pub token_lifetime: i64,
+}
+
+/// The config file's `[cors]` table (also the shape of the `--cors-*` flags, each of which wins over
+/// its key): Azure's FHIR service's five CORS settings.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CorsFile {
+    pub origins: Option<Vec<String>>,
+    pub headers: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub max_age: Option<u32>,
+    pub allow_credentials: Option<bool>,
+}
+
+/// The methods allowed when origins are set and methods are not: those of the FHIR RESTful API.
+const DEFAULT_CORS_METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Resolved settings for `serve`.
 #[derive(Debug)]
@@ -72,6 +146,7 @@ pub struct Settings {
     pub http: bool,
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub server: fhirside_server::ServerConfig,
+    pub auth: AuthSettings,
 }
 
 pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
@@ -86,10 +161,43 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
     let listen_text = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8443".into());
     let listen = resolve_listen(&listen_text)?;
     let http = args.http.or(file.http).unwrap_or(false);
-    let auth_text = args.auth.or(file.auth).unwrap_or_else(|| "none".into());
+    let auth_text = args.auth.or(file.auth).unwrap_or_else(|| "builtin".into());
     let auth = match auth_text.as_str() {
+        "builtin" => fhirside_server::AuthMode::BuiltIn,
+        "oidc" => fhirside_server::AuthMode::External,
         "none" => fhirside_server::AuthMode::None,
-        other => return Err(format!("unknown --auth mode '{other}'; this build supports 'none' (loopback only)")),
+        other => return Err(format!("unknown --auth mode '{other}'; use 'builtin', 'oidc' or 'none' (loopback only)")),
+    };
+    let authority = args.authority.or(file.authority).map(|a| a.trim_end_matches('/').to_owned());
+    if auth == fhirside_server::AuthMode::External {
+        match &authority {
+            None => return Err("--auth oidc needs --authority, the issuer's URL".into()),
+            Some(a) if !a.starts_with("https://") => {
+                return Err(format!("--authority must be an https URL, not '{a}'"))
+            }
+            Some(_) => {}
+        }
+    }
+    let list = |flags: Vec<String>, file: Option<Vec<String>>| -> Vec<String> {
+        let values = if flags.is_empty() { file.unwrap_or_default() } else { flags };
+        values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+    };
+    let access_token_version = args.access_token_version.or(file.access_token_version).unwrap_or(1);
+    if !matches!(access_token_version, 1 | 2) {
+        return Err(format!("--access-token-version must be 1 or 2, not {access_token_version}"));
+    }
+    let token_lifetime = args.token_lifetime.or(file.token_lifetime).unwrap_or(3599);
+    if !(60..=86_400).contains(&token_lifetime) {
+        return Err(format!("--token-lifetime must be between 60 and 86400 seconds, not {token_lifetime}"));
+    }
+    let auth_settings = AuthSettings {
+        mode: auth,
+        authority,
+        audiences: list(args.audiences, file.audiences),
+        allowed_object_ids: list(args.allowed_object_ids, file.allowed_object_ids),
+        authority_ca: args.authority_ca.or(file.authority_ca),
+        access_token_version,
+        token_lifetime,
     };
     if http && !listen.ip().is_loopback() {
         return Err(format!(
@@ -111,20 +219,77 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
             return Err(format!("--base-url must be an http(s) URL, not '{base}'"));
         }
     }
+    let cors_flags = CorsFile {
+        origins: Some(args.cors_origins).filter(|v| !v.is_empty()),
+        headers: Some(args.cors_headers).filter(|v| !v.is_empty()),
+        methods: Some(args.cors_methods).filter(|v| !v.is_empty()),
+        max_age: args.cors_max_age,
+        allow_credentials: args.cors_allow_credentials,
+    };
+    let cors = resolve_cors(cors_flags, file.cors.unwrap_or_default())?;
     let server = fhirside_server::ServerConfig {
         base_url,
         scheme: if http { "http" } else { "https" },
         auth,
+        oauth: None,
         max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
         default_page_size: file.default_page_size.unwrap_or(defaults.default_page_size),
         max_page_size: file.max_page_size.unwrap_or(defaults.max_page_size),
         conditional_delete_max: file.conditional_delete_max.unwrap_or(defaults.conditional_delete_max),
         max_bundle_entries: args.max_bundle_entries.or(file.max_bundle_entries).unwrap_or(defaults.max_bundle_entries),
+        cors,
     };
     if server.default_page_size == 0 || server.default_page_size > server.max_page_size {
         return Err("default_page_size must be between 1 and max_page_size".into());
     }
-    Ok(Settings { data_dir, listen, http, tls_files, server })
+    Ok(Settings { data_dir, listen, http, tls_files, server, auth: auth_settings })
+}
+
+/// The CORS policy from the flags (which win, setting by setting) and the `[cors]` table; `None`
+/// without origins. Headers default to `*` (FHIR apps send `Authorization`, `Content-Type`,
+/// `Prefer`, `If-Match`…, and the policy already limits who may call), methods to the FHIR API's.
+fn resolve_cors(flags: CorsFile, file: CorsFile) -> Result<Option<fhirside_server::CorsConfig>, String> {
+    let list = |values: Vec<String>| -> Vec<String> {
+        values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+    };
+    let origins = list(flags.origins.or(file.origins).unwrap_or_default());
+    let headers = flags.headers.or(file.headers);
+    let methods = flags.methods.or(file.methods);
+    let max_age = flags.max_age.or(file.max_age);
+    let allow_credentials = flags.allow_credentials.or(file.allow_credentials).unwrap_or(false);
+    if origins.is_empty() {
+        if headers.is_some() || methods.is_some() || max_age.is_some() || allow_credentials {
+            return Err("CORS settings need at least one origin (--cors-origin, or `origins` in [cors])".into());
+        }
+        return Ok(None);
+    }
+    let cors = fhirside_server::CorsConfig {
+        origins,
+        headers: headers.map(list).unwrap_or_else(|| vec!["*".into()]),
+        methods: methods
+            .map(|m| list(m).iter().map(|m| m.to_ascii_uppercase()).collect())
+            .unwrap_or_else(|| DEFAULT_CORS_METHODS.map(String::from).to_vec()),
+        max_age,
+        allow_credentials,
+    };
+    cors.validate()?;
+    Ok(Some(cors))
+}
+
+/// The data directory for the admin commands (`fhirside app …`), resolved as `serve` resolves it:
+/// the flag or `FHIRSIDE_DATA_DIR`, else the config file's `data_dir`, else `./fhirside-data`.
+pub fn admin_data_dir(data_dir: Option<PathBuf>, config: Option<&std::path::Path>) -> Result<PathBuf, String> {
+    if let Some(dir) = data_dir {
+        return Ok(dir);
+    }
+    let file: FileConfig = match config {
+        None => FileConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+    };
+    Ok(file.data_dir.unwrap_or_else(|| PathBuf::from("fhirside-data")))
 }
 
 /// An `ip:port` or `host:port` (resolved now, so that the loopback rule sees real addresses).
@@ -145,8 +310,16 @@ mod tests {
     fn refuses_plain_http_and_no_auth_off_loopback() {
         let args = ServeArgs { listen: Some("0.0.0.0:8443".into()), http: Some(true), ..Default::default() };
         assert!(resolve(args).unwrap_err().contains("plain HTTP"));
-        let args = ServeArgs { listen: Some("0.0.0.0:8443".into()), ..Default::default() };
+        let args = ServeArgs { listen: Some("0.0.0.0:8443".into()), auth: Some("none".into()), ..Default::default() };
         assert!(resolve(args).unwrap_err().contains("--auth none"));
+        let args = ServeArgs { listen: Some("0.0.0.0:8443".into()), ..Default::default() };
+        assert_eq!(
+            resolve(args).unwrap().auth.mode,
+            fhirside_server::AuthMode::BuiltIn,
+            "authentication is on by default"
+        );
+        let args = ServeArgs { auth: Some("oidc".into()), ..Default::default() };
+        assert!(resolve(args).unwrap_err().contains("--authority"));
     }
 
     #[test]
@@ -168,5 +341,60 @@ mod tests {
         assert_eq!(settings.listen.port(), 9001, "flags win over the file");
         std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
         assert!(resolve(ServeArgs { config: Some(file), ..Default::default() }).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn cors_settings() {
+        assert!(resolve(ServeArgs::default()).unwrap().server.cors.is_none(), "off by default");
+        let args = ServeArgs { cors_origins: vec!["https://app.example".into()], ..Default::default() };
+        let cors = resolve(args).unwrap().server.cors.unwrap();
+        assert_eq!(cors.origins, ["https://app.example"]);
+        assert_eq!(cors.headers, ["*"]);
+        assert_eq!(cors.methods, ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+        assert_eq!((cors.max_age, cors.allow_credentials), (None, false));
+
+        let refused = |args: ServeArgs| resolve(args).unwrap_err();
+        let message = refused(ServeArgs {
+            cors_origins: vec!["*".into()],
+            cors_allow_credentials: Some(true),
+            ..Default::default()
+        });
+        assert!(message.contains("credentials") && message.contains("'*'"), "{message}");
+        let message = refused(ServeArgs { cors_origins: vec!["https://app.example/".into()], ..Default::default() });
+        assert!(message.contains("https://app.example/"), "{message}");
+        let message = refused(ServeArgs { cors_methods: vec!["GET".into()], ..Default::default() });
+        assert!(message.contains("origin"), "{message}");
+
+        let dir = std::env::temp_dir().join(format!("fhirside-config-cors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fhirside.toml");
+        std::fs::write(
+            &file,
+            "[cors]\norigins = [\"https://a.example\", \"http://localhost:3000\"]\nheaders = [\"Authorization\", \
+             \"Content-Type\"]\nmethods = [\"get\", \"post\"]\nmax_age = 600\nallow_credentials = true\n",
+        )
+        .unwrap();
+        let cors =
+            resolve(ServeArgs { config: Some(file.clone()), ..Default::default() }).unwrap().server.cors.unwrap();
+        assert_eq!(cors.origins, ["https://a.example", "http://localhost:3000"]);
+        assert_eq!(cors.headers, ["Authorization", "Content-Type"]);
+        assert_eq!(cors.methods, ["GET", "POST"]);
+        assert_eq!((cors.max_age, cors.allow_credentials), (Some(600), true));
+        // A flag replaces its key, and only that key.
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            cors_origins: vec!["https://b.example".into()],
+            ..Default::default()
+        };
+        let cors = resolve(args).unwrap().server.cors.unwrap();
+        assert_eq!(cors.origins, ["https://b.example"]);
+        assert_eq!(cors.max_age, Some(600));
+        std::fs::write(&file, "[cors]\norigins = [\"*\"]\nallow_credentials = true\n").unwrap();
+        assert!(resolve(ServeArgs { config: Some(file.clone()), ..Default::default() })
+            .unwrap_err()
+            .contains("credentials"));
+        std::fs::write(&file, "[cors]\norigin = [\"*\"]\n").unwrap();
+        assert!(resolve(ServeArgs { config: Some(file), ..Default::default() }).is_err(), "unknown keys are refused");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

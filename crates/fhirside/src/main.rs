@@ -3,8 +3,11 @@
 //! `fhirside serve` runs the service on its embedded store. Settings come from flags, then
 //! `FHIRSIDE_*` environment variables, then the config file, then defaults ([`config`]).
 
+mod admin;
 mod config;
+mod identity;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -20,17 +23,35 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the FHIR service.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
+    /// Get an access token for an app from the built-in authority (like `az account get-access-token`).
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => match config::resolve(args).and_then(serve::run) {
+        Command::Serve(args) => match config::resolve(*args).and_then(serve::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("fhirside: {message}");
                 ExitCode::from(2)
+            }
+        },
+        Command::Token(args) => match token::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fhirside: {message}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Admin(command) => match admin::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fhirside: {message}");
+                ExitCode::from(1)
             }
         },
     }

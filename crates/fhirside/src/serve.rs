@@ -51,14 +51,21 @@ pub fn run(settings: Settings) -> Result<(), String> {
         };
         let scheme = if settings.http { "http" } else { "https" };
         let base = settings.server.base_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
-        if settings.server.auth == fhirside_server::AuthMode::None {
-            let _ = writeln!(out, "authentication: none (local development only)");
+        let identity = crate::identity::set_up(&settings.auth, &data_dir, &base).await?;
+        for line in &identity.banner {
+            let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(out, "FHIR base URL: {base}");
         let _ = out.flush();
         drop(out);
 
-        let state = AppState::new(settings.server, store.clone());
+        let mut server_config = settings.server;
+        server_config.oauth = identity.oauth.clone();
+        let state = AppState::new(server_config, store.clone()).with_identity(
+            identity.authentication,
+            identity.store,
+            identity.authority,
+        );
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;

@@ -1,51 +1,33 @@
 //! Who is calling, and may they do this?
 //!
 //! Authentication happens once per request in the context middleware, which stores a
-//! [`Principal`] in the request's extensions; each interaction then asks [`authorize`] for the
-//! Azure data action it needs (`read`, `write`, `delete`, …). Today the only mode is
-//! [`AuthMode::None`](crate::AuthMode::None) — local development on loopback, where the caller holds
-//! every data action. Token validation and Azure's roles plug in here without touching the
-//! interactions.
+//! [`Principal`] in the request's extensions; each interaction then asks [`authorize`] for the Azure
+//! data action it needs (`read`, `write`, `delete`, …).
+//!
+//! With authentication on, the caller presents a bearer token, validated by
+//! [`fhirside_identity::validate`] against the built-in authority or an external OpenID Connect
+//! issuer. The caller's data actions are the union of:
+//! - the Azure RBAC roles assigned to the token's `oid` (read from the identity store at request
+//!   time, so that removing an assignment takes effect at once, not when the token expires);
+//! - the app roles in the token's `roles` claim (how an external issuer grants access);
+//! - everything but SMART, when the `oid` is in the configured allowed object ids (Azure API for
+//!   FHIR's access policy).
+//!
+//! `/metadata` is answered without a token, as Azure's service does. With `--auth none` (loopback
+//! only, for local development) every caller holds every FHIR data action.
 
-use axum::http::HeaderMap;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use fhirside_identity::roles::{self, RoleKind};
+use fhirside_identity::store::IdentityStore;
+use fhirside_identity::validate::{Claims, Validator};
+
+pub use fhirside_identity::roles::{DataAction, DataActions};
 
 use crate::error::FhirError;
-use crate::{AppState, AuthMode};
-
-/// Azure's FHIR data actions (`Microsoft.HealthcareApis/services/fhir/resources/<action>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataAction {
-    Read,
-    Write,
-    Delete,
-    HardDelete,
-    Export,
-    Import,
-    ResourceValidate,
-    Reindex,
-    ConvertData,
-    Smart,
-}
-
-impl DataAction {
-    fn bit(self) -> u16 {
-        1 << (self as u16)
-    }
-}
-
-/// A set of data actions (what a role grants).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DataActions(u16);
-
-impl DataActions {
-    pub fn of(actions: &[DataAction]) -> DataActions {
-        DataActions(actions.iter().fold(0, |bits, a| bits | a.bit()))
-    }
-
-    pub fn contains(self, action: DataAction) -> bool {
-        self.0 & action.bit() != 0
-    }
-}
+use crate::AppState;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -54,21 +36,122 @@ pub struct Principal {
     pub data_actions: DataActions,
     /// `oid` of the caller's token; empty when authentication is off.
     pub object_id: String,
+    /// The token's verified claims; `None` when authentication is off or the route is anonymous.
+    pub claims: Option<Arc<Claims>>,
 }
 
-pub(crate) fn authenticate(state: &AppState, _headers: &HeaderMap) -> Result<Principal, FhirError> {
-    match state.config.auth {
-        AuthMode::None => Ok(Principal {
-            data_actions: DataActions::of(&[
-                DataAction::Read,
-                DataAction::Write,
-                DataAction::Delete,
-                DataAction::ResourceValidate,
-                DataAction::Reindex,
-            ]),
-            object_id: String::new(),
-        }),
+impl Principal {
+    fn anonymous() -> Principal {
+        Principal { data_actions: DataActions::NONE, object_id: String::new(), claims: None }
     }
+}
+
+/// Token validation and role resolution for the FHIR service.
+pub struct Authentication {
+    pub validator: Arc<Validator>,
+    /// Where role assignments live (the installation's identity store).
+    pub role_assignments: Option<Arc<IdentityStore>>,
+    /// Object ids granted every FHIR data action (Azure API for FHIR's "allowed object IDs").
+    pub allowed_object_ids: Vec<String>,
+    /// The `WWW-Authenticate` challenge of a `401`.
+    pub challenge: HeaderValue,
+    /// Data actions from role assignments, per object id, as of a store version.
+    cache: RwLock<(i64, HashMap<String, DataActions>)>,
+}
+
+impl Authentication {
+    /// `authorization_uri` is the authority clients should get a token from; `resource` is the
+    /// audience to ask for.
+    pub fn new(
+        validator: Arc<Validator>,
+        role_assignments: Option<Arc<IdentityStore>>,
+        allowed_object_ids: Vec<String>,
+        authorization_uri: &str,
+        resource: &str,
+    ) -> Authentication {
+        let challenge = format!(
+            "Bearer authorization_uri=\"{authorization_uri}\", resource_id=\"{resource}\", realm=\"{resource}\""
+        );
+        Authentication {
+            validator,
+            role_assignments,
+            allowed_object_ids,
+            challenge: HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer")),
+            cache: RwLock::new((i64::MIN, HashMap::new())),
+        }
+    }
+
+    /// The data actions granted to `object_id` by role assignments.
+    fn assigned(&self, object_id: &str) -> DataActions {
+        let Some(store) = &self.role_assignments else { return DataActions::NONE };
+        let Ok(version) = store.data_version() else { return DataActions::NONE };
+        if let Ok(cache) = self.cache.read() {
+            if cache.0 == version {
+                if let Some(actions) = cache.1.get(object_id) {
+                    return *actions;
+                }
+            }
+        }
+        let actions = match store.role_assignments(Some(object_id)) {
+            Ok(assignments) => assignments
+                .iter()
+                .filter_map(|a| roles::find(&a.role))
+                .filter(|r| r.kind == RoleKind::Rbac)
+                .fold(DataActions::NONE, |all, r| all.union(r.data_actions())),
+            Err(e) => {
+                eprintln!("fhirside: role assignments unavailable: {e}");
+                return DataActions::NONE;
+            }
+        };
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.0 != version {
+                *cache = (version, HashMap::new());
+            }
+            cache.1.insert(object_id.to_owned(), actions);
+        }
+        actions
+    }
+}
+
+/// Routes answered without a token.
+fn is_anonymous_route(path: &str) -> bool {
+    path == "/metadata"
+}
+
+pub(crate) async fn authenticate(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Principal, FhirError> {
+    let Some(auth) = &state.authentication else {
+        return Ok(Principal {
+            data_actions: DataActions::star()
+                .without(&[DataAction::HardDelete])
+                .union(DataActions::of(&[DataAction::Admin])),
+            object_id: String::new(),
+            claims: None,
+        });
+    };
+    if is_anonymous_route(path) {
+        return Ok(Principal::anonymous());
+    }
+    let unauthenticated = || FhirError::Unauthenticated { challenge: auth.challenge.clone() };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(unauthenticated)?;
+    let claims = match auth.validator.validate(token, fhirside_identity::time::now()).await {
+        Ok(claims) => claims,
+        Err(rejection) => {
+            // The reason goes to the log, the token never does.
+            eprintln!("fhirside: request {} refused: token {rejection}", crate::context::request_id());
+            return Err(unauthenticated());
+        }
+    };
+    let object_id = claims.object_id().to_owned();
+    let mut actions = roles::data_actions(claims.roles()).union(auth.assigned(&object_id));
+    if auth.allowed_object_ids.iter().any(|id| id.eq_ignore_ascii_case(&object_id)) {
+        actions = actions.union(DataActions::star());
+    }
+    Ok(Principal { data_actions: actions, object_id, claims: Some(claims) })
 }
 
 /// Fails with `403` unless the caller holds `action`.

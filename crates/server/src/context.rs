@@ -66,7 +66,7 @@ pub(crate) async fn middleware(State(state): State<AppState>, mut request: Reque
 
     let mut response = CONTEXT
         .scope(context, async move {
-            match auth::authenticate(&state, request.headers()) {
+            match auth::authenticate(&state, request.uri().path(), request.headers()).await {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
                     next.run(request).await

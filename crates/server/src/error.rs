@@ -23,6 +23,8 @@ pub enum FhirError {
     NoMatch(String),
     /// `410`: the current version is a deletion; carries the deleted version for the `ETag`.
     Gone { resource_type: String, id: String, version: u64 },
+    /// `401`: no valid bearer token; carries the `WWW-Authenticate` challenge.
+    Unauthenticated { challenge: HeaderValue },
     /// `403`: the caller lacks the data action.
     Forbidden,
     /// `404`: no route.
@@ -101,6 +103,9 @@ impl FhirError {
                 StatusCode::GONE,
                 issue("error", "deleted", format!("Resource type '{resource_type}' with id '{id}' has been deleted.")),
             ),
+            FhirError::Unauthenticated { .. } => {
+                (StatusCode::UNAUTHORIZED, issue("error", "login", "Authentication failed.".into()))
+            }
             FhirError::Forbidden => {
                 (StatusCode::FORBIDDEN, issue("error", "forbidden", "Authorization failed.".into()))
             }
@@ -232,6 +237,8 @@ impl IntoResponse for FhirError {
             if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
                 headers.insert(header::ETAG, etag);
             }
+        } else if let FhirError::Unauthenticated { challenge } = self {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

@@ -6,6 +6,7 @@
 //! to `OperationOutcome` responses ([`error`]).
 //!
 //! The path of a request, in order (see `ARCHITECTURE.md`):
+//! [`cors`] (browser cross-origin policy, before any token is asked for) →
 //! [`context`] (request id, correlation id, standard headers) → [`auth`] (who is calling and whether
 //! the interaction's data action is allowed) → an [`interaction`] module (parse and validate with
 //! the `fhir` crate, then store) → a response built by [`response`].
@@ -13,10 +14,12 @@
 //! It does not know SQL (only the store trait) nor the FHIR definitions' internals (only the `fhir`
 //! crate's API), and nothing in it reaches back from the store to HTTP.
 
+pub mod admin;
 pub mod auth;
 mod bundle;
 mod config;
 mod context;
+pub mod cors;
 pub mod error;
 mod extract;
 mod ids;
@@ -30,7 +33,7 @@ mod response;
 pub mod search_params;
 pub mod tls;
 
-pub use config::{AuthMode, ServerConfig};
+pub use config::{AuthMode, CorsConfig, OAuthUris, ServerConfig};
 
 use std::sync::Arc;
 
@@ -46,6 +49,12 @@ pub struct AppState {
     /// The CapabilityStatement, built once: it depends only on the definitions and configuration.
     pub(crate) capability_statement: Arc<interaction::capabilities::Cached>,
     pub(crate) reindexer: Arc<search_params::Reindexer>,
+    /// Token validation; `None` when authentication is off (`--auth none`).
+    pub(crate) authentication: Option<Arc<auth::Authentication>>,
+    /// The installation's identity store (admin API), when there is one.
+    pub(crate) identity: Option<Arc<fhirside_identity::store::IdentityStore>>,
+    /// The built-in authority, served under `/{tenant}`, when it is on.
+    pub(crate) authority: Option<Arc<fhirside_identity::authority::Authority>>,
 }
 
 impl AppState {
@@ -53,7 +62,29 @@ impl AppState {
         let indexer = search_params::current();
         let statement = interaction::capabilities::build(&config, &indexer);
         let capability_statement = Arc::new(std::sync::RwLock::new((indexer.fingerprint().to_owned(), statement)));
-        AppState { config: Arc::new(config), store, capability_statement, reindexer: Default::default() }
+        AppState {
+            config: Arc::new(config),
+            store,
+            capability_statement,
+            reindexer: Default::default(),
+            authentication: None,
+            identity: None,
+            authority: None,
+        }
+    }
+
+    /// Turns authentication on, with the installation's identity store and, when it serves one,
+    /// the built-in authority.
+    pub fn with_identity(
+        mut self,
+        authentication: Option<auth::Authentication>,
+        identity: Option<Arc<fhirside_identity::store::IdentityStore>>,
+        authority: Option<Arc<fhirside_identity::authority::Authority>>,
+    ) -> AppState {
+        self.authentication = authentication.map(Arc::new);
+        self.identity = identity;
+        self.authority = authority;
+        self
     }
 }
 
@@ -61,7 +92,7 @@ impl AppState {
 /// are resolved inside the handlers because they share path shapes with resource ids.
 pub fn router(state: AppState) -> Router {
     use interaction::*;
-    Router::new()
+    let fhir = Router::new()
         .route("/metadata", get(capabilities::handle))
         .route("/", get(system::get).post(system::post))
         .route(
@@ -79,8 +110,20 @@ pub fn router(state: AppState) -> Router {
         .route("/{segment}/{id}/{op}", get(instance::get_sub).post(instance::post_sub))
         .route("/{segment}/{id}/_history/{vid}", get(vread::handle))
         .route("/{segment}/{id}/{op}/{sub}", axum::routing::post(instance::post_compartment_search))
+        .merge(admin::routes())
         .fallback(fallback::route_not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::middleware))
-        .with_state(state)
+        .with_state(state.clone());
+    // The built-in authority's endpoints: outside the context middleware, since they are how a
+    // caller gets a token. Static path segments take precedence over the FHIR routes' captures.
+    let app = match &state.authority {
+        Some(authority) => fhir.merge(Router::new().nest(
+            &format!("/{}", authority.tenant_id()),
+            fhirside_identity::authority::http::router(authority.clone()),
+        )),
+        None => fhir,
+    };
+    // Outside the context middleware (a later layer is an outer one): preflights need no token.
+    app.layer(axum::middleware::from_fn_with_state(state, cors::middleware))
 }

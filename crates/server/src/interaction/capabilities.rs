@@ -131,5 +131,23 @@ pub(crate) fn build(config: &ServerConfig, indexer: &fhir::index::Indexer) -> by
     if let Some(base) = &config.base_url {
         statement["implementation"]["url"] = json!(base);
     }
+    // How to get a token, as Azure's service advertises it: the OAuth service and SMART's
+    // `oauth-uris` extension naming the authority's endpoints.
+    if let Some(uris) = &config.oauth {
+        statement["rest"][0]["security"] = json!({
+            "cors": config.cors.is_some(),
+            "service": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "OAuth",
+            }]}],
+            "extension": [{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "token", "valueUri": uris.token},
+                    {"url": "authorize", "valueUri": uris.authorize},
+                ],
+            }],
+        });
+    }
     serde_json::to_vec(&statement).expect("a JSON value always serializes").into()
 }

@@ -17,12 +17,16 @@ use crate::params::Params;
 use crate::response::{self, ResourceResponse};
 use crate::AppState;
 
-use super::{search, Call};
+use super::{needs, search, Call};
 
 static IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
 
 pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) -> Result<Response, FhirError> {
-    call.authorize(DataAction::Write)?;
+    if call.headers.contains_key(&IF_NONE_EXIST) {
+        call.authorize_any_of(needs::CONDITIONAL_CREATE)?;
+    } else {
+        call.authorize(DataAction::Write)?;
+    }
     let format = call.format()?;
     let prefer = call.prefer()?;
     let if_none_exist = match call.headers.get(&IF_NONE_EXIST) {

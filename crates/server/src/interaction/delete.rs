@@ -19,7 +19,7 @@ use crate::error::FhirError;
 use crate::response;
 use crate::AppState;
 
-use super::{search, Call};
+use super::{needs, search, Call};
 
 static ITEMS_DELETED: HeaderName = HeaderName::from_static("items-deleted");
 
@@ -49,7 +49,7 @@ pub(crate) async fn conditional(
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?;
-    call.authorize(DataAction::Delete)?;
+    call.authorize_any_of(needs::CONDITIONAL_DELETE)?;
     let query = search::conditional(resource_type, &call.params)?;
     let max = match call.params.get("_count") {
         None => 1,

@@ -61,6 +61,15 @@ impl Call {
         }
     }
 
+    /// Fails with `403` unless the caller holds all the actions of at least one of `alternatives`
+    /// (see [`needs`]).
+    pub fn authorize_any_of(&self, alternatives: &[&[DataAction]]) -> Result<(), FhirError> {
+        match &self.principal {
+            Some(principal) if needs::met(principal, alternatives) => Ok(()),
+            _ => Err(FhirError::Forbidden),
+        }
+    }
+
     pub fn format(&self) -> Result<Format, FhirError> {
         negotiate::response_format(&self.headers, &self.params)
     }
@@ -103,6 +112,28 @@ impl Call {
         negotiate::require_json_body(&self.headers)?;
         let bytes = read_body(self.body, limit).await?;
         parse_resource(&bytes, resource_type)
+    }
+}
+
+/// What the interactions that need more than one data action require, as Azure's FHIR service
+/// decides it (its `AuthorizationServiceExtensions`): any one alternative suffices, and an
+/// alternative needs all of its actions. The second alternative of each is made of SMART v2's
+/// granular actions (`search`, `create`, `update`).
+pub(crate) mod needs {
+    use crate::auth::{DataAction as A, Principal};
+
+    pub type Requirement = &'static [&'static [A]];
+
+    /// Conditional create (`If-None-Exist`): it searches, then writes.
+    pub const CONDITIONAL_CREATE: Requirement = &[&[A::Read, A::Write], &[A::Search, A::Create]];
+    /// Conditional update and conditional patch.
+    pub const CONDITIONAL_UPDATE: Requirement = &[&[A::Read, A::Write], &[A::Search, A::Update]];
+    /// Patch: it reads the current version, then writes.
+    pub const PATCH: Requirement = &[&[A::Read, A::Write], &[A::Update]];
+    pub const CONDITIONAL_DELETE: Requirement = &[&[A::Read, A::Delete], &[A::Search, A::Delete]];
+
+    pub(crate) fn met(principal: &Principal, alternatives: &[&[A]]) -> bool {
+        alternatives.iter().any(|all| all.iter().all(|a| principal.data_actions.contains(*a)))
     }
 }
 

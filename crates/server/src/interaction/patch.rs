@@ -14,7 +14,6 @@ use axum::response::Response;
 use fhirside_store::{StoredVersion, Transaction, Unstamped, WriteOp, WriteResult};
 use serde_json::{json, Value};
 
-use crate::auth::DataAction;
 use crate::error::FhirError;
 use crate::extract::Segments;
 use crate::patching::fhirpath_patch;
@@ -22,7 +21,7 @@ use crate::patching::json_patch::{self, PatchError};
 use crate::response::{self, ResourceResponse};
 use crate::{indexing, AppState};
 
-use super::{search, Call};
+use super::{needs, search, Call};
 
 /// Which resource to patch.
 pub(crate) enum Target {
@@ -70,7 +69,10 @@ pub(crate) async fn conditional(
 }
 
 async fn run(state: &AppState, mut call: Call, resource_type: String, target: Target) -> Result<Response, FhirError> {
-    call.authorize(DataAction::Write)?;
+    call.authorize_any_of(match &target {
+        Target::Instance(_) => needs::PATCH,
+        Target::Search(_) => needs::CONDITIONAL_UPDATE,
+    })?;
     let format = call.format()?;
     let prefer = call.prefer()?;
     let if_match = call.if_match()?;

@@ -21,7 +21,7 @@ use crate::indexing;
 use crate::response::{self, ResourceResponse};
 use crate::AppState;
 
-use super::{search, Call};
+use super::{needs, search, Call};
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
@@ -79,7 +79,7 @@ pub(crate) async fn conditional(
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?;
-    call.authorize(DataAction::Write)?;
+    call.authorize_any_of(needs::CONDITIONAL_UPDATE)?;
     let format = call.format()?;
     let prefer = call.prefer()?;
     let if_match = call.if_match()?;

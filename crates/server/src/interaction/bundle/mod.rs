@@ -18,7 +18,7 @@ use axum::response::Response;
 use fhirside_store::StoredVersion;
 use serde_json::Value;
 
-use self::entry::{Entry, Method};
+use self::entry::{Entry, Method, Target};
 use self::execute::Produced;
 use crate::auth::DataAction;
 use crate::bundle::BundleWriter;
@@ -26,7 +26,7 @@ use crate::error::FhirError;
 use crate::negotiate::Return;
 use crate::{context, response, AppState};
 
-use super::Call;
+use super::{needs, Call};
 
 pub(crate) async fn handle(state: &AppState, call: Call) -> Result<Response, FhirError> {
     let format = call.format()?;
@@ -71,7 +71,7 @@ pub(crate) async fn handle(state: &AppState, call: Call) -> Result<Response, Fhi
             .enumerate()
             .map(|(i, e)| {
                 let parsed = entry::parse(i, e, &base, entry_issues.remove(&i).unwrap_or_default());
-                parsed.and_then(|e| call.authorize(data_action(e.method)).map(|()| e)).map_err(|e| e.in_entry(i))
+                parsed.and_then(|e| call.authorize_any_of(requirement(&e)).map(|()| e)).map_err(|e| e.in_entry(i))
             })
             .collect(),
         _ => Vec::new(),
@@ -90,11 +90,17 @@ enum Kind {
     Transaction,
 }
 
-fn data_action(method: Method) -> DataAction {
-    match method {
-        Method::Get | Method::Head => DataAction::Read,
-        Method::Post | Method::Put | Method::Patch => DataAction::Write,
-        Method::Delete => DataAction::Delete,
+/// What an entry needs: what the same request would need outside a Bundle.
+fn requirement(entry: &Entry) -> needs::Requirement {
+    let conditional = matches!(entry.target, Target::Search(..));
+    match entry.method {
+        Method::Get | Method::Head => &[&[DataAction::Read]],
+        Method::Post if entry.if_none_exist.is_some() => needs::CONDITIONAL_CREATE,
+        Method::Put | Method::Patch if conditional => needs::CONDITIONAL_UPDATE,
+        Method::Patch => needs::PATCH,
+        Method::Post | Method::Put => &[&[DataAction::Write]],
+        Method::Delete if conditional => needs::CONDITIONAL_DELETE,
+        Method::Delete => &[&[DataAction::Delete]],
     }
 }
 

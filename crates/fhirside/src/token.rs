@@ -1,0 +1,98 @@
+//! `fhirside token`: an access token for an app, like `az account get-access-token`.
+//!
+//! It runs the built-in authority's client-credentials grant in this process, against the same
+//! identity store and with the settings the server recorded when it last started (its URL, the
+//! FHIR audiences, the token version), so the token is exactly what the token endpoint would
+//! issue — without a network round trip, and with the same secret checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use fhirside_identity::authority::token::TokenRequest;
+use fhirside_identity::authority::{Authority, AuthorityConfig, EndpointVersion};
+use fhirside_identity::store::IdentityStore;
+use serde_json::{json, Value};
+
+use crate::identity::{ACCESS_TOKEN_VERSION, AUTHORITY_BASE, FHIR_AUDIENCES, TOKEN_LIFETIME};
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The app's client id.
+    #[arg(long, env = "FHIRSIDE_CLIENT_ID")]
+    client_id: String,
+    /// One of the app's client secrets.
+    #[arg(long, env = "FHIRSIDE_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: String,
+    /// The resource to get a token for [default: the FHIR service].
+    #[arg(long)]
+    resource: Option<String>,
+    /// TOML configuration file (only its `data_dir` is used here).
+    #[arg(long, env = "FHIRSIDE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory of the server [default: ./fhirside-data].
+    #[arg(long, env = "FHIRSIDE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `json` (as `az account get-access-token`) or `tsv` (the token alone, for scripts).
+    #[arg(long, value_enum, default_value_t = TokenOutput::Json)]
+    output: TokenOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TokenOutput {
+    Json,
+    Tsv,
+}
+
+pub fn run(args: TokenArgs) -> Result<(), String> {
+    let data_dir = crate::config::admin_data_dir(args.data_dir, args.config.as_deref())?;
+    let store = Arc::new(
+        IdentityStore::open(&data_dir)
+            .map_err(|e| format!("cannot open the identity store in {}: {e}", data_dir.display()))?,
+    );
+    let setting = |key: &str| store.setting(key).map_err(|e| e.to_string());
+    let base = setting(AUTHORITY_BASE)?.ok_or_else(|| {
+        format!(
+            "{} has no built-in authority yet: start `fhirside serve` on it once (with authentication on)",
+            data_dir.display()
+        )
+    })?;
+    let audiences: Vec<String> =
+        setting(FHIR_AUDIENCES)?.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_else(|| vec![base.clone()]);
+    let mut config = AuthorityConfig::new(&base, audiences.clone());
+    if let Some(version) = setting(ACCESS_TOKEN_VERSION)?.and_then(|v| v.parse().ok()) {
+        config.access_token_version = version;
+    }
+    if let Some(lifetime) = setting(TOKEN_LIFETIME)?.and_then(|v| v.parse().ok()) {
+        config.token_lifetime = lifetime;
+    }
+    let authority = Authority::new(config, store.clone()).map_err(|e| e.to_string())?;
+    let resource = args.resource.unwrap_or_else(|| audiences[0].clone());
+    let request = TokenRequest {
+        params: vec![
+            ("grant_type".into(), "client_credentials".into()),
+            ("client_id".into(), args.client_id),
+            ("client_secret".into(), args.client_secret),
+            ("scope".into(), format!("{}/.default", resource.trim_end_matches('/'))),
+        ],
+        basic: None,
+    };
+    let now = fhirside_identity::time::now();
+    let response = authority.token(EndpointVersion::V2, &request, now).map_err(|e| e.description())?;
+    let token = response["access_token"].as_str().unwrap_or_default();
+    match args.output {
+        TokenOutput::Tsv => println!("{token}"),
+        TokenOutput::Json => {
+            let expires_on = now + response["expires_in"].as_i64().unwrap_or(0);
+            let out: Value = json!({
+                "accessToken": token,
+                "expiresOn": fhirside_identity::time::rfc3339(expires_on),
+                "expires_on": expires_on,
+                "tenant": store.tenant_id(),
+                "tokenType": "Bearer",
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
