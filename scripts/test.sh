@@ -19,6 +19,11 @@ for tool in tar bzcat python3; do
   command -v "$tool" >/dev/null || { apt-get update && apt-get install -y tar bzip2 python3; break; }
 done
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
+# The client-library tests (crates/fhirside/tests/blackbox/clients.rs) run tests/clients/*.py with
+# MSAL Python and azure-identity, pinned in tests/clients/requirements.txt (quick when installed).
+python3 -m pip --version >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-pip; }
+PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

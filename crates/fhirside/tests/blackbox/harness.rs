@@ -15,9 +15,14 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     pub ca: Option<PathBuf>,
+    /// The built-in authority's tenant and URL (`{base}/{tenant}`), when authentication is on.
+    pub tenant: Option<String>,
+    pub authority: Option<String>,
     host_port: String,
     tls: Option<Arc<rustls::ClientConfig>>,
-    extra: Vec<String>,
+    /// Every argument after `serve --listen … --data-dir …`.
+    args: Vec<String>,
+    log: Option<PathBuf>,
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -44,43 +49,90 @@ impl Server {
         Server::start_in(&temp_dir("data"), &["--http"])
     }
 
+    /// No authentication (`--auth none`) on `data_dir`, with `extra` arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--auth", "none"];
+        args.extend_from_slice(extra);
+        Server::launch(data_dir, &args, None)
+    }
+
+    /// Authentication on (the default: the built-in authority), HTTPS, a fresh data directory.
+    pub fn start_secure(extra: &[&str]) -> Server {
+        Server::launch(&temp_dir("data"), extra, None)
+    }
+
+    /// Starts `fhirside serve --listen 127.0.0.1:0 --data-dir <data_dir> <args>`. With `log`, the
+    /// server's whole output (stdout and stderr) is also appended to that file.
+    pub fn launch(data_dir: &Path, args: &[&str], log: Option<&Path>) -> Server {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_fhirside"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--auth", "none", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start fhirside");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let mut ca = None;
+        let mut log_file = log.map(|path| std::fs::OpenOptions::new().append(true).open(path).unwrap());
+        let (mut ca, mut tenant, mut authority) = (None, None, None);
         let base = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
                 _ => panic!("fhirside exited before printing its base URL: {:?}", child.wait()),
             };
+            if let Some(file) = &mut log_file {
+                let _ = writeln!(file, "{line}");
+            }
             if let Some(rest) = line.strip_prefix("TLS certificate authority: ") {
                 ca = Some(PathBuf::from(rest.split(' ').next().unwrap()));
+            }
+            if let Some(rest) = line.strip_prefix("authentication: built-in authority, tenant ") {
+                tenant = Some(rest.trim().to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("authority: ") {
+                authority = Some(rest.trim().to_owned());
             }
             if let Some(base) = line.strip_prefix("FHIR base URL: ") {
                 break base.to_owned();
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(file) = &mut log_file {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+        });
         let host_port = base.split("://").nth(1).unwrap().to_owned();
         let tls = ca.as_ref().map(|ca| client_config(ca));
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        Server { child, base, data_dir: data_dir.to_owned(), ca, host_port, tls, extra }
+        let args = args.iter().map(|s| s.to_string()).collect();
+        Server {
+            child,
+            base,
+            data_dir: data_dir.to_owned(),
+            ca,
+            tenant,
+            authority,
+            host_port,
+            tls,
+            args,
+            log: log.map(Path::to_owned),
+        }
     }
 
     /// Kills the server with SIGKILL and starts it again on the same data directory.
     pub fn restart(&mut self) {
         self.kill();
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let mut fresh = Server::start_in(&self.data_dir, &extra);
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut fresh = Server::launch(&self.data_dir, &args, self.log.as_deref());
         std::mem::swap(self, &mut fresh);
         // `fresh` now holds the dead process; don't let its Drop delete the shared directory.
         fresh.data_dir = PathBuf::new();
@@ -115,6 +167,68 @@ impl Server {
     pub fn delete(&self, path: &str) -> Response {
         self.request("DELETE", path, &[], None)
     }
+
+    /// Runs an admin command (`fhirside app create …`) on this server's data directory with
+    /// `--output json`, and returns its JSON; panics with stderr when it fails.
+    pub fn admin(&self, args: &[&str]) -> Value {
+        let output = admin_command(&self.data_dir, args);
+        assert!(output.status.success(), "fhirside {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("fhirside {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
+        })
+    }
+
+    /// Registers a confidential app with `roles`; returns (client id, client secret, object id).
+    pub fn create_app(&self, name: &str, roles: &[&str]) -> (String, String, String) {
+        let mut args = vec!["app", "create", "--name", name];
+        for role in roles {
+            args.extend(["--role", role]);
+        }
+        let app = self.admin(&args);
+        let field = |k: &str| app[k].as_str().unwrap_or_else(|| panic!("no {k} in {app}")).to_owned();
+        (field("clientId"), field("clientSecret"), field("objectId"))
+    }
+
+    /// A token for the FHIR service from the built-in authority's v2 token endpoint.
+    pub fn token(&self, client_id: &str, client_secret: &str) -> String {
+        let form = format!(
+            "grant_type=client_credentials&client_id={client_id}&client_secret={}&scope={}/.default",
+            form_encode(client_secret),
+            form_encode(&self.base)
+        );
+        let response = self.request(
+            "POST",
+            &format!("/{}/oauth2/v2.0/token", self.tenant.as_deref().expect("authentication is on")),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(form.as_bytes()),
+        );
+        assert_eq!(response.status, 200, "token request failed: {}", String::from_utf8_lossy(&response.body));
+        response.json()["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Runs `fhirside <args> --data-dir <dir> --output json`.
+pub fn admin_command(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fhirside"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--output", "json"])
+        .output()
+        .expect("run fhirside")
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl Drop for Server {
@@ -328,4 +442,32 @@ pub fn match_ids(bundle: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The claims of a JWT, decoded without verifying its signature.
+pub fn jwt_claims(token: &str) -> Value {
+    let part = token.split('.').nth(1).unwrap_or_else(|| panic!("not a JWT: {token}"));
+    let bytes = fhirside_identity::b64::decode(part).unwrap_or_else(|| panic!("not base64url: {part}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("JWT claims are not JSON ({e})"))
+}
+
+impl Server {
+    /// Signs `claims` with the built-in authority's current signing key, read from the identity
+    /// store, for tokens the authority would never issue (expired, for another audience, …).
+    pub fn sign_token(&self, claims: &Value) -> String {
+        let store = fhirside_identity::store::IdentityStore::open(&self.data_dir).expect("open the identity store");
+        let keys = store.signing_keys(0).expect("read the signing keys");
+        keys.first().expect("the authority has a signing key").sign(claims)
+    }
+
+    /// One request with `Authorization: Bearer <token>` and a JSON body of `content_type`.
+    pub fn request_as(&self, token: &str, method: &str, path: &str, body: Option<(&str, &Value)>) -> Response {
+        let bearer = format!("Bearer {token}");
+        let mut headers = vec![("authorization", bearer.as_str())];
+        let body = body.map(|(content_type, body)| {
+            headers.push(("content-type", content_type));
+            body.to_string().into_bytes()
+        });
+        self.request(method, path, &headers, body.as_deref())
+    }
 }

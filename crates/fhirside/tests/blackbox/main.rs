@@ -5,15 +5,21 @@
 
 mod harness;
 
+mod access;
+mod admin_cli;
+mod authority;
 mod bundles;
 mod capabilities;
+mod clients;
 mod conditional;
+mod cors;
 mod crud;
 mod durability;
 mod errors;
 mod everything;
 mod examples;
 mod history;
+mod log_hygiene;
 mod negotiation;
 mod patch;
 mod search;

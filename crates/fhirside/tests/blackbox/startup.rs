@@ -22,7 +22,8 @@ fn https_by_default_with_a_trustable_ca() {
 
 #[test]
 fn refuses_unsafe_listen_addresses() {
-    for args in [["--listen", "0.0.0.0:0", "--http"].as_slice(), ["--listen", "0.0.0.0:0"].as_slice()] {
+    for args in [["--listen", "0.0.0.0:0", "--http"].as_slice(), ["--listen", "0.0.0.0:0", "--auth", "none"].as_slice()]
+    {
         let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
             .args(["serve", "--data-dir"])
             .arg(temp_dir("unsafe"))
