@@ -192,6 +192,23 @@ RSS_AFTER_CREATE=$(rss_mb "$FHIRSIDE_PID")
 HWM_FHIRSIDE=$(hwm_mb "$FHIRSIDE_PID")
 stop_server "$FHIRSIDE_PID"
 
+# --- fhirside with authentication (built-in authority, same data directory, plain HTTP) -----------
+# The same reads with a bearer token: the cost of validating it and resolving the caller's roles.
+log "starting fhirside (HTTP, built-in authority)"
+start_server "$WORK/fhirside-auth.log" "$BIN/fhirside" serve --http --listen 127.0.0.1:0 --data-dir "$DATA"
+AUTH_URL=$SERVER_URL
+AUTH_PID=$SERVER_PID
+"$BIN/fhirside" app create --name bench --role "FHIR Data Reader" --output json --data-dir "$DATA" >"$WORK/app.json"
+json_field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+TOKEN=$("$BIN/fhirside" token --client-id "$(json_field "$WORK/app.json" clientId)" \
+    --client-secret "$(json_field "$WORK/app.json" clientSecret)" --output tsv --data-dir "$DATA")
+curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" "$AUTH_URL/Patient/$FIRST_ID" || die "authenticated read failed"
+{ echo "wrk.headers[\"Authorization\"] = \"Bearer $TOKEN\""; cat "$WORK/read.lua"; } >"$WORK/auth-read.lua"
+log "read-by-id with a bearer token (HTTP)"
+warm "$AUTH_URL" "$WORK/auth-read.lua"
+for c in $CONNECTIONS; do run_wrk "auth-read-$c" "$AUTH_URL" "$WORK/auth-read.lua" "$c"; done
+stop_server "$AUTH_PID"
+
 # --- fhirside over HTTPS (same data directory, generated local certificate) ----------------------
 log "starting fhirside (HTTPS)"
 start_server "$WORK/fhirside-https.log" "$BIN/fhirside" serve --auth none --listen 127.0.0.1:0 --data-dir "$DATA"
@@ -249,6 +266,9 @@ mkdir -p "$(dirname "$OUT")"
     for c in $CONNECTIONS; do
         echo "| ceiling (same stack, constant body) | $c | ${RPS[ceiling-$c]} | ${P50[ceiling-$c]} | ${P99[ceiling-$c]} | 100 % | ${ERR[ceiling-$c]} |"
     done
+    for c in $CONNECTIONS; do
+        echo "| read-by-id with a bearer token | $c | ${RPS[auth-read-$c]} | ${P50[auth-read-$c]} | ${P99[auth-read-$c]} | $(pct "${RPS[auth-read-$c]}" "${RPS[ceiling-$c]}") | ${ERR[auth-read-$c]} |"
+    done
     for c in $HTTPS_CONNECTIONS; do
         local_ceiling=${RPS[ceiling-$c]:-0}
         echo "| read-by-id over HTTPS | $c | ${RPS[tls-read-$c]} | ${P50[tls-read-$c]} | ${P99[tls-read-$c]} | $(pct "${RPS[tls-read-$c]}" "$local_ceiling") | ${ERR[tls-read-$c]} |"
@@ -263,7 +283,13 @@ mkdir -p "$(dirname "$OUT")"
         echo
     fi
     echo "\"vs ceiling\" is req/s divided by the ceiling's req/s at the same concurrency (the HTTPS row is"
-    echo "compared with the plain-HTTP ceiling, so it includes the cost of TLS)."
+    echo "compared with the plain-HTTP ceiling, so it includes the cost of TLS). The bearer-token rows run"
+    echo "on the same data with the built-in authority on (\`fhirside serve --http\`) and a FHIR Data Reader"
+    echo "app's token: their ratio to the plain read rows is the cost of authentication."
+    echo
+    for c in $CONNECTIONS; do
+        echo "- authentication at $c connection(s): $(pct "${RPS[auth-read-$c]}" "${RPS[read-$c]}") of the unauthenticated read rate"
+    done
     echo
     echo "## Memory (VmRSS of the server process)"
     echo
