@@ -1,0 +1,510 @@
+//! [`AuditLog`]: appending records, chained in the order they are written.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use time::Date;
+use tokio::sync::oneshot;
+
+use crate::{chain, files, AuditConfig, AuditError, AuditRecord, SyncPolicy};
+
+/// The most lines one `write(2)` carries.
+const MAX_BATCH: usize = 1024;
+
+/// What `serde_json` writes for the chain members of a record whose chain is unset.
+const UNSET_CHAIN: &[u8] = br#""Sequence":0,"PreviousHash":"","Hash":""}"#;
+
+/// The audit trail being written: share it in an `Arc`.
+///
+/// [`append`](AuditLog::append) serializes the record on the caller's task; the writer state (behind
+/// one mutex) assigns the sequence and hashes in the order it writes, so the file order is the chain
+/// order. How the line reaches the file depends on the [`SyncPolicy`]:
+///
+/// - `Interval`: the caller writes its line itself, under the mutex (one `write(2)` of a few
+///   microseconds, on the request's thread, as the store's reads are), and a background thread
+///   `fdatasync`s every interval while lines are unsynced. At a few thousand requests per second
+///   batches on a writer thread hold one or two lines, so the two thread hand-offs per line would
+///   cost three times the write itself.
+/// - `Always`: the line goes to the writer thread, which takes every line queued while it was busy
+///   as one batch: one `write(2)` and one `fdatasync` for all of them (group commit), off the
+///   request threads.
+///
+/// When a write fails, the writer cuts the file back to its last complete batch, answers every
+/// append of the batch with the error, and reopens the file for the next batch: appends fail while
+/// the file system refuses, and succeed again once it accepts, the chain intact.
+pub struct AuditLog {
+    writer: Arc<Mutex<Writer>>,
+    sync: SyncPolicy,
+    /// To the background thread: appends (`Always`) and the close request.
+    sender: Sender<Message>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    recovered_torn_tail: Option<PathBuf>,
+}
+
+/// Where the writer thread answers an append.
+type Reply = oneshot::Sender<Result<Link, AuditError>>;
+
+enum Message {
+    Append { day: Date, head: Vec<u8>, reply: Reply },
+    Close { done: mpsc::SyncSender<()> },
+}
+
+/// The chain members the writer assigned to a record.
+struct Link {
+    sequence: u64,
+    previous_hash: String,
+    hash: String,
+}
+
+impl AuditLog {
+    /// Opens the audit directory (creating it, mode 0700), takes its lock, applies the retention,
+    /// and finds the chain's last record (the last line of the newest file) to continue it. A torn
+    /// final line (a write cut short by a crash) is moved to the day's `.torn` side file first.
+    pub fn open(config: AuditConfig) -> Result<AuditLog, AuditError> {
+        let dir = config.dir.clone();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let lock = lock(&dir)?;
+
+        // The chain's end: the last complete line of the newest file that has one.
+        let listed = files::list(&dir)?;
+        let newest = listed.last().map(|(day, _)| *day);
+        let mut recovered_torn_tail = None;
+        let mut last: Option<AuditRecord> = None;
+        for (i, (day, path)) in listed.iter().enumerate().rev() {
+            let file = std::fs::OpenOptions::new().read(true).write(i + 1 == listed.len()).open(path)?;
+            let tail = files::read_tail(&file)?;
+            if tail.len > tail.complete_len && i + 1 == listed.len() {
+                recovered_torn_tail = Some(files::move_torn_tail(&dir, *day, &file, &tail)?);
+            }
+            if let Some(line) = tail.line {
+                let record = serde_json::from_slice::<AuditRecord>(&line).map_err(|e| {
+                    AuditError::Corrupt(format!(
+                        "the last record of {} cannot be read ({e}); see `fhirside audit verify`",
+                        path.display()
+                    ))
+                })?;
+                last = Some(record);
+                break;
+            }
+        }
+
+        let today = time::OffsetDateTime::now_utc().date();
+        files::apply_retention(&dir, today, config.retention_days, newest);
+
+        let (sequence, hash) = last.map_or((0, String::new()), |r| (r.sequence, r.hash));
+        let writer = Arc::new(Mutex::new(Writer {
+            dir,
+            retention_days: config.retention_days,
+            stdout: config.stdout,
+            sync: config.sync,
+            sequence,
+            hash: hash.clone(),
+            next_sequence: sequence,
+            next_hash: hash,
+            day: newest,
+            file: None,
+            len: None,
+            dirty: false,
+            force_sync: false,
+            closed: false,
+            buf: Vec::with_capacity(64 * 1024),
+            pending: Vec::new(),
+            _lock: lock,
+            #[cfg(test)]
+            short_write: false,
+        }));
+        let (sender, receiver) = mpsc::channel();
+        let background = writer.clone();
+        let sync = config.sync;
+        let handle = std::thread::Builder::new().name("audit-writer".into()).spawn(move || match sync {
+            SyncPolicy::Always => group_commit(&background, &receiver),
+            SyncPolicy::Interval(interval) => periodic_sync(&background, &receiver, interval),
+        })?;
+        Ok(AuditLog { writer, sync, sender, thread: Mutex::new(Some(handle)), recovered_torn_tail })
+    }
+
+    /// Chains and writes a record; returns it as stored (with `sequence`, `previous_hash`, `hash`).
+    /// An error means the line is not in the trail (disk full, permissions, closed log, or a
+    /// `TimeGenerated` that is not RFC 3339): the caller fails the request.
+    pub async fn append(&self, mut record: AuditRecord) -> Result<AuditRecord, AuditError> {
+        let time = crate::parse_time(&record.time_generated).ok_or_else(|| {
+            AuditError::invalid(format!("TimeGenerated '{}' is not an RFC 3339 date-time", record.time_generated))
+        })?;
+        let day = time.to_offset(time::UtcOffset::UTC).date();
+        record.sequence = 0;
+        record.previous_hash.clear();
+        record.hash.clear();
+        let mut head = serde_json::to_vec(&record).map_err(|e| AuditError::invalid(e.to_string()))?;
+        if !head.ends_with(UNSET_CHAIN) {
+            return Err(AuditError::invalid("the record does not serialize with the chain members last".into()));
+        }
+        head.truncate(head.len() - UNSET_CHAIN.len());
+        let link = match self.sync {
+            SyncPolicy::Interval(_) => {
+                let mut writer = lock_writer(&self.writer);
+                if writer.closed {
+                    return Err(closed());
+                }
+                writer.append(day, head)
+            }
+            SyncPolicy::Always => {
+                let (reply, answer) = oneshot::channel();
+                self.sender.send(Message::Append { day, head, reply }).map_err(|_| closed())?;
+                answer.await.map_err(|_| closed())?
+            }
+        }?;
+        record.sequence = link.sequence;
+        record.previous_hash = link.previous_hash;
+        record.hash = link.hash;
+        Ok(record)
+    }
+
+    /// Writes what is queued, syncs and stops the writer; later appends fail. Blocks until done.
+    pub fn close(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.sender.send(Message::Close { done }).is_ok() {
+            let _ = wait.recv();
+        }
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        // Whatever the thread did (or if it died), nothing is written after this.
+        let mut writer = lock_writer(&self.writer);
+        if !writer.closed {
+            writer.finish();
+        }
+    }
+
+    /// The side file that received a torn final line found at open (after a crash), if any: worth a
+    /// warning in the server's log.
+    pub fn recovered_torn_tail(&self) -> Option<&Path> {
+        self.recovered_torn_tail.as_deref()
+    }
+
+    /// Tests: the next batch writes half its bytes, then fails.
+    #[cfg(test)]
+    pub(crate) fn inject_short_write(&self) {
+        lock_writer(&self.writer).short_write = true;
+    }
+
+    /// Tests: lines were written since the last `fdatasync`.
+    #[cfg(test)]
+    pub(crate) fn unsynced(&self) -> bool {
+        lock_writer(&self.writer).dirty
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn closed() -> AuditError {
+    AuditError::Io(io::Error::new(io::ErrorKind::BrokenPipe, "the audit log is closed"))
+}
+
+fn lock_writer(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    // A panic under the lock leaves the chain state consistent (it changes only after a write).
+    writer.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `Always`: the writer thread takes every append queued while it was busy as one batch.
+fn group_commit(writer: &Mutex<Writer>, receiver: &Receiver<Message>) {
+    let mut batch = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let mut writer = lock_writer(writer);
+        let close = writer.process(&mut batch);
+        if let Some(done) = close {
+            writer.finish();
+            let _ = done.send(());
+            return;
+        }
+    }
+    lock_writer(writer).finish();
+}
+
+/// `Interval`: the background thread `fdatasync`s the file every interval while it has unsynced
+/// lines, outside the lock (appends go on meanwhile; the next round syncs what they wrote).
+fn periodic_sync(writer: &Mutex<Writer>, receiver: &Receiver<Message>, interval: Duration) {
+    loop {
+        match receiver.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Message::Append { reply, .. }) => {
+                let _ = reply.send(Err(closed())); // not sent in this mode
+                continue;
+            }
+            Ok(Message::Close { done }) => {
+                lock_writer(writer).finish();
+                let _ = done.send(());
+                return;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                lock_writer(writer).finish();
+                return;
+            }
+        }
+        let file = {
+            let mut writer = lock_writer(writer);
+            if !writer.dirty {
+                continue;
+            }
+            writer.dirty = false;
+            writer.file.clone()
+        };
+        if let Some(file) = file {
+            if file.sync_data().is_err() {
+                // The lines' durability is unknown: reopen, and make the next write prove a sync works.
+                let mut writer = lock_writer(writer);
+                if writer.file.as_ref().is_some_and(|current| Arc::ptr_eq(current, &file)) {
+                    writer.file = None;
+                }
+                writer.force_sync = true;
+            }
+        }
+    }
+}
+
+/// An exclusive lock on `<dir>/LOCK` for the life of the writer: two writers would fork the chain.
+fn lock(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(AuditError::Io(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("{} is in use by another audit writer", dir.display()),
+        )));
+    }
+    Ok(file)
+}
+
+/// The writer's state, behind the log's mutex.
+struct Writer {
+    dir: PathBuf,
+    retention_days: u32,
+    stdout: bool,
+    sync: SyncPolicy,
+    /// The chain's end as written (the last record that is in the file).
+    sequence: u64,
+    hash: String,
+    /// The chain's end including the lines formatted in `buf` but not yet written.
+    next_sequence: u64,
+    next_hash: String,
+    /// The day of the file the chain continues in (the newest file).
+    day: Option<Date>,
+    /// That file, open for appending; `None` before the first append and after a failure. Shared
+    /// with the periodic sync, which syncs it outside the lock.
+    file: Option<Arc<File>>,
+    /// Its length up to the last complete batch, once known.
+    len: Option<u64>,
+    /// Lines written since the last `fdatasync` (`Interval`).
+    dirty: bool,
+    /// A periodic `fdatasync` failed: the next write syncs (and fails if it cannot).
+    force_sync: bool,
+    closed: bool,
+    /// The lines of the batch being formatted, and who waits for them.
+    buf: Vec<u8>,
+    pending: Vec<(Option<Reply>, Link)>,
+    _lock: File,
+    /// Tests: the next batch writes half its bytes, then fails.
+    #[cfg(test)]
+    short_write: bool,
+}
+
+impl Writer {
+    /// Writes one line now (`Interval`).
+    fn append(&mut self, day: Date, head: Vec<u8>) -> Result<Link, AuditError> {
+        self.add(day, &head)?;
+        self.flush().map(|mut links| links.pop().expect("one line written"))
+    }
+
+    /// Writes a batch of the writer thread (`Always`); returns the close request if there was one
+    /// (the messages after it fail).
+    fn process(&mut self, batch: &mut Vec<Message>) -> Option<mpsc::SyncSender<()>> {
+        let mut close = None;
+        for message in batch.drain(..) {
+            match message {
+                Message::Close { done } => {
+                    if close.is_none() {
+                        self.flush_and_answer();
+                        close = Some(done);
+                    }
+                }
+                Message::Append { reply, .. } if close.is_some() || self.closed => {
+                    let _ = reply.send(Err(closed()));
+                }
+                Message::Append { day, head, reply } => {
+                    if self.file.is_none() || self.day.is_some_and(|current| current < day) {
+                        // The file changes: the lines so far belong to the one before.
+                        self.flush_and_answer();
+                    }
+                    match self.add(day, &head) {
+                        Ok(()) => self.pending.last_mut().expect("just added").0 = Some(reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        self.flush_and_answer();
+        close
+    }
+
+    /// Formats a line into `buf` (opening or rotating the file first if its day needs it).
+    fn add(&mut self, day: Date, head: &[u8]) -> Result<(), AuditError> {
+        // Never back to an older file: the files in date order are the chain in order.
+        let day = self.day.map_or(day, |current| current.max(day));
+        if self.file.is_none() || self.day != Some(day) {
+            debug_assert!(self.pending.is_empty());
+            self.open_file(day)?;
+        }
+        let link = self.format(head);
+        self.pending.push((None, link));
+        Ok(())
+    }
+
+    /// Appends one line to `buf`, chained to the one before.
+    fn format(&mut self, head: &[u8]) -> Link {
+        let sequence = self.next_sequence + 1;
+        let start = self.buf.len();
+        self.buf.extend_from_slice(head);
+        let _ = write!(self.buf, "\"Sequence\":{sequence},\"PreviousHash\":\"{}\",", self.next_hash);
+        self.buf.extend_from_slice(chain::EMPTY_HASH_MEMBER);
+        let hash = chain::hash(&self.next_hash, &[&self.buf[start..]]);
+        self.buf.truncate(self.buf.len() - 2);
+        self.buf.extend_from_slice(hash.as_bytes());
+        self.buf.extend_from_slice(b"\"}\n");
+        self.next_sequence = sequence;
+        let previous_hash = std::mem::replace(&mut self.next_hash, hash.clone());
+        Link { sequence, previous_hash, hash }
+    }
+
+    /// Makes `day`'s file the open one: syncs the file it replaces, and applies the retention when
+    /// the day changes.
+    fn open_file(&mut self, day: Date) -> Result<(), AuditError> {
+        let rotating = self.day.is_some_and(|current| current != day);
+        if let Some(file) = &self.file {
+            if self.dirty || self.force_sync {
+                file.sync_data()?;
+                self.dirty = false;
+                self.force_sync = false;
+            }
+        }
+        self.file = None;
+        let path = self.dir.join(files::file_name(day));
+        let file = files::open_append(&path)?;
+        let actual = file.metadata()?.len();
+        let len = match self.len {
+            // Reopening after a failure: cut off what a failed write may have left.
+            Some(len) if !rotating && actual > len => {
+                file.set_len(len)?;
+                len
+            }
+            _ => actual,
+        };
+        if len == 0 {
+            // A new file: its directory entry must survive a crash too.
+            files::sync_dir(&self.dir)?;
+        }
+        self.len = Some(len);
+        self.file = Some(Arc::new(file));
+        self.day = Some(day);
+        if rotating {
+            files::apply_retention(&self.dir, day, self.retention_days, Some(day));
+        }
+        Ok(())
+    }
+
+    /// Writes the formatted lines; returns their links, or the error (the file cut back, the chain
+    /// rolled back, every line of the batch failed).
+    fn flush(&mut self) -> Result<Vec<Link>, AuditError> {
+        let sync_now = self.sync == SyncPolicy::Always || self.force_sync;
+        let result = match self.file.as_deref() {
+            None => Err(io::Error::other("the audit file is not open")),
+            #[cfg(test)]
+            Some(mut file) if std::mem::take(&mut self.short_write) => {
+                file.write_all(&self.buf[..self.buf.len() / 2]).and(Err(io::Error::other("injected short write")))
+            }
+            Some(mut file) => file.write_all(&self.buf).and_then(|()| if sync_now { file.sync_data() } else { Ok(()) }),
+        };
+        let outcome = match result {
+            Ok(()) => {
+                self.len = self.len.map(|len| len + self.buf.len() as u64);
+                self.sequence = self.next_sequence;
+                self.hash.clone_from(&self.next_hash);
+                if sync_now {
+                    self.force_sync = false;
+                } else {
+                    self.dirty = true;
+                }
+                if self.stdout {
+                    let _ = io::stdout().lock().write_all(&self.buf);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Cut the file back to its last complete batch; if even that fails, reopening will.
+                if let (Some(file), Some(len)) = (&self.file, self.len) {
+                    let _ = file.set_len(len);
+                }
+                self.file = None;
+                self.next_sequence = self.sequence;
+                self.next_hash.clone_from(&self.hash);
+                self.pending.clear();
+                Err(AuditError::Io(e))
+            }
+        };
+        self.buf.clear();
+        outcome.map(|()| self.pending.drain(..).map(|(_, link)| link).collect())
+    }
+
+    /// Writes the formatted lines and answers the appends waiting for them.
+    fn flush_and_answer(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let replies: Vec<_> = self.pending.iter_mut().map(|(reply, _)| reply.take()).collect();
+        match self.flush() {
+            Ok(links) => {
+                for (reply, link) in replies.into_iter().zip(links) {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(link));
+                    }
+                }
+            }
+            Err(error) => {
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Err(error.duplicate()));
+                }
+            }
+        }
+    }
+
+    /// Writes what is pending, syncs, and refuses further appends.
+    fn finish(&mut self) {
+        self.flush_and_answer();
+        if let Some(file) = &self.file {
+            let _ = file.sync_data();
+        }
+        self.file = None;
+        self.dirty = false;
+        self.closed = true;
+    }
+}
