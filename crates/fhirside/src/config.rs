@@ -82,6 +82,22 @@ pub struct ServeArgs {
     /// CORS: let browsers send credentials (cookies, HTTP authentication); not with the origin `*`.
     #[arg(long, env = "FHIRSIDE_CORS_ALLOW_CREDENTIALS", num_args = 0..=1, default_missing_value = "true")]
     pub cors_allow_credentials: Option<bool>,
+    /// Also print every audit record to standard output, one JSON line each.
+    #[arg(long, env = "FHIRSIDE_AUDIT_STDOUT", num_args = 0..=1, default_missing_value = "true")]
+    pub audit_stdout: Option<bool>,
+    /// Days the audit log's daily files are kept [default: 2192, six years].
+    #[arg(long, env = "FHIRSIDE_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
+    /// When audit records reach the disk: `always` (synced before each response) or `interval`
+    /// (written before each response, synced at least every second) [default: interval].
+    #[arg(long, env = "FHIRSIDE_AUDIT_SYNC")]
+    pub audit_sync: Option<String>,
+    /// `Location` of the audit records (Azure's region of the service) [default: local].
+    #[arg(long, env = "FHIRSIDE_AUDIT_LOCATION")]
+    pub audit_location: Option<String>,
+    /// Turn auditing off: requests are not recorded. For development and benchmarks only.
+    #[arg(long, env = "FHIRSIDE_NO_AUDIT", num_args = 0..=1, default_missing_value = "true")]
+    pub no_audit: Option<bool>,
 }
 
 /// The configuration file.
@@ -107,7 +123,24 @@ pub struct FileConfig {
     pub authority_ca: Option<PathBuf>,
     pub access_token_version: Option<u8>,
     pub token_lifetime: Option<i64>,
+    pub audit_stdout: Option<bool>,
+    pub audit_retention_days: Option<u32>,
+    pub audit_sync: Option<String>,
+    pub audit_location: Option<String>,
+    pub no_audit: Option<bool>,
 }
+
+/// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
+/// server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub stdout: bool,
+    pub retention_days: u32,
+    pub sync: fhirside_audit::SyncPolicy,
+}
+
+/// How often an `interval` audit log is synced to disk.
+const AUDIT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How callers are authenticated, resolved.
 #[derive(Debug, Clone)]
@@ -147,6 +180,7 @@ pub struct Settings {
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub server: fhirside_server::ServerConfig,
     pub auth: AuthSettings,
+    pub audit: Option<AuditSettings>,
 }
 
 pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
@@ -227,6 +261,26 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         allow_credentials: args.cors_allow_credentials,
     };
     let cors = resolve_cors(cors_flags, file.cors.unwrap_or_default())?;
+    let audit_location = args.audit_location.or(file.audit_location).unwrap_or(defaults.audit_location.clone());
+    let audit_location = audit_location.trim().to_owned();
+    if audit_location.is_empty() || audit_location.len() > 128 || audit_location.chars().any(char::is_control) {
+        return Err(format!("--audit-location must be a name of 1 to 128 characters, not '{audit_location}'"));
+    }
+    let audit = if args.no_audit.or(file.no_audit).unwrap_or(false) {
+        None
+    } else {
+        let retention_days =
+            args.audit_retention_days.or(file.audit_retention_days).unwrap_or(fhirside_audit::DEFAULT_RETENTION_DAYS);
+        if retention_days == 0 {
+            return Err("--audit-retention-days must be at least 1".into());
+        }
+        let sync = match args.audit_sync.or(file.audit_sync).as_deref() {
+            None | Some("interval") => fhirside_audit::SyncPolicy::Interval(AUDIT_SYNC_INTERVAL),
+            Some("always") => fhirside_audit::SyncPolicy::Always,
+            Some(other) => return Err(format!("--audit-sync must be 'always' or 'interval', not '{other}'")),
+        };
+        Some(AuditSettings { stdout: args.audit_stdout.or(file.audit_stdout).unwrap_or(false), retention_days, sync })
+    };
     let server = fhirside_server::ServerConfig {
         base_url,
         scheme: if http { "http" } else { "https" },
@@ -238,11 +292,12 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         conditional_delete_max: file.conditional_delete_max.unwrap_or(defaults.conditional_delete_max),
         max_bundle_entries: args.max_bundle_entries.or(file.max_bundle_entries).unwrap_or(defaults.max_bundle_entries),
         cors,
+        audit_location,
     };
     if server.default_page_size == 0 || server.default_page_size > server.max_page_size {
         return Err("default_page_size must be between 1 and max_page_size".into());
     }
-    Ok(Settings { data_dir, listen, http, tls_files, server, auth: auth_settings })
+    Ok(Settings { data_dir, listen, http, tls_files, server, auth: auth_settings, audit })
 }
 
 /// The CORS policy from the flags (which win, setting by setting) and the `[cors]` table; `None`
@@ -341,6 +396,54 @@ mod tests {
         assert_eq!(settings.listen.port(), 9001, "flags win over the file");
         std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
         assert!(resolve(ServeArgs { config: Some(file), ..Default::default() }).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn audit_settings() {
+        let settings = resolve(ServeArgs::default()).unwrap();
+        assert_eq!(
+            settings.audit,
+            Some(AuditSettings {
+                stdout: false,
+                retention_days: 2192,
+                sync: fhirside_audit::SyncPolicy::Interval(std::time::Duration::from_secs(1)),
+            }),
+            "on by default"
+        );
+        assert_eq!(settings.server.audit_location, "local");
+        let args = ServeArgs {
+            audit_stdout: Some(true),
+            audit_retention_days: Some(30),
+            audit_sync: Some("always".into()),
+            audit_location: Some("westeurope".into()),
+            ..Default::default()
+        };
+        let settings = resolve(args).unwrap();
+        let expected = AuditSettings { stdout: true, retention_days: 30, sync: fhirside_audit::SyncPolicy::Always };
+        assert_eq!(settings.audit, Some(expected));
+        assert_eq!(settings.server.audit_location, "westeurope");
+        assert_eq!(resolve(ServeArgs { no_audit: Some(true), ..Default::default() }).unwrap().audit, None);
+        let refused = |args: ServeArgs| resolve(args).unwrap_err();
+        assert!(
+            refused(ServeArgs { audit_sync: Some("sometimes".into()), ..Default::default() }).contains("--audit-sync")
+        );
+        assert!(refused(ServeArgs { audit_retention_days: Some(0), ..Default::default() }).contains("retention"));
+        assert!(refused(ServeArgs { audit_location: Some(" ".into()), ..Default::default() }).contains("location"));
+
+        let dir = std::env::temp_dir().join(format!("fhirside-config-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fhirside.toml");
+        std::fs::write(&file, "audit_sync = \"always\"\naudit_retention_days = 7\naudit_location = \"eastus\"\n")
+            .unwrap();
+        let settings = resolve(ServeArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(
+            settings.audit.as_ref().map(|a| (a.retention_days, a.sync)),
+            Some((7, fhirside_audit::SyncPolicy::Always))
+        );
+        assert_eq!(settings.server.audit_location, "eastus");
+        std::fs::write(&file, "no_audit = true\n").unwrap();
+        assert_eq!(resolve(ServeArgs { config: Some(file), ..Default::default() }).unwrap().audit, None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `FHIRSIDE_*` environment variables, then the config file, then defaults ([`config`]).
 
 mod admin;
+mod audit_cmd;
 mod config;
 mod identity;
 mod serve;
@@ -28,6 +29,8 @@ enum Command {
     Admin(admin::AdminCommand),
     /// Get an access token for an app from the built-in authority (like `az account get-access-token`).
     Token(token::TokenArgs),
+    /// Check the audit trail (`audit verify`).
+    Audit(audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Audit(args) => audit_cmd::run(args),
         Command::Admin(command) => match admin::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use fhirside_audit::{AuditConfig, AuditLog};
 use fhirside_server::listener::{self, Transport};
 use fhirside_server::{tls, AppState};
 use fhirside_store::{SqliteConfig, SqliteStore};
@@ -29,9 +30,40 @@ pub fn run(settings: Settings) -> Result<(), String> {
         let store = Arc::new(
             SqliteStore::open(&SqliteConfig::in_dir(&data_dir)).map_err(|e| format!("cannot open the store: {e}"))?,
         );
+        // Every request is recorded: a server that cannot record them does not start.
+        let audit = match &settings.audit {
+            None => None,
+            Some(audit) => {
+                let dir = data_dir.join("audit");
+                let config = AuditConfig {
+                    dir: dir.clone(),
+                    retention_days: audit.retention_days,
+                    stdout: audit.stdout,
+                    sync: audit.sync,
+                };
+                let log = AuditLog::open(config)
+                    .map_err(|e| format!("cannot open the audit log in {}: {e}", dir.display()))?;
+                Some((Arc::new(log), dir))
+            }
+        };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "Fhirside {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "data directory: {}", data_dir.display());
+        match &audit {
+            Some((log, dir)) => {
+                let _ = writeln!(out, "audit log: {}", dir.display());
+                if let Some(torn) = log.recovered_torn_tail() {
+                    let _ = writeln!(
+                        out,
+                        "warning: the audit log's last line was incomplete (a crash); it was moved to {}",
+                        torn.display()
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(out, "audit: off (requests are not recorded; for development and benchmarks only)");
+            }
+        }
         let transport = if settings.http {
             Transport::Plain
         } else {
@@ -61,15 +93,21 @@ pub fn run(settings: Settings) -> Result<(), String> {
 
         let mut server_config = settings.server;
         server_config.oauth = identity.oauth.clone();
-        let state = AppState::new(server_config, store.clone()).with_identity(
+        let mut state = AppState::new(server_config, store.clone()).with_identity(
             identity.authentication,
             identity.store,
             identity.authority,
         );
+        if let Some((log, dir)) = &audit {
+            state = state.with_audit(log.clone(), dir.clone());
+        }
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;
         store.close();
+        if let Some((log, _)) = &audit {
+            log.close();
+        }
         println!("stopped");
         Ok(())
     })

@@ -34,12 +34,14 @@ pub enum DataAction {
     Update,
     /// Marks a SMART user, whose access is further limited by clinical scopes.
     Smart,
-    /// Fhirside's admin API (identity administration, audit). Not part of `*`.
+    /// Fhirside's admin API (identity administration). Not part of `*`.
     Admin,
+    /// Fhirside's audit log query (`GET /_audit`). Not part of `*`.
+    Audit,
 }
 
 impl DataAction {
-    pub const ALL: [DataAction; 18] = [
+    pub const ALL: [DataAction; 19] = [
         DataAction::Read,
         DataAction::Write,
         DataAction::Delete,
@@ -58,6 +60,7 @@ impl DataAction {
         DataAction::Update,
         DataAction::Smart,
         DataAction::Admin,
+        DataAction::Audit,
     ];
 
     fn bit(self) -> u32 {
@@ -85,6 +88,7 @@ impl DataAction {
             DataAction::Update => "update",
             DataAction::Smart => "smart",
             DataAction::Admin => "admin",
+            DataAction::Audit => "audit",
         }
     }
 }
@@ -100,12 +104,12 @@ impl DataActions {
         DataActions(actions.iter().fold(0, |bits, a| bits | a.bit()))
     }
 
-    /// Azure's `*`: every FHIR data action except `smart` (and Fhirside's `admin`).
+    /// Azure's `*`: every FHIR data action except `smart` (and Fhirside's `admin` and `audit`).
     pub fn star() -> DataActions {
         DataActions(
             DataAction::ALL
                 .iter()
-                .filter(|a| !matches!(a, DataAction::Smart | DataAction::Admin))
+                .filter(|a| !matches!(a, DataAction::Smart | DataAction::Admin | DataAction::Audit))
                 .fold(0, |bits, a| bits | a.bit()),
         )
     }
@@ -243,7 +247,7 @@ pub static ROLES: &[Role] = &[
         id: "f4e1a7c2-3b6d-4e58-9a0f-5d2c8b7e6a13",
         kind: RoleKind::Rbac,
         description: "Fhirside's admin API: app registrations, secrets, users, role assignments, audit.",
-        actions: || DataActions::of(&[A::Admin]),
+        actions: || DataActions::of(&[A::Admin, A::Audit]),
     },
     // The open-source FHIR server's app roles (its roles.json).
     Role {
@@ -320,6 +324,9 @@ mod tests {
         let contributor = find("5a1fc7df-4bf1-4951-a576-89034ee01acd").unwrap().data_actions();
         assert!(contributor.contains(A::HardDelete) && !contributor.contains(A::Smart));
         assert!(!contributor.contains(A::Admin), "`*` never includes admin");
+        assert!(!contributor.contains(A::Audit), "`*` never includes audit");
+        let administrator = find("Fhirside Administrator").unwrap().data_actions();
+        assert_eq!(administrator.names(), ["admin", "audit"]);
         let smart = find("FHIR SMART User").unwrap().data_actions();
         assert!(smart.contains(A::Smart) && !smart.contains(A::Write));
         assert_eq!(data_actions(["globalReader", "globalExporter"]).names(), ["read", "export", "resourceValidate"]);

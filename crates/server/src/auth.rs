@@ -14,7 +14,7 @@
 //!   FHIR's access policy).
 //!
 //! `/metadata` is answered without a token, as Azure's service does. With `--auth none` (loopback
-//! only, for local development) every caller holds every FHIR data action.
+//! only, for local development) every caller holds every FHIR data action, `admin` and `audit`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -123,7 +123,7 @@ pub(crate) async fn authenticate(state: &AppState, path: &str, headers: &HeaderM
         return Ok(Principal {
             data_actions: DataActions::star()
                 .without(&[DataAction::HardDelete])
-                .union(DataActions::of(&[DataAction::Admin])),
+                .union(DataActions::of(&[DataAction::Admin, DataAction::Audit])),
             object_id: String::new(),
             claims: None,
         });

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_bundle_entries: usize,
     /// Cross-origin resource sharing for browser apps; `None` (the default) sends no CORS headers.
     pub cors: Option<CorsConfig>,
+    /// The audit records' `Location` (Azure's region of the service) [default: `local`].
+    pub audit_location: String,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             conditional_delete_max: 100,
             max_bundle_entries: 500,
             cors: None,
+            audit_location: "local".into(),
         }
     }
 }

@@ -60,6 +60,14 @@ pub enum FhirError {
     Internal(String),
     /// `503`
     Unavailable,
+    /// `431`: more custom audit headers (`X-MS-AZUREFHIR-AUDIT-*`) than allowed.
+    TooManyAuditHeaders { count: usize },
+    /// `431`: a custom audit header's value is too long; `name` is the header as received.
+    AuditHeaderTooLong { name: String, length: usize },
+    /// `503`: the audit log could not record the start of the request, which was therefore not run.
+    AuditUnavailable,
+    /// `500`: the request ran but its outcome could not be recorded in the audit log.
+    AuditIncomplete,
 }
 
 impl FhirError {
@@ -189,6 +197,48 @@ impl FhirError {
             FhirError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 issue("error", "transient", "The service is shutting down; retry the request.".into()),
+            ),
+            FhirError::TooManyAuditHeaders { count } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                issue(
+                    "error",
+                    "invalid",
+                    format!(
+                        "The maximum number of custom audit headers allowed is {}. The number of custom audit headers \
+                         supplied is {count}.",
+                        crate::audit::MAX_AUDIT_HEADERS
+                    ),
+                ),
+            ),
+            FhirError::AuditHeaderTooLong { name, length } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                issue(
+                    "error",
+                    "invalid",
+                    format!(
+                        "The maximum length of a custom audit header value is {}. The supplied custom audit header \
+                         '{name}' has length of {length}.",
+                        crate::audit::MAX_AUDIT_HEADER_LENGTH
+                    ),
+                ),
+            ),
+            FhirError::AuditUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                issue(
+                    "error",
+                    "transient",
+                    "The audit log is unavailable, so the request was not processed; retry it later.".into(),
+                ),
+            ),
+            FhirError::AuditIncomplete => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                issue(
+                    "error",
+                    "exception",
+                    "The audit log is unavailable: the outcome of the request could not be recorded, and the request \
+                     may have taken effect."
+                        .into(),
+                ),
             ),
         }
     }

@@ -8,13 +8,15 @@
 //! The path of a request, in order (see `ARCHITECTURE.md`):
 //! [`cors`] (browser cross-origin policy, before any token is asked for) →
 //! [`context`] (request id, correlation id, standard headers) → [`auth`] (who is calling and whether
-//! the interaction's data action is allowed) → an [`interaction`] module (parse and validate with
-//! the `fhir` crate, then store) → a response built by [`response`].
+//! the interaction's data action is allowed) → [`audit`] (a `Started` record before, the outcome
+//! after) → an [`interaction`] module (parse and validate with the `fhir` crate, then store) → a
+//! response built by [`response`].
 //!
 //! It does not know SQL (only the store trait) nor the FHIR definitions' internals (only the `fhir`
 //! crate's API), and nothing in it reaches back from the store to HTTP.
 
 pub mod admin;
+mod audit;
 pub mod auth;
 mod bundle;
 mod config;
@@ -35,6 +37,7 @@ pub mod tls;
 
 pub use config::{AuthMode, CorsConfig, OAuthUris, ServerConfig};
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -55,6 +58,10 @@ pub struct AppState {
     pub(crate) identity: Option<Arc<fhirside_identity::store::IdentityStore>>,
     /// The built-in authority, served under `/{tenant}`, when it is on.
     pub(crate) authority: Option<Arc<fhirside_identity::authority::Authority>>,
+    /// The audit log every request is recorded in; `None` when auditing is off.
+    pub(crate) audit: Option<Arc<fhirside_audit::AuditLog>>,
+    /// The audit log's directory, which `GET /_audit` reads.
+    pub(crate) audit_dir: Option<PathBuf>,
 }
 
 impl AppState {
@@ -70,6 +77,8 @@ impl AppState {
             authentication: None,
             identity: None,
             authority: None,
+            audit: None,
+            audit_dir: None,
         }
     }
 
@@ -84,6 +93,13 @@ impl AppState {
         self.authentication = authentication.map(Arc::new);
         self.identity = identity;
         self.authority = authority;
+        self
+    }
+
+    /// Turns auditing on: every request is recorded in `log`, whose records are in `dir`.
+    pub fn with_audit(mut self, log: Arc<fhirside_audit::AuditLog>, dir: PathBuf) -> AppState {
+        self.audit = Some(log);
+        self.audit_dir = Some(dir);
         self
     }
 }
@@ -111,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{segment}/{id}/_history/{vid}", get(vread::handle))
         .route("/{segment}/{id}/{op}/{sub}", axum::routing::post(instance::post_compartment_search))
         .merge(admin::routes())
+        .merge(audit::query::routes())
         .fallback(fallback::route_not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::middleware))

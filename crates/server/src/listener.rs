@@ -5,7 +5,9 @@
 //! and closes, and [`serve`] returns once the last one has (or after the grace period).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,7 +37,7 @@ pub async fn serve(listener: TcpListener, transport: Transport, router: Router, 
     };
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -48,7 +50,7 @@ pub async fn serve(listener: TcpListener, transport: Transport, router: Router, 
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(WithPeer { router: router.clone(), peer: ClientAddr(peer) });
         let acceptor = acceptor.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
@@ -72,6 +74,36 @@ pub async fn serve(listener: TcpListener, transport: Transport, router: Router, 
     drop(stopped);
     // Every connection task holds a receiver; `closed` resolves when the last one ends.
     let _ = tokio::time::timeout(GRACE, stop.closed()).await;
+}
+
+/// The TCP peer of the connection a request came on (the audit record's `CallerIPAddress`), in
+/// every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The router, for one connection: puts the connection's [`ClientAddr`] in each request.
+#[derive(Clone)]
+struct WithPeer {
+    router: Router,
+    peer: ClientAddr,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for WithPeer
+where
+    Router: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = <Router as tower_service::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<axum::http::Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<axum::http::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.router.call(request)
+    }
 }
 
 /// Runs one connection, switching it to graceful shutdown when the server stops.

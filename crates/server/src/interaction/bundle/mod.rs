@@ -53,6 +53,10 @@ pub(crate) async fn handle(state: &AppState, call: Call) -> Result<Response, Fhi
             })
         }
     };
+    context::refine_operation(match kind {
+        Kind::Batch => "batch",
+        Kind::Transaction => "transaction",
+    });
     let count = bundle.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
     if count > state.config.max_bundle_entries {
         return Err(FhirError::bad_request(format!(
