@@ -224,7 +224,7 @@ const F: u16 = 403;
 
 /// The roles, as the app's only role assignment. RBAC roles are evaluated by the service from the
 /// caller's `oid`; `globalReader` and `globalAdmin` are app roles, which reach it as the token's
-/// `roles` claim. Their data actions (AZURE-COMPAT §1a, §1b; Fhirside Administrator: `admin` only):
+/// `roles` claim. Their data actions (AZURE-COMPAT §1a, §1b; Fhirside Administrator: `admin` and `audit`):
 #[rustfmt::skip]
 const ROLES: [&str; 10] = [
     "",                       // none
@@ -234,7 +234,7 @@ const ROLES: [&str; 10] = [
     "FHIR Data Exporter",     // read export
     "FHIR Data Importer",     // read import
     "FHIR SMART User",        // read smart
-    "Fhirside Administrator", // admin (Fhirside's own; `*` never includes it)
+    "Fhirside Administrator", // admin audit (Fhirside's own; `*` never includes them)
     "globalReader",           // read resourceValidate
     "globalAdmin",            // * (every action but smart)
 ];

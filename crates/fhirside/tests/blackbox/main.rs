@@ -7,6 +7,7 @@ mod harness;
 
 mod access;
 mod admin_cli;
+mod audit;
 mod authority;
 mod bundles;
 mod capabilities;
