@@ -192,6 +192,17 @@ RSS_AFTER_CREATE=$(rss_mb "$FHIRSIDE_PID")
 HWM_FHIRSIDE=$(hwm_mb "$FHIRSIDE_PID")
 stop_server "$FHIRSIDE_PID"
 
+# --- fhirside without the audit log (same data directory, plain HTTP) ------------------------------
+# The same reads with auditing off (--no-audit): the cost of writing two audit records per request.
+log "starting fhirside (HTTP, --no-audit)"
+start_server "$WORK/fhirside-noaudit.log" "$BIN/fhirside" serve --http --auth none --no-audit --listen 127.0.0.1:0 --data-dir "$DATA"
+NOAUDIT_URL=$SERVER_URL
+NOAUDIT_PID=$SERVER_PID
+log "read-by-id without auditing (HTTP)"
+warm "$NOAUDIT_URL" "$WORK/read.lua"
+for c in $CONNECTIONS; do run_wrk "noaudit-read-$c" "$NOAUDIT_URL" "$WORK/read.lua" "$c"; done
+stop_server "$NOAUDIT_PID"
+
 # --- fhirside with authentication (built-in authority, same data directory, plain HTTP) -----------
 # The same reads with a bearer token: the cost of validating it and resolving the caller's roles.
 log "starting fhirside (HTTP, built-in authority)"
@@ -249,7 +260,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "|---|---|"
     echo "$HEADER_ROWS"
     echo "| Client | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), -t min(c, $MAX_THREADS), ${DURATION} s per row after ${WARMUP} s warm-up, keep-alive |"
-    echo "| Server | \`fhirside serve --auth none\` (embedded SQLite, default settings), release build |"
+    echo "| Server | \`fhirside serve --auth none\` (embedded SQLite, default settings: audit log on), release build |"
     echo "| Data | $PATIENTS patients seeded (in ${SEED_SECS} s, one connection); reads cycle over all of them |"
     echo "| Read response | ${READ_HEADER_BYTES} B headers + ${READ_BODY_BYTES} B body (ceiling: ${CEILING_HEADER_BYTES} B + ${CEILING_BODY_BYTES} B) |"
     echo
@@ -265,6 +276,9 @@ mkdir -p "$(dirname "$OUT")"
     done
     for c in $CONNECTIONS; do
         echo "| ceiling (same stack, constant body) | $c | ${RPS[ceiling-$c]} | ${P50[ceiling-$c]} | ${P99[ceiling-$c]} | 100 % | ${ERR[ceiling-$c]} |"
+    done
+    for c in $CONNECTIONS; do
+        echo "| read-by-id without the audit log (\`--no-audit\`) | $c | ${RPS[noaudit-read-$c]} | ${P50[noaudit-read-$c]} | ${P99[noaudit-read-$c]} | $(pct "${RPS[noaudit-read-$c]}" "${RPS[ceiling-$c]}") | ${ERR[noaudit-read-$c]} |"
     done
     for c in $CONNECTIONS; do
         echo "| read-by-id with a bearer token | $c | ${RPS[auth-read-$c]} | ${P50[auth-read-$c]} | ${P99[auth-read-$c]} | $(pct "${RPS[auth-read-$c]}" "${RPS[ceiling-$c]}") | ${ERR[auth-read-$c]} |"
@@ -287,7 +301,11 @@ mkdir -p "$(dirname "$OUT")"
     echo "on the same data with the built-in authority on (\`fhirside serve --http\`) and a FHIR Data Reader"
     echo "app's token: their ratio to the plain read rows is the cost of authentication."
     echo
+    echo "The plain read rows write two audit records per request (the default); the \`--no-audit\` rows"
+    echo "do not: their ratio is the cost of auditing."
+    echo
     for c in $CONNECTIONS; do
+        echo "- auditing at $c connection(s): reads run at $(pct "${RPS[read-$c]}" "${RPS[noaudit-read-$c]}") of the rate without it"
         echo "- authentication at $c connection(s): $(pct "${RPS[auth-read-$c]}" "${RPS[read-$c]}") of the unauthenticated read rate"
     done
     echo

@@ -577,3 +577,26 @@ fn the_log_is_shareable_and_append_is_send() {
     let future = log.append(record("2024-03-01T10:00:00.000001Z", "read"));
     send(&future);
 }
+
+#[tokio::test]
+async fn records_appended_together_are_adjacent_in_either_sync_mode() {
+    for sync in [SyncPolicy::Interval(std::time::Duration::from_secs(1)), SyncPolicy::Always] {
+        let tmp = TempDir::new("append-all");
+        let log = AuditLog::open(AuditConfig { sync, ..config(tmp.path()) }).unwrap();
+        append_n(&log, "2024-03-01T10:00:00.000001Z", 1).await;
+        let pair = vec![record("2024-03-01T10:00:01.000001Z", "read"), record("2024-03-01T10:00:02.000001Z", "read")];
+        let stored = log.append_all(pair).await.unwrap();
+        assert_eq!(stored.iter().map(|r| r.sequence).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(stored[1].previous_hash, stored[0].hash);
+        // Across midnight, each record goes to its day's file and the chain still holds.
+        let across = vec![record("2024-03-01T23:59:59.999999Z", "read"), record("2024-03-02T00:00:00.000001Z", "read")];
+        let stored = log.append_all(across).await.unwrap();
+        assert_eq!(stored.iter().map(|r| r.sequence).collect::<Vec<_>>(), [4, 5]);
+        log.close();
+        assert_eq!(lines(&audit_file(tmp.path(), "2024-03-01")).len(), 4);
+        assert_eq!(lines(&audit_file(tmp.path(), "2024-03-02")).len(), 1);
+        let report = verify(&tmp.path().join("audit")).unwrap();
+        assert!(report.intact(), "{report:?}");
+        assert_eq!(report.records, 5);
+    }
+}

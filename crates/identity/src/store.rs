@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -183,11 +183,22 @@ pub enum Redeemed<T> {
 ///
 /// One connection behind a mutex: every operation is a handful of primary-key statements, and
 /// the slow parts (PBKDF2 hashing, RSA key generation) run outside the lock.
+/// How often, at most, [`IdentityStore::data_version`] asks SQLite whether another process (the
+/// admin CLI) changed the store: such changes are seen within this many milliseconds; this
+/// process's own changes at once.
+pub const EXTERNAL_CHECK_MS: u64 = 100;
+
 pub struct IdentityStore {
     conn: Mutex<Connection>,
     tenant_id: String,
     /// Commits made through this store: `PRAGMA data_version` only moves for other connections'.
     own_writes: AtomicI64,
+    /// The last `PRAGMA data_version` read, and when (milliseconds since `opened`): other
+    /// processes' changes are looked for at most every [`EXTERNAL_CHECK_MS`], because the pragma
+    /// takes the connection's lock and file locks, which every authenticated request would pay.
+    external_version: AtomicI64,
+    external_checked_ms: AtomicU64,
+    opened: std::time::Instant,
     /// Successful client secret verifications (see [`IdentityStore::check_secret`]).
     secret_cache: Mutex<SecretCache>,
 }
@@ -333,6 +344,9 @@ impl IdentityStore {
             conn: Mutex::new(conn),
             tenant_id,
             own_writes: AtomicI64::new(0),
+            external_version: AtomicI64::new(0),
+            external_checked_ms: AtomicU64::new(u64::MAX),
+            opened: std::time::Instant::now(),
             secret_cache: Mutex::new(SecretCache::default()),
         };
         store.ensure_signing_key()?;
@@ -344,8 +358,9 @@ impl IdentityStore {
         &self.tenant_id
     }
 
-    /// A counter that changes whenever any connection (another process's too) commits a change:
-    /// callers cache derived data (role assignments) and re-read when it moves.
+    /// A counter that changes whenever any connection commits a change: callers cache derived data
+    /// (role assignments) and re-read when it moves. This process's changes move it at once,
+    /// another process's within [`EXTERNAL_CHECK_MS`].
     pub fn data_version(&self) -> Result<i64> {
         let external = self.external_version()?;
         Ok(external.wrapping_add(self.own_writes.load(Ordering::SeqCst)))
@@ -578,7 +593,9 @@ impl IdentityStore {
     /// its expiry (the caller reports an expired secret as such).
     pub fn check_secret(&self, client_id: &str, presented: &str) -> Result<Option<SecretInfo>> {
         let key = (client_id.to_owned(), secret::fast_hash(presented));
-        let external = self.external_version()?;
+        // Token requests are rare enough to ask SQLite every time: a secret removed by the CLI
+        // must fail at once.
+        let external = self.fresh_external_version()?;
         let generation = {
             let mut cache = self.cache();
             if cache.external_version != external {
@@ -814,7 +831,21 @@ impl IdentityStore {
     }
 
     fn external_version(&self) -> Result<i64> {
-        Ok(self.lock().query_row("PRAGMA data_version", [], |row| row.get(0))?)
+        let now = self.opened.elapsed().as_millis() as u64;
+        let checked = self.external_checked_ms.load(Ordering::Acquire);
+        if checked != u64::MAX && now.saturating_sub(checked) < EXTERNAL_CHECK_MS {
+            return Ok(self.external_version.load(Ordering::Acquire));
+        }
+        self.fresh_external_version()
+    }
+
+    /// `PRAGMA data_version` now, remembered for [`IdentityStore::external_version`].
+    fn fresh_external_version(&self) -> Result<i64> {
+        let now = self.opened.elapsed().as_millis() as u64;
+        let version: i64 = self.lock().query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        self.external_version.store(version, Ordering::Release);
+        self.external_checked_ms.store(now, Ordering::Release);
+        Ok(version)
     }
 
     /// Drops the cached verifications of one app's secrets.

@@ -44,9 +44,21 @@ use axum::routing::get;
 use axum::Router;
 use fhirside_store::ResourceStore;
 
-/// What every handler can reach: the configuration and the store.
+/// What every handler can reach: the configuration and the store. One shared allocation: axum
+/// clones the state for every request (several times), so a clone is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct Shared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) store: Arc<dyn ResourceStore>,
     /// The CapabilityStatement, built once: it depends only on the definitions and configuration.
@@ -69,7 +81,7 @@ impl AppState {
         let indexer = search_params::current();
         let statement = interaction::capabilities::build(&config, &indexer);
         let capability_statement = Arc::new(std::sync::RwLock::new((indexer.fingerprint().to_owned(), statement)));
-        AppState {
+        AppState(Arc::new(Shared {
             config: Arc::new(config),
             store,
             capability_statement,
@@ -79,7 +91,7 @@ impl AppState {
             authority: None,
             audit: None,
             audit_dir: None,
-        }
+        }))
     }
 
     /// Turns authentication on, with the installation's identity store and, when it serves one,
@@ -90,16 +102,18 @@ impl AppState {
         identity: Option<Arc<fhirside_identity::store::IdentityStore>>,
         authority: Option<Arc<fhirside_identity::authority::Authority>>,
     ) -> AppState {
-        self.authentication = authentication.map(Arc::new);
-        self.identity = identity;
-        self.authority = authority;
+        let shared = Arc::make_mut(&mut self.0);
+        shared.authentication = authentication.map(Arc::new);
+        shared.identity = identity;
+        shared.authority = authority;
         self
     }
 
     /// Turns auditing on: every request is recorded in `log`, whose records are in `dir`.
     pub fn with_audit(mut self, log: Arc<fhirside_audit::AuditLog>, dir: PathBuf) -> AppState {
-        self.audit = Some(log);
-        self.audit_dir = Some(dir);
+        let shared = Arc::make_mut(&mut self.0);
+        shared.audit = Some(log);
+        shared.audit_dir = Some(dir);
         self
     }
 }

@@ -1310,6 +1310,7 @@ fn another_fhirside_trusts_the_authority_as_an_oidc_issuer() {
     // A role assigned on B's own data directory to the A-issued object id grants B's write.
     let assigned = b.admin(&["role", "assign", "--role", "FHIR Data Writer", "--assignee", &object_id]);
     assert_eq!(assigned["principalId"], object_id);
+    crate::access::wait_for_external_changes();
     fhir_post(&b, &after).expect(201);
 }
 

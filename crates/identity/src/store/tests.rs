@@ -63,6 +63,8 @@ fn two_opens_share_tenant_and_key_and_see_each_others_writes() {
     let before = a.data_version().unwrap();
     assert_eq!(a.data_version().unwrap(), before, "stable without writes");
     b.set_setting("authority_base", "https://localhost:8443").unwrap();
+    // Another process's change is looked for at most every EXTERNAL_CHECK_MS.
+    std::thread::sleep(std::time::Duration::from_millis(super::EXTERNAL_CHECK_MS + 20));
     let after_other = a.data_version().unwrap();
     assert_ne!(after_other, before);
     assert_eq!(a.setting("authority_base").unwrap().as_deref(), Some("https://localhost:8443"));

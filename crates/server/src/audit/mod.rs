@@ -6,7 +6,11 @@
 //! with an empty `CallerIdentity`) and, at the end, the status:
 //!
 //! 1. A `Started` record is appended **before** the interaction runs. If the log cannot take it,
-//!    the request is answered `503` and not run: nothing happens unaudited.
+//!    the request is answered `503` and not run: nothing happens unaudited. A request that changes
+//!    nothing (`GET`/`HEAD`, but for `$export`, which starts a job) instead has its `Started`
+//!    record written together with its outcome record, in one write, before its answer leaves: if
+//!    that fails the answer is withheld (`503`), so no data is disclosed unaudited, and reads pay
+//!    one write instead of two.
 //! 2. The interaction runs (or the authentication or custom-header failure is answered).
 //! 3. A `Succeeded` (status < 400) or `Failed` record, with `StatusCode` and `OperationDuration`,
 //!    is appended before the response is returned. If that fails the response is replaced by a
@@ -34,6 +38,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fhirside_audit::{AuditLog, AuditRecord, ResultType};
@@ -100,12 +105,18 @@ pub(crate) async fn audited(
         previous_hash: String::new(),
         hash: String::new(),
     };
-    if let Err(error) = log.append(record.clone()).await {
-        eprintln!("fhirside: request {} not run: the audit log refused its record: {error}", context::request_id());
-        return FhirError::AuditUnavailable.into_response();
-    }
+    let read_only = matches!(*request.method(), Method::GET | Method::HEAD) && operation.name != "export";
+    let unwritten_start = if read_only {
+        Some(record.clone())
+    } else {
+        if let Err(error) = log.append(record.clone()).await {
+            eprintln!("fhirside: request {} not run: the audit log refused its record: {error}", context::request_id());
+            return FhirError::AuditUnavailable.into_response();
+        }
+        None
+    };
 
-    let mut pending = Pending { log: log.clone(), record: Some(record), started };
+    let mut pending = Pending { log: log.clone(), record: Some(record), unwritten_start, started };
     let response = match (authenticated, properties) {
         (Err(error), _) | (Ok(_), Err(error)) => error.into_response(),
         (Ok(principal), Ok(_)) => {
@@ -115,6 +126,19 @@ pub(crate) async fn audited(
     };
     let status = response.status().as_u16();
     let Some(record) = pending.finish(Some(status)) else { return response };
+    if let Some(start) = pending.unwritten_start.take() {
+        // A read: nothing changed, so an answer that cannot be audited is simply withheld.
+        return match log.append_all(vec![start, record]).await {
+            Ok(_) => response,
+            Err(error) => {
+                eprintln!(
+                    "fhirside: request {} answered 503: the audit log refused its records: {error}",
+                    context::request_id()
+                );
+                FhirError::AuditUnavailable.into_response()
+            }
+        };
+    }
     // The interaction has run: a write may already be committed. Its `Started` record is in the
     // log, so the attempt is on record even though its outcome cannot be.
     match log.append(record).await {
@@ -135,6 +159,8 @@ pub(crate) async fn audited(
 struct Pending {
     log: Arc<AuditLog>,
     record: Option<AuditRecord>,
+    /// A read's `Started` record, written with the outcome.
+    unwritten_start: Option<AuditRecord>,
     started: Instant,
 }
 
@@ -161,9 +187,10 @@ impl Drop for Pending {
         let Some(record) = self.finish(None) else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let log = self.log.clone();
+        let records: Vec<AuditRecord> = self.unwritten_start.take().into_iter().chain([record]).collect();
         runtime.spawn(async move {
-            let id = record.correlation_id.clone();
-            if let Err(error) = log.append(record).await {
+            let id = records[0].correlation_id.clone();
+            if let Err(error) = log.append_all(records).await {
                 eprintln!("fhirside: the outcome of abandoned request (correlation id {id}) was not audited: {error}");
             }
         });
@@ -295,25 +322,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[tokio::test]
-    async fn an_outcome_the_log_cannot_record_is_a_500() {
-        let dir = temp_dir("outcome");
-        let store = Arc::new(SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap());
+    /// A router whose one handler closes the audit log while it runs.
+    fn closing_router(dir: &std::path::Path, method: axum::http::Method) -> (axum::Router, Arc<SqliteStore>) {
+        let store = Arc::new(SqliteStore::open(&SqliteConfig::in_dir(dir)).unwrap());
         let log = Arc::new(AuditLog::open(AuditConfig::new(dir.join("audit"))).unwrap());
         let state =
             AppState::new(crate::ServerConfig::default(), store.clone()).with_audit(log.clone(), dir.join("audit"));
-        // An interaction during which the log stops taking records.
-        let closing = log.clone();
-        let mut router = axum::Router::new()
-            .route(
-                "/metadata",
-                axum::routing::get(move || async move {
-                    closing.close();
-                    "done"
-                }),
-            )
+        let handler = move || async move {
+            log.close();
+            "done"
+        };
+        let route = axum::routing::on(axum::routing::MethodFilter::try_from(method).unwrap(), handler);
+        let router = axum::Router::new()
+            .route("/Patient", route)
             .layer(axum::middleware::from_fn_with_state(state, crate::context::middleware));
-        let request = axum::http::Request::get("/metadata").body(Body::empty()).unwrap();
+        (router, store)
+    }
+
+    #[tokio::test]
+    async fn an_outcome_the_log_cannot_record_is_a_500() {
+        let dir = temp_dir("outcome");
+        let (mut router, store) = closing_router(&dir, axum::http::Method::POST);
+        let request = axum::http::Request::post("/Patient").body(Body::empty()).unwrap();
         let (status, _, outcome) = send(&mut router, request).await;
         assert_eq!(status, 500);
         assert_eq!(outcome["issue"][0]["code"], "exception");
@@ -321,6 +351,20 @@ mod tests {
         let records = fhirside_audit::query(&dir.join("audit"), &fhirside_audit::Filter::default(), 10).unwrap();
         let results: Vec<ResultType> = records.iter().map(|r| r.result_type).collect();
         assert_eq!(results, [ResultType::Started], "the attempt is on record");
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_read_the_log_cannot_record_is_withheld() {
+        let dir = temp_dir("withheld");
+        let (mut router, store) = closing_router(&dir, axum::http::Method::GET);
+        let request = axum::http::Request::get("/Patient").body(Body::empty()).unwrap();
+        let (status, _, outcome) = send(&mut router, request).await;
+        assert_eq!(status, 503, "the handler's answer is not sent: {outcome}");
+        assert_eq!(outcome["issue"][0]["code"], "transient");
+        let records = fhirside_audit::query(&dir.join("audit"), &fhirside_audit::Filter::default(), 10).unwrap();
+        assert!(records.is_empty(), "a read's two records are written together or not at all: {records:?}");
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
     }
