@@ -90,7 +90,7 @@ pub(crate) async fn conditional(
     let op = WriteOp::ConditionalUpdate {
         resource_type: resource_type.to_owned(),
         query,
-        new_id: body_id.clone().unwrap_or_else(|| crate::ids::new_id()),
+        new_id: body_id.clone().unwrap_or_else(crate::ids::new_id),
         body_id,
         resource: Unstamped::new(resource),
         index,

@@ -64,7 +64,7 @@ pub(crate) async fn handle(
             let id = id.ok_or_else(|| FhirError::bad_request("mode=delete needs an instance-level $validate."))?;
             let outcome = state.store.read(resource_type, id).await?;
             cost = outcome.cost;
-            if !outcome.value.is_some_and(|v| !v.deleted) {
+            if outcome.value.is_none_or(|v| v.deleted) {
                 issues.push(json!({"severity": "error", "code": "not-found",
                     "diagnostics": format!("{resource_type}/{id} does not exist.")}));
             }
