@@ -231,6 +231,18 @@ impl IdentityStore {
         })
     }
 
+    /// The setting `key`, set to `value` first if it has none: the first process to ask decides,
+    /// and every other one reads what it decided.
+    pub fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![key, value],
+            )?;
+            Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0))?)
+        })
+    }
+
     /// The signing keys still published: the current one (`retired_at` None) first, then retired
     /// keys newest first, excluding those retired before `published_after`.
     pub fn signing_keys(&self, published_after: i64) -> Result<Vec<SigningKey>> {

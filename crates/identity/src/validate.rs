@@ -176,10 +176,9 @@ impl Validator {
     fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), Rejection> {
         let mut accepted: Vec<String> = self.audiences.iter().map(|a| a.trim_end_matches('/').to_owned()).collect();
         if let Trust::BuiltIn(authority) = &self.trust {
-            if let Ok(app_id) = authority.fhir_app_id() {
-                accepted.push(format!("api://{app_id}"));
-                accepted.push(app_id);
-            }
+            let app_id = authority.fhir_app_id();
+            accepted.push(format!("api://{app_id}"));
+            accepted.push(app_id.to_owned());
         }
         let matches = |aud: &str| accepted.iter().any(|a| a.eq_ignore_ascii_case(aud.trim_end_matches('/')));
         match claims.get("aud") {

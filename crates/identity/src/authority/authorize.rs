@@ -156,7 +156,7 @@ impl Authority {
             ));
         }
         let scope = get(params, "scope").unwrap_or("openid").to_owned();
-        let resource = match self.requested_resource(version, params, &scope)? {
+        let resource = match self.requested_resource(version, params, &scope) {
             Ok(resource) => resource,
             Err((error, code, message)) => return Ok(reply.error(error, code, &message)),
         };
@@ -194,13 +194,13 @@ impl Authority {
 
     /// The resource an authorization request is for: v1's `resource`, or the one resource all of
     /// v2's scopes name (bare SMART scopes take the `aud` parameter, else the FHIR service).
-    #[allow(clippy::type_complexity)]
+    /// A refusal is `(error, AADSTS code, message)`, to redirect to the client.
     fn requested_resource(
         &self,
         version: EndpointVersion,
         params: &[(String, String)],
         scope: &str,
-    ) -> Result<Result<String, (&'static str, u32, String)>, crate::store::IdentityError> {
+    ) -> Result<String, (&'static str, u32, String)> {
         let unknown = |resource: &str| {
             Err((
                 "invalid_resource",
@@ -213,37 +213,37 @@ impl Authority {
         };
         let canonical = self.config.fhir_audiences.first().cloned().unwrap_or_default();
         if version == EndpointVersion::V1 {
-            return Ok(match get(params, "resource") {
+            return match get(params, "resource") {
                 None => Ok(canonical),
-                Some(resource) => match self.resolve_resource(resource)? {
+                Some(resource) => match self.resolve_resource(resource) {
                     Some(audience) => Ok(audience),
                     None => unknown(resource),
                 },
-            });
+            };
         }
         let mut audiences: Vec<String> = Vec::new();
         for part in scope.split_whitespace() {
-            match self.scope_target(part)? {
+            match self.scope_target(part) {
                 ScopeTarget::Fhir { audience, .. } => audiences.push(audience),
                 ScopeTarget::Bare(_) => match get(params, "aud") {
-                    Some(aud) => match self.resolve_resource(aud)? {
+                    Some(aud) => match self.resolve_resource(aud) {
                         Some(audience) => audiences.push(audience),
-                        None => return Ok(unknown(aud)),
+                        None => return unknown(aud),
                     },
                     None => audiences.push(canonical.clone()),
                 },
                 ScopeTarget::Unknown(scope) => {
-                    return Ok(Err((
+                    return Err((
                         "invalid_scope",
                         70011,
                         format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."),
-                    )))
+                    ))
                 }
                 ScopeTarget::Oidc(_) => {}
             }
         }
         audiences.dedup();
-        Ok(match audiences.as_slice() {
+        match audiences.as_slice() {
             [] => Ok(canonical),
             [one] => Ok(one.clone()),
             _ => Err((
@@ -251,7 +251,7 @@ impl Authority {
                 700022,
                 "The provided value for the input parameter scope is not valid because it contains more than one resource.".into(),
             )),
-        })
+        }
     }
 }
 

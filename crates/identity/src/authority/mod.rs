@@ -88,6 +88,7 @@ impl AuthorityConfig {
 pub struct Authority {
     pub config: AuthorityConfig,
     pub store: Arc<IdentityStore>,
+    fhir_app_id: String,
     keys: RwLock<KeyCache>,
     /// `jti`s of client assertions already used, with their expiry: an assertion is good once.
     seen_assertions: Mutex<std::collections::HashMap<String, i64>>,
@@ -100,8 +101,11 @@ struct KeyCache {
 
 impl Authority {
     pub fn new(config: AuthorityConfig, store: Arc<IdentityStore>) -> Result<Authority, IdentityError> {
+        // The FHIR service's application id, decided once per installation.
+        let fhir_app_id = store.setting_or_insert("fhir_app_id", &uuid::Uuid::new_v4().to_string())?;
         let authority = Authority {
             config,
+            fhir_app_id,
             store,
             keys: RwLock::new(KeyCache { version: i64::MIN, keys: Arc::new(Vec::new()) }),
             seen_assertions: Mutex::default(),
@@ -151,14 +155,8 @@ impl Authority {
     }
 
     /// The FHIR service's application id (a GUID), the `aud` of its v2 tokens.
-    pub fn fhir_app_id(&self) -> Result<String, IdentityError> {
-        if let Some(id) = self.store.setting("fhir_app_id")? {
-            return Ok(id);
-        }
-        // Created on first use; two processes racing both write a GUID, the last wins before any
-        // token names it (tokens are minted after this returns and re-reads).
-        self.store.set_setting("fhir_app_id", &uuid::Uuid::new_v4().to_string())?;
-        Ok(self.store.setting("fhir_app_id")?.unwrap_or_default())
+    pub fn fhir_app_id(&self) -> &str {
+        &self.fhir_app_id
     }
 
     /// The keys still published (current first), reloaded when the store changed (a rotation by
@@ -198,18 +196,18 @@ impl Authority {
 
     /// Which FHIR audience a requested resource names, in its canonical spelling, or `None` when
     /// it names no resource this authority issues tokens for (AADSTS500011).
-    pub fn resolve_resource(&self, requested: &str) -> Result<Option<String>, IdentityError> {
+    pub fn resolve_resource(&self, requested: &str) -> Option<String> {
         let requested = requested.trim_end_matches('/');
         if let Some(audience) =
             self.config.fhir_audiences.iter().find(|a| a.trim_end_matches('/').eq_ignore_ascii_case(requested))
         {
-            return Ok(Some(audience.clone()));
+            return Some(audience.clone());
         }
-        let app_id = self.fhir_app_id()?;
-        if requested.eq_ignore_ascii_case(&app_id) || requested.eq_ignore_ascii_case(&format!("api://{app_id}")) {
-            return Ok(Some(self.config.fhir_audiences.first().cloned().unwrap_or(app_id)));
+        let app_id = self.fhir_app_id();
+        if requested.eq_ignore_ascii_case(app_id) || requested.eq_ignore_ascii_case(&format!("api://{app_id}")) {
+            return Some(self.config.fhir_audiences.first().cloned().unwrap_or_else(|| app_id.to_owned()));
         }
-        Ok(None)
+        None
     }
 }
 
@@ -230,16 +228,16 @@ pub(crate) enum ScopeTarget {
 }
 
 impl Authority {
-    pub(crate) fn scope_target(&self, scope: &str) -> Result<ScopeTarget, IdentityError> {
+    pub(crate) fn scope_target(&self, scope: &str) -> ScopeTarget {
         const OIDC: [&str; 5] = ["openid", "profile", "email", "offline_access", "online_access"];
         if OIDC.contains(&scope) {
-            return Ok(ScopeTarget::Oidc(scope.to_owned()));
+            return ScopeTarget::Oidc(scope.to_owned());
         }
         if !scope.contains("://") {
-            return Ok(ScopeTarget::Bare(scope.to_owned()));
+            return ScopeTarget::Bare(scope.to_owned());
         }
-        let app_id = self.fhir_app_id()?;
-        let canonical = self.config.fhir_audiences.first().cloned().unwrap_or_else(|| app_id.clone());
+        let app_id = self.fhir_app_id();
+        let canonical = self.config.fhir_audiences.first().cloned().unwrap_or_else(|| app_id.to_owned());
         let identifiers = self
             .config
             .fhir_audiences
@@ -253,10 +251,10 @@ impl Authority {
             if matches {
                 let name = scope[prefix.len()..].trim_start_matches('/');
                 let name = if name == ".default" || name.is_empty() { "user_impersonation" } else { name };
-                return Ok(ScopeTarget::Fhir { audience, name: name.to_owned() });
+                return ScopeTarget::Fhir { audience, name: name.to_owned() };
             }
         }
-        Ok(ScopeTarget::Unknown(scope.to_owned()))
+        ScopeTarget::Unknown(scope.to_owned())
     }
 }
 

@@ -345,8 +345,11 @@ impl Authority {
         now: i64,
     ) -> Result<String, OAuthError> {
         let v2 = self.config.access_token_version == 2;
-        let (iss, aud) =
-            if v2 { (self.issuer_v2(), self.fhir_app_id()?) } else { (self.issuer_v1(), audience.to_owned()) };
+        let (iss, aud) = if v2 {
+            (self.issuer_v2(), self.fhir_app_id().to_owned())
+        } else {
+            (self.issuer_v1(), audience.to_owned())
+        };
         let mut claims = base_claims(iss, aud, now, self.config.token_lifetime);
         let app = subject.app;
         if v2 {
@@ -369,7 +372,7 @@ impl Authority {
                 }
                 let mut scp = Vec::new();
                 for scope in scopes.unwrap_or_default() {
-                    match self.scope_target(scope)? {
+                    match self.scope_target(scope) {
                         ScopeTarget::Fhir { name, .. } => scp.push(name),
                         ScopeTarget::Bare(name) => scp.push(name),
                         ScopeTarget::Oidc(_) | ScopeTarget::Unknown(_) => {}
@@ -443,7 +446,7 @@ impl Authority {
 
     /// The FHIR audience a requested resource names (AADSTS500011 when none).
     fn audience(&self, resource: &str) -> Result<String, OAuthError> {
-        self.resolve_resource(resource)?.ok_or_else(|| {
+        self.resolve_resource(resource).ok_or_else(|| {
             OAuthError::new(
                 "invalid_resource",
                 500011,
