@@ -4,11 +4,14 @@ use serde_json::json;
 
 use crate::harness::Server;
 
+/// Method, path, body, expected status, expected issue code.
+type Case<'a> = (&'a str, &'a str, Option<&'a [u8]>, u16, &'a str);
+
 #[test]
 fn bad_requests_get_operation_outcomes() {
     let server = Server::start_http();
     let json_ct = [("content-type", "application/fhir+json")];
-    let cases: Vec<(&str, &str, Option<&[u8]>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("GET", "/Foo/1", None, 400, "not-supported"),
         ("POST", "/Foo", Some(b"{}"), 400, "not-supported"),
         ("GET", "/Patient/1/_history/1/extra", None, 404, "not-found"),
