@@ -2,8 +2,10 @@
 //!
 //! This crate owns persistence: resource versions, history, the search index rows that conditional
 //! interactions and search read, and the cost accounting behind `x-ms-request-charge`. It gives the
-//! server one trait, [`ResourceStore`], and an embedded implementation on SQLite ([`SqliteStore`]);
-//! a PostgreSQL implementation will sit behind the same trait and pass the same conformance tests.
+//! server one trait, [`ResourceStore`], with two implementations: the embedded one on SQLite
+//! ([`SqliteStore`]) and one on PostgreSQL for stateless replicas ([`PostgresStore`]). Both carry
+//! out writes with the same logic (`write.rs`) and compile searches with the same compiler
+//! (`sql/`), each in its own dialect.
 //!
 //! What it does **not** know: HTTP, authentication, FHIRPath, or the FHIR definitions. Callers hand
 //! it resources that were already validated and the index entries already extracted from them; the
@@ -19,8 +21,11 @@
 mod index;
 mod meta;
 mod model;
+mod postgres;
 mod query;
+mod sql;
 mod sqlite;
+mod write;
 
 pub use index::{
     CanonicalQuantity, CompartmentEntry, DateEntry, IndexEntries, NumberEntry, QuantityEntry, ReferenceEntry,
@@ -29,6 +34,9 @@ pub use index::{
 pub use meta::Unstamped;
 
 pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
+pub use postgres::{
+    migrate as migrate_postgres, schema_status as postgres_schema_status, PostgresConfig, PostgresStore, SchemaStatus,
+};
 pub use query::{
     Clause, Cursor, DateRange, EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, KeyValue, NumberRange, Page,
     Prefix, QuantityValue, ReferenceValue, SearchQuery, SortBy, SortKey, StringMatch, TokenSystem, TokenValue,

@@ -10,7 +10,6 @@ mod cache;
 mod checkpoint;
 mod read;
 mod schema;
-mod sql;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -152,7 +151,7 @@ impl ResourceStore for SqliteStore {
     }
 
     fn write(&self, op: WriteOp) -> StoreFuture<'_, WriteResult> {
-        self.queue(|reply| writer::Job::Write { op, reply })
+        self.queue(|reply| writer::Job::Write { op: Box::new(op), reply })
     }
 
     fn transaction(&self, work: crate::TransactionWork) -> StoreFuture<'_, ()> {

@@ -2,13 +2,34 @@
 //! transaction).
 
 use bytes::Bytes;
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Row, ToSql};
 
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
 use crate::query::{Cursor, HistoryQuery, HistoryScope, KeyValue, Page, SearchQuery};
+use crate::sql::{self, Dialect, Param};
 
-use super::sql;
+impl ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Param::Null => ValueRef::Null,
+            Param::Integer(i) => ValueRef::Integer(*i),
+            Param::Real(f) => ValueRef::Real(*f),
+            Param::Text(t) => ValueRef::Text(t.as_bytes()),
+        }))
+    }
+}
+
+/// A sort key column as read back, for the cursor. A value SQLite stores as a blob is no sort key
+/// this store writes; it reads as missing.
+fn key_value(value: SqlValue) -> KeyValue {
+    match value {
+        SqlValue::Integer(i) => KeyValue::Integer(i),
+        SqlValue::Real(f) => KeyValue::Real(f),
+        SqlValue::Text(t) => KeyValue::Text(t),
+        SqlValue::Null | SqlValue::Blob(_) => KeyValue::Null,
+    }
+}
 
 /// The columns [`version_row`] reads, in its order.
 macro_rules! version_columns {
@@ -115,7 +136,7 @@ pub(super) fn search(conn: &Connection, query: &SearchQuery) -> Result<(Page, Co
     let versions: Vec<StoredVersion> = rows.into_iter().map(|row| row.version).collect();
     let mut cost = cost_of(&versions);
     let total = if query.total {
-        let compiled = sql::compile_count(query);
+        let compiled = sql::compile_count(Dialect::Sqlite, query);
         let n: i64 = conn
             .prepare_cached(&compiled.sql)?
             .query_row(params_from_iter(compiled.params.iter()), |row| row.get(0))?;
@@ -135,15 +156,14 @@ pub(super) fn search_rows(
     limit: u32,
 ) -> Result<(Vec<SearchRow>, bool), StoreError> {
     let forms = forms(conn, query)?;
-    let compiled = sql::compile_search(query, limit.saturating_add(1), &forms);
+    let compiled = sql::compile_search(Dialect::Sqlite, query, limit.saturating_add(1), &forms);
     let mut stmt = conn.prepare_cached(&compiled.sql)?;
     let keys = query.sort.len();
     let mut rows = stmt
         .query_map(params_from_iter(compiled.params.iter()), |row| {
             let resource_type: String = row.get(7)?;
             let (rid, version) = version_row(&resource_type, row)?;
-            let keys =
-                (0..keys).map(|i| row.get::<_, SqlValue>(8 + i).map(sql::key_value)).collect::<Result<_, _>>()?;
+            let keys = (0..keys).map(|i| row.get::<_, SqlValue>(8 + i).map(key_value)).collect::<Result<_, _>>()?;
             Ok(SearchRow { rid, version, keys })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -198,7 +218,7 @@ pub(super) fn live_after(conn: &Connection, after: i64, limit: u32) -> Result<Ve
         conn,
         "SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource \
          WHERE rid > ?1 AND valid_to IS NULL AND deleted = 0 ORDER BY rid LIMIT ?2",
-        &[SqlValue::Integer(after), SqlValue::Integer(i64::from(limit))],
+        &[Param::Integer(after), Param::Integer(i64::from(limit))],
     )
 }
 
@@ -216,35 +236,35 @@ pub(super) fn history(
 ) -> Result<Outcome<Page>, StoreError> {
     let mut sql =
         String::from("SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource WHERE 1 = 1");
-    let mut params: Vec<SqlValue> = Vec::new();
+    let mut params: Vec<Param> = Vec::new();
     match scope {
         HistoryScope::System => {}
         HistoryScope::Type(t) => {
             sql.push_str(" AND type = ?");
-            params.push(SqlValue::Text(t.clone()));
+            params.push(Param::Text(t.clone()));
         }
         HistoryScope::Instance(t, id) => {
             sql.push_str(" AND type = ? AND id = ?");
-            params.push(SqlValue::Text(t.clone()));
-            params.push(SqlValue::Text(id.clone()));
+            params.push(Param::Text(t.clone()));
+            params.push(Param::Text(id.clone()));
         }
     }
     if let Some(since) = query.since {
         sql.push_str(" AND last_updated >= ?");
-        params.push(SqlValue::Integer(since));
+        params.push(Param::Integer(since));
     }
     if let Some((low, high)) = query.at {
         sql.push_str(" AND last_updated < ? AND (valid_to IS NULL OR valid_to > ?)");
-        params.push(SqlValue::Integer(high));
-        params.push(SqlValue::Integer(low));
+        params.push(Param::Integer(high));
+        params.push(Param::Integer(low));
     }
     if let Some((t, rid)) = query.cursor {
         sql.push_str(" AND (last_updated, rid) < (?, ?)");
-        params.push(SqlValue::Integer(t));
-        params.push(SqlValue::Integer(rid));
+        params.push(Param::Integer(t));
+        params.push(Param::Integer(rid));
     }
     sql.push_str(" ORDER BY last_updated DESC, rid DESC LIMIT ?");
-    params.push(SqlValue::Integer(i64::from(query.count) + 1));
+    params.push(Param::Integer(i64::from(query.count) + 1));
 
     let rows = typed_versions(conn, &sql, &params)?;
     Ok(page_of(rows, query.count, |rid, v| Page::encode_history_cursor(v.last_updated, rid)))
@@ -256,7 +276,7 @@ pub(super) fn everything(
     id: Option<&str>,
     query: &crate::query::EverythingQuery,
 ) -> Result<Outcome<Page>, StoreError> {
-    let compiled = sql::compile_everything(compartment, id, query, query.count.saturating_add(1));
+    let compiled = sql::compile_everything(Dialect::Sqlite, compartment, id, query, query.count.saturating_add(1));
     let rows = typed_versions(conn, &compiled.sql, &compiled.params)?;
     Ok(page_of(rows, query.count, |rid, _| Page::encode_cursor(rid)))
 }
@@ -268,7 +288,7 @@ pub(super) fn include(
     if query.matched_ids.is_empty() {
         return Ok(Outcome { value: Vec::new(), cost: Cost::default() });
     }
-    let compiled = sql::compile_include(query);
+    let compiled = sql::compile_include(Dialect::Sqlite, query);
     let versions: Vec<StoredVersion> =
         typed_versions(conn, &compiled.sql, &compiled.params)?.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
@@ -276,7 +296,7 @@ pub(super) fn include(
 }
 
 /// Runs a query whose rows are [`version_row`]'s columns followed by `type`.
-fn typed_versions(conn: &Connection, sql: &str, params: &[SqlValue]) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+fn typed_versions(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(params_from_iter(params.iter()), |row| {

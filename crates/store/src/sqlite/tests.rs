@@ -4,9 +4,10 @@
 
 use serde_json::json;
 
-use super::{sql, SqliteConfig, SqliteStore};
+use super::{SqliteConfig, SqliteStore};
 use crate::index::{IndexEntries, TokenEntry};
 use crate::query::{Clause, Cursor, SearchQuery, TokenSystem, TokenValue, Value};
+use crate::sql::{self, Dialect};
 use crate::{ResourceStore, Unstamped, WriteOp};
 
 fn code(code: &str) -> Clause {
@@ -48,6 +49,7 @@ async fn frequent_and_rare_codes_page_completely_both_ways() {
 
     // The frequent code reaches the probe's cap and is tested per resource; the rare one is collected.
     let frequent = sql::compile_search(
+        Dialect::Sqlite,
         &SearchQuery { types: vec!["Basic".into()], clauses: vec![code("frequent")], ..SearchQuery::default() },
         10,
         &[Some(sql::Form::Probe)],
@@ -88,4 +90,16 @@ async fn frequent_and_rare_codes_page_completely_both_ways() {
         }
     }
     store.close();
+}
+
+/// Every statement shape the compiler makes parses, binds its parameters and runs on the schema.
+#[test]
+fn compiled_statements_run() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    super::schema::migrate(&mut conn).unwrap();
+    for (name, compiled) in sql::tests::statements(Dialect::Sqlite) {
+        let mut stmt = conn.prepare(&compiled.sql).unwrap_or_else(|e| panic!("{name}: {e} in {}", compiled.sql));
+        let mut rows = stmt.query(rusqlite::params_from_iter(compiled.params.iter())).unwrap();
+        while rows.next().unwrap_or_else(|e| panic!("{name}: {e} in {}", compiled.sql)).is_some() {}
+    }
 }

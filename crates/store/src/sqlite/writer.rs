@@ -13,16 +13,16 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::index::IndexEntries;
-use crate::meta::{self, Unstamped};
-use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
+use crate::model::{Cost, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 use crate::query::SearchQuery;
+use crate::write::{self, NewVersion, Rows};
 use crate::{Transaction, TransactionWork};
 
 use super::cache::VersionCache;
 use super::{read, schema};
 
 pub(super) enum Job {
-    Write { op: WriteOp, reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>> },
+    Write { op: Box<WriteOp>, reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>> },
     Transaction { work: TransactionWork, reply: oneshot::Sender<Result<Outcome<()>, StoreError>> },
     Maintain { work: Maintenance, reply: oneshot::Sender<Result<Outcome<()>, StoreError>> },
 }
@@ -140,7 +140,7 @@ impl Writer {
             .drain(..)
             .map(|job| match job {
                 Job::Write { op, reply } => {
-                    Done::Write(reply, self.isolated(isolation, |writer, cost| writer.apply(op, cost)))
+                    Done::Write(reply, self.isolated(isolation, |writer, cost| write::apply(writer, *op, cost)))
                 }
                 Job::Transaction { work, reply } => Done::Transaction(
                     reply,
@@ -207,7 +207,7 @@ impl Writer {
         }
     }
 
-    fn next_timestamp(&mut self) -> i64 {
+    fn tick(&mut self) -> i64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
@@ -216,158 +216,8 @@ impl Writer {
         self.last_updated
     }
 
-    fn apply(&mut self, op: WriteOp, cost: &mut Cost) -> Result<WriteResult, StoreError> {
-        match op {
-            WriteOp::Create { resource_type, id, resource, index, if_none_exist } => {
-                if let Some(query) = if_none_exist {
-                    if let Some(existing) = self.single_match(&resource_type, &query, cost)? {
-                        return Ok(WriteResult::Existing(existing));
-                    }
-                }
-                self.put(&resource_type, &id, resource, &index, None, Method::Post, cost)
-            }
-            WriteOp::Update { resource_type, id, resource, index, if_match } => {
-                self.put(&resource_type, &id, resource, &index, if_match, Method::Put, cost)
-            }
-            WriteOp::ConditionalUpdate { resource_type, query, new_id, body_id, resource, index, if_match } => {
-                let id = match (self.single_match(&resource_type, &query, cost)?, body_id) {
-                    (Some(existing), Some(body_id)) if existing.id != body_id => {
-                        return Err(StoreError::Invalid(format!(
-                            "The id in the body ('{body_id}') does not match the matched resource ('{}').",
-                            existing.id
-                        )));
-                    }
-                    (Some(existing), _) => existing.id,
-                    (None, Some(body_id)) => {
-                        let taken = read::current_with_rid(&self.conn, &resource_type, &body_id)?
-                            .is_some_and(|(_, v)| !v.deleted);
-                        if taken {
-                            return Err(StoreError::Conflict(format!(
-                                "No resource matched, but {resource_type}/{body_id} exists and does not match the criteria."
-                            )));
-                        }
-                        body_id
-                    }
-                    (None, None) => new_id,
-                };
-                self.put(&resource_type, &id, resource, &index, if_match, Method::Put, cost)
-            }
-            WriteOp::Delete { resource_type, id, if_match } => {
-                let current = read::current_with_rid(&self.conn, &resource_type, &id)?;
-                cost.rows_read += 1;
-                if let (Some(expected), Some((_, v))) = (if_match, &current) {
-                    if v.deleted || v.version != expected {
-                        return Err(StoreError::VersionConflict { expected, current: Some(v.version) });
-                    }
-                }
-                match current {
-                    Some((rid, v)) if !v.deleted => Ok(WriteResult::Deleted(vec![self.delete(rid, &v, cost)?])),
-                    _ => Ok(WriteResult::Deleted(Vec::new())),
-                }
-            }
-            WriteOp::ConditionalDelete { resource_type, query, max } => {
-                let (matches, more) = read::search_rids(&self.conn, &query, max)?;
-                cost.rows_read += matches.len().max(1) as u64;
-                if more {
-                    return Err(StoreError::TooManyMatches { resource_type, matched: matches.len() + 1 });
-                }
-                let mut deleted = Vec::with_capacity(matches.len());
-                for (rid, version) in matches {
-                    deleted.push(self.delete(rid, &version, cost)?);
-                }
-                Ok(WriteResult::Deleted(deleted))
-            }
-        }
-    }
-
-    /// Zero or one match for a conditional interaction; more is an error.
-    fn single_match(
-        &self,
-        resource_type: &str,
-        query: &SearchQuery,
-        cost: &mut Cost,
-    ) -> Result<Option<StoredVersion>, StoreError> {
-        let (mut matches, more) = read::search_rids(&self.conn, query, 1)?;
-        cost.rows_read += 1;
-        if more {
-            return Err(StoreError::TooManyMatches { resource_type: resource_type.to_owned(), matched: 2 });
-        }
-        Ok(matches.pop().map(|(_, v)| v))
-    }
-
-    /// Writes a new version of `resource_type/id` (version 1 if it never existed).
-    #[allow(clippy::too_many_arguments)]
-    fn put(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        resource: Unstamped,
-        index: &IndexEntries,
-        if_match: Option<u64>,
-        method: Method,
-        cost: &mut Cost,
-    ) -> Result<WriteResult, StoreError> {
-        // A create carries a fresh server-assigned id: there is nothing to look up (the unique index
-        // on current versions would still refuse a collision).
-        let current = match method {
-            Method::Post => None,
-            _ => {
-                cost.rows_read += 1;
-                read::current_with_rid(&self.conn, resource_type, id)?
-            }
-        };
-        match (if_match, &current) {
-            (Some(_), None) => return Err(StoreError::NotFoundForMatch),
-            (Some(expected), Some((_, v))) if v.version != expected || v.deleted => {
-                return Err(StoreError::VersionConflict { expected, current: Some(v.version) });
-            }
-            _ => {}
-        }
-        let last_updated = self.next_timestamp();
-        let version = current.as_ref().map_or(1, |(_, v)| v.version + 1);
-        let created = current.as_ref().is_none_or(|(_, v)| v.deleted);
-        if let Some((rid, _)) = &current {
-            self.retire(*rid, last_updated)?;
-        }
-        self.touched.push((resource_type.to_owned(), id.to_owned()));
-        let body = meta::stamp(&resource, resource_type, id, version, &meta::format_instant(last_updated));
-        let rid = self.insert(resource_type, id, version, last_updated, Some(&body), method)?;
-        self.insert_index(rid, index)?;
-        cost.rows_written += 1 + index.len() as u64;
-        cost.bytes_written += body.len() as u64;
-        let stored = StoredVersion {
-            resource_type: resource_type.to_owned(),
-            id: id.to_owned(),
-            version,
-            last_updated,
-            deleted: false,
-            method,
-            body: body.into(),
-        };
-        Ok(if created { WriteResult::Created(stored) } else { WriteResult::Updated(stored) })
-    }
-
-    /// Writes a deletion marker after `current`.
-    fn delete(&mut self, rid: i64, current: &StoredVersion, cost: &mut Cost) -> Result<StoredVersion, StoreError> {
-        let last_updated = self.next_timestamp();
-        self.retire(rid, last_updated)?;
-        self.touched.push((current.resource_type.clone(), current.id.clone()));
-        let version = current.version + 1;
-        self.insert(&current.resource_type, &current.id, version, last_updated, None, Method::Delete)?;
-        cost.rows_written += 1;
-        Ok(StoredVersion {
-            resource_type: current.resource_type.clone(),
-            id: current.id.clone(),
-            version,
-            last_updated,
-            deleted: true,
-            method: Method::Delete,
-            body: Default::default(),
-        })
-    }
-
     /// Ends the current version at `valid_to` and drops its index rows.
-    fn retire(&self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
+    fn retire_row(&self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
         self.conn.prepare_cached("UPDATE resource SET valid_to = ?2 WHERE rid = ?1")?.execute((rid, valid_to))?;
         self.drop_index(rid)
     }
@@ -380,7 +230,7 @@ impl Writer {
         Ok(())
     }
 
-    fn insert_index(&self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
+    fn write_index(&self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
         self.insert_rows(rid, 0, index)?;
         for (group, composite) in index.composites.iter().enumerate() {
             self.insert_rows(rid, group as i64 + 1, composite)?;
@@ -486,7 +336,7 @@ impl Writer {
                 == 1;
             if current {
                 self.drop_index(rid)?;
-                self.insert_index(rid, &index)?;
+                self.write_index(rid, &index)?;
                 cost.rows_written += index.len() as u64;
             }
         }
@@ -502,21 +352,58 @@ impl Writer {
         Ok(())
     }
 
-    fn insert(
-        &self,
-        resource_type: &str,
-        id: &str,
-        version: u64,
-        last_updated: i64,
-        body: Option<&[u8]>,
-        method: Method,
-    ) -> Result<i64, StoreError> {
+    fn insert(&mut self, v: &NewVersion<'_>) -> Result<i64, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO resource (type, id, version, last_updated, valid_to, deleted, method, body) \
              VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7)",
         )?;
-        stmt.execute((resource_type, id, version as i64, last_updated, body.is_none() as i64, method.to_db(), body))?;
+        stmt.execute((
+            v.resource_type,
+            v.id,
+            v.version as i64,
+            v.last_updated,
+            v.body.is_none() as i64,
+            v.method.to_db(),
+            v.body,
+        ))?;
+        self.touched.push((v.resource_type.to_owned(), v.id.to_owned()));
         Ok(self.conn.last_insert_rowid())
+    }
+}
+
+/// The writer is the only one: it needs no locks, and its clock is already strictly increasing
+/// across the store.
+impl Rows for Writer {
+    fn lock_resource(&mut self, _resource_type: &str, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn lock_query(&mut self, _resource_type: &str, _query: &SearchQuery) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<(i64, StoredVersion)>, StoreError> {
+        read::current_with_rid(&self.conn, resource_type, id)
+    }
+
+    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError> {
+        read::search_rids(&self.conn, query, limit)
+    }
+
+    fn next_timestamp(&mut self, _previous: Option<i64>) -> Result<i64, StoreError> {
+        Ok(self.tick())
+    }
+
+    fn retire(&mut self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
+        self.retire_row(rid, valid_to)
+    }
+
+    fn insert_version(&mut self, version: &NewVersion<'_>) -> Result<i64, StoreError> {
+        self.insert(version)
+    }
+
+    fn insert_index(&mut self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
+        self.write_index(rid, index)
     }
 }
 
@@ -546,6 +433,6 @@ impl Transaction for InTransaction<'_> {
     }
 
     fn write(&mut self, op: WriteOp) -> Result<WriteResult, StoreError> {
-        self.writer.apply(op, self.cost)
+        write::apply(&mut *self.writer, op, self.cost)
     }
 }

@@ -1,55 +1,133 @@
-//! Compiles store queries to SQLite SQL.
+//! Compiles store queries to SQL, for SQLite or PostgreSQL.
 //!
 //! [`Builder`] accumulates SQL text and its bound parameters side by side, and hands out fresh
 //! table aliases so that nested clauses (chains, `_has`, composites) never capture each other's
 //! rows. `clause.rs` turns clauses and values into conditions; `related.rs` holds the queries for
 //! `$everything` and `_include`.
+//!
+//! Both backends share one compiler so that a search means the same on either; the [`Dialect`]
+//! decides only spelling and hints. The text is written with SQLite's `?` / `?N` placeholders and,
+//! for PostgreSQL, renumbered to `$N` at the end ([`Compiled::new`]), so the clauses need not know
+//! how many parameters came before them. That pass relies on no generated string literal holding a
+//! `?` (it skips quoted text anyway, as SQLite does).
 
 mod clause;
 mod related;
+#[cfg(test)]
+pub(crate) mod tests;
 
-use rusqlite::types::Value as SqlValue;
-
-pub(in crate::sqlite) use clause::Form;
-pub(in crate::sqlite) use related::{compile_everything, compile_include};
+pub(crate) use clause::Form;
+pub(crate) use related::{compile_everything, compile_include};
 
 use crate::query::{Clause, Cursor, KeyValue, SearchQuery, SortBy, SortKey, ValueKind};
 
-/// SQL text with its parameters.
-pub(super) struct Compiled {
-    pub sql: String,
-    pub params: Vec<SqlValue>,
+/// The SQL dialect a query is compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite (3.30 or later, for `NULLS LAST`): `?` placeholders, FTS5 full text, `INDEXED BY` hints.
+    Sqlite,
+    /// PostgreSQL 15: `$N` placeholders, `tsvector` full text, no planner hints.
+    Postgres,
 }
 
-#[derive(Default)]
-pub(super) struct Builder {
+/// A bound parameter, in the types both databases share. Integers are bound as 64-bit (`BIGINT`
+/// columns), reals as doubles, text as text; `Null` only where the SQL casts it to a type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// SQL text with its parameters.
+pub(crate) struct Compiled {
+    pub sql: String,
+    pub params: Vec<Param>,
+}
+
+impl Compiled {
+    /// The statement in `dialect`'s placeholders, from text written with SQLite's.
+    fn new(dialect: Dialect, sql: String, params: Vec<Param>) -> Compiled {
+        let sql = match dialect {
+            Dialect::Sqlite => {
+                debug_assert_eq!(numbered(&sql).1, params.len(), "placeholders and parameters differ: {sql}");
+                sql
+            }
+            Dialect::Postgres => {
+                let (numbered, count) = numbered(&sql);
+                debug_assert_eq!(count, params.len(), "placeholders and parameters differ: {sql}");
+                numbered
+            }
+        };
+        Compiled { sql, params }
+    }
+}
+
+/// `sql` with PostgreSQL's `$N` for SQLite's placeholders, and the number of parameters it takes.
+/// SQLite's rule: `?N` is parameter N, a bare `?` the one after the largest number used so far.
+/// Quoted text (string literals, identifiers) is copied as it is.
+fn numbered(sql: &str) -> (String, usize) {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut largest = 0usize;
+    let mut quote = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            // A doubled quote inside quoted text closes and reopens it: the same text either way.
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '?') => {
+                let mut digits = String::new();
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    digits.push(d);
+                }
+                let n = if digits.is_empty() { largest + 1 } else { digits.parse().unwrap_or(0) };
+                largest = largest.max(n);
+                out.push_str(&format!("${n}"));
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    (out, largest)
+}
+
+struct Builder {
+    dialect: Dialect,
     sql: String,
-    params: Vec<SqlValue>,
+    params: Vec<Param>,
     aliases: u32,
 }
 
 impl Builder {
+    fn new(dialect: Dialect) -> Builder {
+        Builder { dialect, sql: String::new(), params: Vec::new(), aliases: 0 }
+    }
+
     fn push(&mut self, text: &str) {
         self.sql.push_str(text);
     }
 
     /// Binds the value of a `?` already in the text.
-    fn bind(&mut self, value: SqlValue) {
+    fn bind(&mut self, value: Param) {
         self.params.push(value);
     }
 
     fn bind_text(&mut self, text: &str) {
-        self.bind(SqlValue::Text(text.to_owned()));
+        self.bind(Param::Text(text.to_owned()));
     }
 
     /// A `?` and its value.
-    fn placeholder(&mut self, value: SqlValue) {
+    fn placeholder(&mut self, value: Param) {
         self.sql.push('?');
         self.params.push(value);
     }
 
     fn placeholder_text(&mut self, text: &str) {
-        self.placeholder(SqlValue::Text(text.to_owned()));
+        self.placeholder(Param::Text(text.to_owned()));
     }
 
     /// A table alias not used elsewhere in the statement.
@@ -82,13 +160,13 @@ impl Builder {
             self.push(")");
         }
         if empty {
-            self.push("0");
+            self.push("FALSE");
         }
         self.push(")");
     }
 
     fn finish(self) -> Compiled {
-        Compiled { sql: self.sql, params: self.params }
+        Compiled::new(self.dialect, self.sql, self.params)
     }
 }
 
@@ -103,18 +181,18 @@ const COLUMNS: &str = "r.rid, r.id, r.version, r.last_updated, r.deleted, r.meth
 /// on the keys and the row id — no OFFSET, so late pages cost what early ones do.
 ///
 /// `forms` overrides the form of top-level clauses (see [`compile_probe`]).
-pub(super) fn compile_search(query: &SearchQuery, limit: u32, forms: &[Option<Form>]) -> Compiled {
-    let mut b = Builder::default();
+pub(crate) fn compile_search(dialect: Dialect, query: &SearchQuery, limit: u32, forms: &[Option<Form>]) -> Compiled {
+    let mut b = Builder::new(dialect);
     let backward = query.cursor.as_ref().is_some_and(|c| c.backward);
     if query.sort.is_empty() {
         b.push(&format!("SELECT {COLUMNS} FROM resource r WHERE "));
         b.live_matches_as("r", &query.types, &query.clauses, forms);
         if let Some(cursor) = &query.cursor {
             b.push(if backward { " AND r.rid < " } else { " AND r.rid > " });
-            b.placeholder(SqlValue::Integer(cursor.rid));
+            b.placeholder(Param::Integer(cursor.rid));
         }
         b.push(if backward { " ORDER BY r.rid DESC LIMIT " } else { " ORDER BY r.rid LIMIT " });
-        b.placeholder(SqlValue::Integer(i64::from(limit)));
+        b.placeholder(Param::Integer(i64::from(limit)));
         return b.finish();
     }
     b.push(&format!("SELECT * FROM (SELECT {COLUMNS}"));
@@ -125,7 +203,8 @@ pub(super) fn compile_search(query: &SearchQuery, limit: u32, forms: &[Option<Fo
     }
     b.push(" FROM resource r WHERE ");
     b.live_matches_as("r", &query.types, &query.clauses, forms);
-    b.push(")");
+    // PostgreSQL requires a derived table to be named.
+    b.push(") AS q");
     if let Some(cursor) = &query.cursor {
         b.push(" WHERE ");
         keyset(&mut b, &query.sort, cursor);
@@ -138,7 +217,7 @@ pub(super) fn compile_search(query: &SearchQuery, limit: u32, forms: &[Option<Fo
         b.push(&format!("k{i} {} NULLS {nulls}, ", if descending { "DESC" } else { "ASC" }));
     }
     b.push(if backward { "rid DESC LIMIT " } else { "rid ASC LIMIT " });
-    b.placeholder(SqlValue::Integer(i64::from(limit)));
+    b.placeholder(Param::Integer(i64::from(limit)));
     b.finish()
 }
 
@@ -151,7 +230,7 @@ fn keyset(b: &mut Builder, sort: &[SortKey], cursor: &Cursor) {
         if i > 0 {
             b.push(" OR ");
         }
-        b.push("(1");
+        b.push("(TRUE");
         for (j, key) in cursor.keys.iter().enumerate().take(i) {
             b.push(" AND ");
             match key {
@@ -169,7 +248,7 @@ fn keyset(b: &mut Builder, sort: &[SortKey], cursor: &Cursor) {
                 // "After" in the page's direction; missing values sort last.
                 let greater = key.descending == cursor.backward;
                 match (value, cursor.backward) {
-                    (KeyValue::Null, false) => b.push("0"),
+                    (KeyValue::Null, false) => b.push("FALSE"),
                     (KeyValue::Null, true) => b.push(&format!("k{i} IS NOT NULL")),
                     (value, backward) => {
                         b.push(&format!("(k{i} {} ", if greater { ">" } else { "<" }));
@@ -183,7 +262,7 @@ fn keyset(b: &mut Builder, sort: &[SortKey], cursor: &Cursor) {
             }
             None => {
                 b.push(if cursor.backward { "rid < " } else { "rid > " });
-                b.placeholder(SqlValue::Integer(cursor.rid));
+                b.placeholder(Param::Integer(cursor.rid));
             }
         }
         b.push(")");
@@ -191,21 +270,12 @@ fn keyset(b: &mut Builder, sort: &[SortKey], cursor: &Cursor) {
     b.push(")");
 }
 
-fn sql_value(key: &KeyValue) -> SqlValue {
+fn sql_value(key: &KeyValue) -> Param {
     match key {
-        KeyValue::Null => SqlValue::Null,
-        KeyValue::Integer(i) => SqlValue::Integer(*i),
-        KeyValue::Real(f) => SqlValue::Real(*f),
-        KeyValue::Text(t) => SqlValue::Text(t.clone()),
-    }
-}
-
-pub(super) fn key_value(value: SqlValue) -> KeyValue {
-    match value {
-        SqlValue::Integer(i) => KeyValue::Integer(i),
-        SqlValue::Real(f) => KeyValue::Real(f),
-        SqlValue::Text(t) => KeyValue::Text(t),
-        SqlValue::Null | SqlValue::Blob(_) => KeyValue::Null,
+        KeyValue::Null => Param::Null,
+        KeyValue::Integer(i) => Param::Integer(*i),
+        KeyValue::Real(f) => Param::Real(*f),
+        KeyValue::Text(t) => Param::Text(t.clone()),
     }
 }
 
@@ -231,16 +301,18 @@ fn sort_expression(b: &mut Builder, key: &SortKey) {
     let aggregate = if key.descending { "max" } else { "min" };
     let s = b.alias();
     // Through the row id index: a value index would be scanned whole for every match.
-    b.push(&format!(
-        "(SELECT {aggregate}({column}) FROM {table} {s} INDEXED BY {table}_rid WHERE {s}.rid = r.rid AND {s}.param = "
-    ));
+    let hint = match b.dialect {
+        Dialect::Sqlite => format!(" INDEXED BY {table}_rid"),
+        Dialect::Postgres => String::new(),
+    };
+    b.push(&format!("(SELECT {aggregate}({column}) FROM {table} {s}{hint} WHERE {s}.rid = r.rid AND {s}.param = "));
     b.placeholder_text(param);
     b.push(")");
 }
 
 /// `SELECT count(*)` of every match of `query`, ignoring paging.
-pub(super) fn compile_count(query: &SearchQuery) -> Compiled {
-    let mut b = Builder::default();
+pub(crate) fn compile_count(dialect: Dialect, query: &SearchQuery) -> Compiled {
+    let mut b = Builder::new(dialect);
     b.push("SELECT count(*) FROM resource r WHERE ");
     b.live_matches("r", &query.types, &query.clauses);
     b.finish()
@@ -255,7 +327,10 @@ pub(super) fn compile_count(query: &SearchQuery) -> Compiled {
 /// together (one patient's bundle), so its matches sit in one stretch of row ids, and a walk in
 /// row id order would cross everything before that stretch to reach them. Their match counts are
 /// bounded by one resource's data anyway.
-pub(super) fn compile_probe(clause: &Clause, cap: u32) -> Option<Compiled> {
+///
+/// SQLite only: PostgreSQL estimates from its column statistics how many rows a value matches, and
+/// turns either form into the join that suits.
+pub(crate) fn compile_probe(clause: &Clause, cap: u32) -> Option<Compiled> {
     // A composite is measured by its first component alone: collecting it costs a join per row of
     // that component (every systolic pressure, say), however few of them the second one keeps.
     let measured = match clause {
@@ -274,11 +349,11 @@ pub(super) fn compile_probe(clause: &Clause, cap: u32) -> Option<Compiled> {
     if !measured {
         return None;
     }
-    let mut b = Builder::default();
+    let mut b = Builder::new(Dialect::Sqlite);
     b.push("SELECT count(*) FROM (");
     b.rows(clause, false);
     b.push(" LIMIT ");
-    b.placeholder(SqlValue::Integer(i64::from(cap)));
-    b.push(")");
+    b.placeholder(Param::Integer(i64::from(cap)));
+    b.push(") AS q");
     Some(b.finish())
 }

@@ -7,18 +7,22 @@
 //! …) becomes a correlated `EXISTS` probe on the index table's `rid` index: the query then walks the
 //! type's resources in page order and stops as soon as the page is full, instead of first
 //! collecting every one of tens of thousands of matches.
-
-use rusqlite::types::Value as SqlValue;
+//!
+//! PostgreSQL reads the same two forms; it only lacks the `INDEXED BY` hints (its planner chooses
+//! indexes by their statistics) and spells a few functions differently.
 
 use crate::query::{
     Clause, DateRange, NumberRange, Prefix, QuantityValue, ReferenceValue, StringMatch, TokenSystem, TokenValue,
     UriMatch, Value, ValueKind,
 };
 
-use super::Builder;
+use super::{Builder, Dialect, Param};
 
-/// `INDEXED BY` the row id index of a kind's table.
-fn by_rid(kind: ValueKind) -> &'static str {
+/// `INDEXED BY` the row id index of a kind's table, where the dialect has such hints.
+fn by_rid(dialect: Dialect, kind: ValueKind) -> &'static str {
+    if dialect == Dialect::Postgres {
+        return "";
+    }
     match kind {
         ValueKind::Token => "INDEXED BY token_index_rid",
         ValueKind::Date => "INDEXED BY date_index_rid",
@@ -45,7 +49,7 @@ pub(super) fn table(kind: ValueKind) -> &'static str {
 
 /// How a clause over an index table meets the resource it tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::sqlite) enum Form {
+pub(crate) enum Form {
     /// `rid IN (SELECT rid …)`: collect the matching row ids first (few matches).
     Collect,
     /// `EXISTS (SELECT … WHERE rid = r.rid)`: test each resource as the query walks them (many).
@@ -102,6 +106,8 @@ impl Builder {
     fn clause_as(&mut self, alias: &str, clause: &Clause, form: Option<Form>) {
         let form = form.unwrap_or_else(|| Builder::default_form(clause));
         match clause {
+            // PostgreSQL has no empty `IN ()`; it matches nothing in SQLite.
+            Clause::Id(ids) if ids.is_empty() => self.push("FALSE"),
             Clause::Id(ids) => {
                 self.push(&format!("{alias}.id IN ("));
                 self.list(ids.iter(), |b, id| b.placeholder_text(id));
@@ -125,7 +131,7 @@ impl Builder {
                 self.push(&format!(
                     "{not}EXISTS (SELECT 1 FROM {} {v} {} WHERE {v}.rid = {alias}.rid AND {v}.param = ?)",
                     table(*kind),
-                    by_rid(*kind)
+                    by_rid(self.dialect, *kind)
                 ));
                 self.bind_text(param);
             }
@@ -153,11 +159,25 @@ impl Builder {
                 self.bind_text(compartment);
             }
             Clause::Text { narrative, words } => {
-                // FTS5 query syntax: each word a quoted string (quotes doubled), all required, in one column.
                 let column = if *narrative { "narrative" } else { "content" };
-                let phrases: Vec<String> = words.iter().map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect();
-                self.push(&format!("{alias}.rid IN (SELECT rowid FROM text_index WHERE text_index MATCH ?)"));
-                self.bind(SqlValue::Text(format!("{{{column}}} : ({})", phrases.join(" AND "))));
+                match self.dialect {
+                    Dialect::Sqlite => {
+                        // FTS5 query syntax: each word a quoted string (quotes doubled), all required,
+                        // in one column.
+                        let phrases: Vec<String> =
+                            words.iter().map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect();
+                        self.push(&format!("{alias}.rid IN (SELECT rowid FROM text_index WHERE text_index MATCH ?)"));
+                        self.bind(Param::Text(format!("{{{column}}} : ({})", phrases.join(" AND "))));
+                    }
+                    Dialect::Postgres => {
+                        // `plainto_tsquery` requires every word and has no syntax to escape; the
+                        // `simple` configuration matches how the column's vectors were built.
+                        self.push(&format!(
+                            "{alias}.rid IN (SELECT rid FROM text_index WHERE {column} @@ plainto_tsquery('simple', ?))"
+                        ));
+                        self.bind(Param::Text(words.join(" ")));
+                    }
+                }
             }
             Clause::Any(clauses) => {
                 self.any(clauses.iter(), |b, c| b.clause(alias, c));
@@ -187,7 +207,8 @@ impl Builder {
     /// The index rows a parameter or chain clause matches: `SELECT v.rid … WHERE …`, reading the
     /// table through its row id index for a `probe`.
     pub(super) fn rows(&mut self, clause: &Clause, probe: bool) -> String {
-        let hint = |kind: ValueKind| if probe { by_rid(kind) } else { "" };
+        let dialect = self.dialect;
+        let hint = |kind: ValueKind| if probe { by_rid(dialect, kind) } else { "" };
         match clause {
             Clause::Match { param, values } => {
                 let kind = values.first().map_or(ValueKind::Token, Value::kind);
@@ -212,36 +233,42 @@ impl Builder {
             }
             Clause::Composite { param, values } if values.len() == 1 => self.composite_rows(param, &values[0], probe),
             _ => {
-                self.push("SELECT NULL WHERE 0");
+                self.no_rows();
                 "NULL".to_owned()
             }
         }
+    }
+
+    /// A SELECT of no row ids. The cast gives its column a type: PostgreSQL would make an untyped
+    /// NULL text, which `rid IN (…)` cannot compare with.
+    fn no_rows(&mut self) {
+        self.push("SELECT CAST(NULL AS BIGINT) WHERE FALSE");
     }
 
     /// One composite value: rows of every component in one group of one resource.
     fn composite_rows(&mut self, param: &str, components: &[Value], probe: bool) -> String {
         let aliases: Vec<String> = components.iter().map(|_| self.alias()).collect();
         let Some(first) = aliases.first().cloned() else {
-            self.push("SELECT NULL WHERE 0");
+            self.no_rows();
             return "NULL".to_owned();
         };
         self.push(&format!("SELECT {first}.rid FROM "));
         for (i, (component, a)) in components.iter().zip(&aliases).enumerate() {
             if i == 0 {
-                let hint = if probe { by_rid(component.kind()) } else { "" };
+                let hint = if probe { by_rid(self.dialect, component.kind()) } else { "" };
                 self.push(&format!("{} {a} {hint}", table(component.kind())));
             } else {
                 // The other components belong to the same resource: found by its row id.
                 self.push(&format!(
                     " JOIN {} {a} {} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp AND {a}.param = ?",
                     table(component.kind()),
-                    by_rid(component.kind())
+                    by_rid(self.dialect, component.kind())
                 ));
-                self.bind(SqlValue::Text(format!("{param}${i}")));
+                self.bind(Param::Text(format!("{param}${i}")));
             }
         }
         self.push(&format!(" WHERE {first}.param = ?"));
-        self.bind(SqlValue::Text(format!("{param}$0")));
+        self.bind(Param::Text(format!("{param}$0")));
         for (component, a) in components.iter().zip(&aliases) {
             self.push(" AND (");
             self.value(a, component);
@@ -276,14 +303,17 @@ impl Builder {
                     // string with the prefix sorts at or after it and before prefix + U+10FFFF.
                     self.push(&format!("({v}.normalized >= ? AND {v}.normalized < ?)"));
                     self.bind_text(value);
-                    self.bind(SqlValue::Text(format!("{value}\u{10FFFF}")));
+                    self.bind(Param::Text(format!("{value}\u{10FFFF}")));
                 }
                 StringMatch::Exact => {
                     self.push(&format!("{v}.exact = ?"));
                     self.bind_text(value);
                 }
                 StringMatch::Contains => {
-                    self.push(&format!("instr({v}.normalized, ?) > 0"));
+                    self.push(&match self.dialect {
+                        Dialect::Sqlite => format!("instr({v}.normalized, ?) > 0"),
+                        Dialect::Postgres => format!("strpos({v}.normalized, ?) > 0"),
+                    });
                     self.bind_text(value);
                 }
             },
@@ -295,10 +325,15 @@ impl Builder {
                     UriMatch::Below => {
                         self.push(&format!("({v}.uri >= ? AND {v}.uri < ?)"));
                         self.bind_text(value);
-                        self.bind(SqlValue::Text(format!("{value}\u{10FFFF}")));
+                        self.bind(Param::Text(format!("{value}\u{10FFFF}")));
                         return;
                     }
-                    UriMatch::Above => self.push(&format!("substr(?, 1, length({v}.uri)) = {v}.uri")),
+                    // The search value starts with the stored uri. The cast settles the parameter's
+                    // type for PostgreSQL instead of leaving it to function overload resolution.
+                    UriMatch::Above => self.push(&match self.dialect {
+                        Dialect::Sqlite => format!("substr(?, 1, length({v}.uri)) = {v}.uri"),
+                        Dialect::Postgres => format!("left(CAST(? AS TEXT), length({v}.uri)) = {v}.uri"),
+                    }),
                 }
                 self.bind_text(value);
             }
@@ -320,7 +355,7 @@ impl Builder {
             self.bind_text(code);
         }
         if conditions.is_empty() {
-            self.push("1");
+            self.push("TRUE");
         } else {
             self.push(&format!("({})", conditions.join(" AND ")));
         }
@@ -347,7 +382,7 @@ impl Builder {
             Prefix::Ap => (format!("({v}.low < ? AND {v}.high > ?)"), vec![high, low]),
         };
         self.push(&text);
-        values.into_iter().for_each(|value| self.bind(SqlValue::Integer(value)));
+        values.into_iter().for_each(|value| self.bind(Param::Integer(value)));
     }
 
     /// Applies a prefix to a column holding an instant: the instant is compared with the range
@@ -362,7 +397,7 @@ impl Builder {
             Prefix::Le => (format!("{column} < ?"), vec![range.high]),
         };
         self.push(&text);
-        values.into_iter().for_each(|value| self.bind(SqlValue::Integer(value)));
+        values.into_iter().for_each(|value| self.bind(Param::Integer(value)));
     }
 
     /// A number prefix on stored values `[low, high]` (equal for a single number): `eq` — the value
@@ -382,7 +417,7 @@ impl Builder {
             Prefix::Ap => (format!("({low} <= ? AND {high} >= ?)"), vec![number.high, number.low]),
         };
         self.push(&text);
-        values.into_iter().for_each(|value| self.bind(SqlValue::Real(value)));
+        values.into_iter().for_each(|value| self.bind(Param::Real(value)));
     }
 
     /// A quantity: in canonical units when both sides have them, else as written with the unit the

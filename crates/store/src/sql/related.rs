@@ -1,27 +1,29 @@
 //! The queries that follow references from a set of resources: `$everything` and `_include`.
 
-use rusqlite::types::Value as SqlValue;
-
 use crate::query::{EverythingQuery, IncludeQuery};
 
-use super::Compiled;
+use super::{Compiled, Dialect, Param};
 
 /// `$everything` for `compartment/id` (or, without an id, for every resource of that type): the
 /// focal resources, their compartments' members, and every resource one of those refers to, as one
 /// set of row ids joined back to current versions.
-pub(in crate::sqlite) fn compile_everything(
+pub(crate) fn compile_everything(
+    dialect: Dialect,
     compartment: &str,
     id: Option<&str>,
     query: &EverythingQuery,
     limit: u32,
 ) -> Compiled {
+    // Without an id, `?2` (NULL) still appears so that both shapes take the same two leading
+    // parameters; cast, because PostgreSQL cannot tell the type of a parameter only tested for NULL.
     let (focal, member) = match id {
         Some(_) => (
             "SELECT rid FROM resource WHERE type = ?1 AND id = ?2 AND valid_to IS NULL AND deleted = 0",
             "SELECT c.rid FROM compartment_index c WHERE c.id = ?2 AND c.compartment = ?1",
         ),
         None => (
-            "SELECT rid FROM resource WHERE type = ?1 AND valid_to IS NULL AND deleted = 0 AND ?2 IS NULL",
+            "SELECT rid FROM resource WHERE type = ?1 AND valid_to IS NULL AND deleted = 0 \
+             AND CAST(?2 AS TEXT) IS NULL",
             "SELECT c.rid FROM compartment_index c WHERE c.compartment = ?1",
         ),
     };
@@ -37,76 +39,87 @@ pub(in crate::sqlite) fn compile_everything(
          FROM everything e JOIN resource r ON r.rid = e.rid
          WHERE r.deleted = 0 AND EXISTS (SELECT 1 FROM focal)"
     );
-    let mut params =
-        vec![SqlValue::Text(compartment.to_owned()), id.map_or(SqlValue::Null, |id| SqlValue::Text(id.to_owned()))];
-    if let Some(types) = &query.types {
+    let mut params = vec![Param::Text(compartment.to_owned()), id.map_or(Param::Null, |id| Param::Text(id.to_owned()))];
+    if query.types.as_ref().is_some_and(Vec::is_empty) {
+        // PostgreSQL has no empty `IN ()`; it matches nothing in SQLite.
+        sql.push_str(" AND FALSE");
+    } else if let Some(types) = &query.types {
         sql.push_str(" AND r.type IN (");
         for (i, t) in types.iter().enumerate() {
             sql.push_str(if i == 0 { "?" } else { ", ?" });
-            params.push(SqlValue::Text(t.clone()));
+            params.push(Param::Text(t.clone()));
         }
         sql.push(')');
     }
     if let Some(since) = query.since {
         sql.push_str(" AND r.last_updated >= ?");
-        params.push(SqlValue::Integer(since));
+        params.push(Param::Integer(since));
     }
     if let Some(cursor) = query.cursor {
         sql.push_str(" AND r.rid > ?");
-        params.push(SqlValue::Integer(cursor));
+        params.push(Param::Integer(cursor));
     }
     sql.push_str(" ORDER BY r.rid LIMIT ?");
-    params.push(SqlValue::Integer(i64::from(limit)));
-    Compiled { sql, params }
+    params.push(Param::Integer(i64::from(limit)));
+    Compiled::new(dialect, sql, params)
 }
 
 /// The resources `_include` (targets of the matches' references) or `_revinclude` (resources whose
 /// references point at the matches) adds, current and live, each once. An empty `source_type` in
 /// a `_revinclude` means any type (`_revinclude=*`). `CROSS JOIN` fixes the join order: from the
 /// page's few matches through the reference index, never from a scan of every resource of the
-/// source type, which the planner may otherwise prefer for the sake of the `ORDER BY`.
-pub(in crate::sqlite) fn compile_include(query: &IncludeQuery) -> Compiled {
+/// source type, which the planner may otherwise prefer for the sake of the `ORDER BY`. PostgreSQL
+/// has no such `CROSS JOIN … ON` (it plans joins by its statistics): a plain `JOIN` there.
+///
+/// `query.matched_ids` must not be empty (PostgreSQL has no empty `IN ()`): with no matches there
+/// is nothing to include, and callers answer without a query.
+pub(crate) fn compile_include(dialect: Dialect, query: &IncludeQuery) -> Compiled {
+    debug_assert!(!query.matched_ids.is_empty(), "an include for no matches");
+    let join = match dialect {
+        Dialect::Sqlite => "CROSS JOIN",
+        Dialect::Postgres => "JOIN",
+    };
     let mut params = Vec::new();
     let (returned, mut sql) = if query.reverse {
-        let mut sql = String::from(
+        let mut sql = format!(
             "SELECT DISTINCT s.rid, s.id, s.version, s.last_updated, s.deleted, s.method, s.body, s.type \
-             FROM reference_index x CROSS JOIN resource s ON s.rid = x.rid \
+             FROM reference_index x {join} resource s ON s.rid = x.rid \
              WHERE s.valid_to IS NULL AND s.deleted = 0",
         );
         if !query.source_type.is_empty() {
             sql.push_str(" AND s.type = ?");
-            params.push(SqlValue::Text(query.source_type.clone()));
+            params.push(Param::Text(query.source_type.clone()));
         }
         sql.push_str(" AND x.target_type = ? AND x.target_id IN (");
         ("s", sql)
     } else {
-        params.push(SqlValue::Text(query.source_type.clone()));
+        params.push(Param::Text(query.source_type.clone()));
         (
             "t",
-            String::from(
+            format!(
                 "SELECT DISTINCT t.rid, t.id, t.version, t.last_updated, t.deleted, t.method, t.body, t.type \
-                 FROM resource s CROSS JOIN reference_index x ON x.rid = s.rid \
-                 CROSS JOIN resource t ON t.type = x.target_type AND t.id = x.target_id \
+                 FROM resource s {join} reference_index x ON x.rid = s.rid \
+                 {join} resource t ON t.type = x.target_type AND t.id = x.target_id \
                  WHERE s.type = ? AND s.valid_to IS NULL AND t.valid_to IS NULL AND t.deleted = 0 \
                  AND s.type = ? AND s.id IN (",
             ),
         )
     };
-    params.push(SqlValue::Text(query.matched_type.clone()));
+    params.push(Param::Text(query.matched_type.clone()));
     for (i, id) in query.matched_ids.iter().enumerate() {
         sql.push_str(if i == 0 { "?" } else { ", ?" });
-        params.push(SqlValue::Text(id.clone()));
+        params.push(Param::Text(id.clone()));
     }
     sql.push(')');
     if let Some(param) = &query.param {
         sql.push_str(" AND x.param = ?");
-        params.push(SqlValue::Text(param.clone()));
+        params.push(Param::Text(param.clone()));
     }
     if let Some(target_type) = &query.target_type {
         sql.push_str(" AND x.target_type = ?");
-        params.push(SqlValue::Text(target_type.clone()));
+        params.push(Param::Text(target_type.clone()));
     }
     sql.push_str(&format!(" ORDER BY {returned}.rid LIMIT ?"));
-    params.push(SqlValue::Integer(i64::from(query.limit)));
-    Compiled { sql, params }
+    params.push(Param::Integer(i64::from(query.limit)));
+    Compiled::new(dialect, sql, params)
 }

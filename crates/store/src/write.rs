@@ -1,0 +1,216 @@
+//! What a write means, whatever the database: preconditions, conditional matching, versioning.
+//!
+//! Both backends carry out a [`WriteOp`] with this one piece of logic, so that `If-Match`,
+//! conditional creates and updates, and deletion markers behave the same on SQLite and PostgreSQL.
+//! A backend only provides the row operations ([`Rows`]) inside a transaction it has opened, and
+//! the serialisation its concurrency model needs: the SQLite writer is one thread, so it needs
+//! none; PostgreSQL replicas write concurrently, so it takes a lock per resource and per
+//! conditional query before reading what the write depends on.
+
+use crate::index::IndexEntries;
+use crate::meta::{self, Unstamped};
+use crate::model::{Cost, Method, StoreError, StoredVersion, WriteOp, WriteResult};
+use crate::query::SearchQuery;
+
+/// A version about to be inserted.
+pub(crate) struct NewVersion<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub version: u64,
+    pub last_updated: i64,
+    /// The stamped JSON; `None` for a deletion marker.
+    pub body: Option<&'a [u8]>,
+    pub method: Method,
+}
+
+/// The row operations a backend performs inside the transaction a write runs in.
+pub(crate) trait Rows {
+    /// Serialises the writes to one resource until the transaction ends (concurrent writers only).
+    fn lock_resource(&mut self, resource_type: &str, id: &str) -> Result<(), StoreError>;
+    /// Serialises conditional interactions with the same criteria, so that two racing conditional
+    /// creates cannot both find nothing and both create.
+    fn lock_query(&mut self, resource_type: &str, query: &SearchQuery) -> Result<(), StoreError>;
+    /// The current version (possibly a deletion marker) with its row id.
+    fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<(i64, StoredVersion)>, StoreError>;
+    /// Up to `limit` current, live matches with their row ids, and whether there are more.
+    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError>;
+    /// The `lastUpdated` of a new version: later than `previous` (the version it replaces) and than
+    /// every timestamp this transaction handed out before.
+    fn next_timestamp(&mut self, previous: Option<i64>) -> Result<i64, StoreError>;
+    /// Ends the version `rid` at `valid_to` and drops its index rows.
+    fn retire(&mut self, rid: i64, valid_to: i64) -> Result<(), StoreError>;
+    /// Inserts a version, returning its row id.
+    fn insert_version(&mut self, version: &NewVersion<'_>) -> Result<i64, StoreError>;
+    fn insert_index(&mut self, rid: i64, index: &IndexEntries) -> Result<(), StoreError>;
+}
+
+/// Carries out one write inside the caller's transaction.
+pub(crate) fn apply(rows: &mut impl Rows, op: WriteOp, cost: &mut Cost) -> Result<WriteResult, StoreError> {
+    match op {
+        WriteOp::Create { resource_type, id, resource, index, if_none_exist } => {
+            if let Some(query) = if_none_exist {
+                if let Some(existing) = single_match(rows, &resource_type, &query, cost)? {
+                    return Ok(WriteResult::Existing(existing));
+                }
+            }
+            put(rows, &resource_type, &id, resource, &index, None, Method::Post, cost)
+        }
+        WriteOp::Update { resource_type, id, resource, index, if_match } => {
+            put(rows, &resource_type, &id, resource, &index, if_match, Method::Put, cost)
+        }
+        WriteOp::ConditionalUpdate { resource_type, query, new_id, body_id, resource, index, if_match } => {
+            let id = match (single_match(rows, &resource_type, &query, cost)?, body_id) {
+                (Some(existing), Some(body_id)) if existing.id != body_id => {
+                    return Err(StoreError::Invalid(format!(
+                        "The id in the body ('{body_id}') does not match the matched resource ('{}').",
+                        existing.id
+                    )));
+                }
+                (Some(existing), _) => existing.id,
+                (None, Some(body_id)) => {
+                    rows.lock_resource(&resource_type, &body_id)?;
+                    let taken = rows.current(&resource_type, &body_id)?.is_some_and(|(_, v)| !v.deleted);
+                    if taken {
+                        return Err(StoreError::Conflict(format!(
+                            "No resource matched, but {resource_type}/{body_id} exists and does not match the criteria."
+                        )));
+                    }
+                    body_id
+                }
+                (None, None) => new_id,
+            };
+            put(rows, &resource_type, &id, resource, &index, if_match, Method::Put, cost)
+        }
+        WriteOp::Delete { resource_type, id, if_match } => {
+            rows.lock_resource(&resource_type, &id)?;
+            let current = rows.current(&resource_type, &id)?;
+            cost.rows_read += 1;
+            if let (Some(expected), Some((_, v))) = (if_match, &current) {
+                if v.deleted || v.version != expected {
+                    return Err(StoreError::VersionConflict { expected, current: Some(v.version) });
+                }
+            }
+            match current {
+                Some((rid, v)) if !v.deleted => Ok(WriteResult::Deleted(vec![delete(rows, rid, &v, cost)?])),
+                _ => Ok(WriteResult::Deleted(Vec::new())),
+            }
+        }
+        WriteOp::ConditionalDelete { resource_type, query, max } => {
+            rows.lock_query(&resource_type, &query)?;
+            let (matches, more) = rows.matches(&query, max)?;
+            cost.rows_read += matches.len().max(1) as u64;
+            if more {
+                return Err(StoreError::TooManyMatches { resource_type, matched: matches.len() + 1 });
+            }
+            let mut deleted = Vec::with_capacity(matches.len());
+            for (_, version) in matches {
+                rows.lock_resource(&version.resource_type, &version.id)?;
+                // Re-read under the lock: another writer may have replaced it since the search.
+                match rows.current(&version.resource_type, &version.id)? {
+                    Some((rid, current)) if !current.deleted => deleted.push(delete(rows, rid, &current, cost)?),
+                    _ => {}
+                }
+            }
+            Ok(WriteResult::Deleted(deleted))
+        }
+    }
+}
+
+/// Zero or one match for a conditional interaction; more is an error.
+fn single_match(
+    rows: &mut impl Rows,
+    resource_type: &str,
+    query: &SearchQuery,
+    cost: &mut Cost,
+) -> Result<Option<StoredVersion>, StoreError> {
+    rows.lock_query(resource_type, query)?;
+    let (mut matches, more) = rows.matches(query, 1)?;
+    cost.rows_read += 1;
+    if more {
+        return Err(StoreError::TooManyMatches { resource_type: resource_type.to_owned(), matched: 2 });
+    }
+    Ok(matches.pop().map(|(_, v)| v))
+}
+
+/// Writes a new version of `resource_type/id` (version 1 if it never existed).
+#[allow(clippy::too_many_arguments)]
+fn put(
+    rows: &mut impl Rows,
+    resource_type: &str,
+    id: &str,
+    resource: Unstamped,
+    index: &IndexEntries,
+    if_match: Option<u64>,
+    method: Method,
+    cost: &mut Cost,
+) -> Result<WriteResult, StoreError> {
+    rows.lock_resource(resource_type, id)?;
+    // A create carries a fresh server-assigned id: there is nothing to look up (the unique index on
+    // current versions would still refuse a collision).
+    let current = match method {
+        Method::Post => None,
+        _ => {
+            cost.rows_read += 1;
+            rows.current(resource_type, id)?
+        }
+    };
+    match (if_match, &current) {
+        (Some(_), None) => return Err(StoreError::NotFoundForMatch),
+        (Some(expected), Some((_, v))) if v.version != expected || v.deleted => {
+            return Err(StoreError::VersionConflict { expected, current: Some(v.version) });
+        }
+        _ => {}
+    }
+    let last_updated = rows.next_timestamp(current.as_ref().map(|(_, v)| v.last_updated))?;
+    let version = current.as_ref().map_or(1, |(_, v)| v.version + 1);
+    let created = current.as_ref().is_none_or(|(_, v)| v.deleted);
+    if let Some((rid, _)) = &current {
+        rows.retire(*rid, last_updated)?;
+    }
+    let body = meta::stamp(&resource, resource_type, id, version, &meta::format_instant(last_updated));
+    let rid =
+        rows.insert_version(&NewVersion { resource_type, id, version, last_updated, body: Some(&body), method })?;
+    rows.insert_index(rid, index)?;
+    cost.rows_written += 1 + index.len() as u64;
+    cost.bytes_written += body.len() as u64;
+    let stored = StoredVersion {
+        resource_type: resource_type.to_owned(),
+        id: id.to_owned(),
+        version,
+        last_updated,
+        deleted: false,
+        method,
+        body: body.into(),
+    };
+    Ok(if created { WriteResult::Created(stored) } else { WriteResult::Updated(stored) })
+}
+
+/// Writes a deletion marker after `current` (row `rid`), which the caller has locked.
+fn delete(
+    rows: &mut impl Rows,
+    rid: i64,
+    current: &StoredVersion,
+    cost: &mut Cost,
+) -> Result<StoredVersion, StoreError> {
+    let last_updated = rows.next_timestamp(Some(current.last_updated))?;
+    rows.retire(rid, last_updated)?;
+    let version = current.version + 1;
+    rows.insert_version(&NewVersion {
+        resource_type: &current.resource_type,
+        id: &current.id,
+        version,
+        last_updated,
+        body: None,
+        method: Method::Delete,
+    })?;
+    cost.rows_written += 1;
+    Ok(StoredVersion {
+        resource_type: current.resource_type.clone(),
+        id: current.id.clone(),
+        version,
+        last_updated,
+        deleted: true,
+        method: Method::Delete,
+        body: Default::default(),
+    })
+}
