@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Directory for the database, certificates and other state [default: ./fhirside-data].
     #[arg(long, env = "FHIRSIDE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Store resources in PostgreSQL (`postgres://user@host:port/database`) instead of the
+    /// embedded store in the data directory. Replicas on one database act as one service.
+    #[arg(long, env = "FHIRSIDE_DATABASE_URL")]
+    pub database: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8443]. Port 0 picks a free port.
     #[arg(long, env = "FHIRSIDE_LISTEN")]
     pub listen: Option<String>,
@@ -105,6 +109,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
     pub listen: Option<String>,
     pub http: Option<bool>,
     pub auth: Option<String>,
@@ -175,6 +180,8 @@ const DEFAULT_CORS_METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE"
 #[derive(Debug)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// The PostgreSQL URL; `None` for the embedded store.
+    pub database: Option<String>,
     pub listen: SocketAddr,
     pub http: bool,
     pub tls_files: Option<(PathBuf, PathBuf)>,
@@ -192,6 +199,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         }
     };
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("fhirside-data"));
+    let database = check_database(args.database.or(file.database))?;
     let listen_text = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8443".into());
     let listen = resolve_listen(&listen_text)?;
     let http = args.http.or(file.http).unwrap_or(false);
@@ -297,7 +305,31 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
     if server.default_page_size == 0 || server.default_page_size > server.max_page_size {
         return Err("default_page_size must be between 1 and max_page_size".into());
     }
-    Ok(Settings { data_dir, listen, http, tls_files, server, auth: auth_settings, audit })
+    Ok(Settings { data_dir, database, listen, http, tls_files, server, auth: auth_settings, audit })
+}
+
+/// The database URL, if one is set: only PostgreSQL's schemes are accepted (the embedded store
+/// needs no URL).
+pub fn check_database(url: Option<String>) -> Result<Option<String>, String> {
+    match url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()) {
+        None => Ok(None),
+        Some(url) if fhirside_store::PostgresConfig::is_postgres_url(&url) => Ok(Some(url)),
+        Some(_) => Err("the database URL must start with postgres:// or postgresql://".into()),
+    }
+}
+
+/// The database URL for `fhirside db …`: the flag or `FHIRSIDE_DATABASE_URL`, else the config
+/// file's `database`.
+pub fn database_url(flag: Option<String>, config: Option<&std::path::Path>) -> Result<String, String> {
+    let file: FileConfig = match config {
+        None => FileConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+    };
+    check_database(flag.or(file.database))?
+        .ok_or_else(|| "no database: give --database postgres://… (or FHIRSIDE_DATABASE_URL)".to_owned())
 }
 
 /// The CORS policy from the flags (which win, setting by setting) and the `[cors]` table; `None`

@@ -1,11 +1,12 @@
 //! `fhirside`: the FHIR R4 service in one binary.
 //!
-//! `fhirside serve` runs the service on its embedded store. Settings come from flags, then
+//! `fhirside serve` runs the service on its embedded store, or on PostgreSQL with `--database`. Settings come from flags, then
 //! `FHIRSIDE_*` environment variables, then the config file, then defaults ([`config`]).
 
 mod admin;
 mod audit_cmd;
 mod config;
+mod db_cmd;
 mod identity;
 mod serve;
 mod token;
@@ -36,6 +37,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Check the audit trail (`audit verify`).
     Audit(audit_cmd::AuditArgs),
+    /// The PostgreSQL schema: `db migrate`, `db status`.
+    Db(db_cmd::DbArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Audit(args) => audit_cmd::run(args),
+        Command::Db(args) => match db_cmd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fhirside: {message}");
+                ExitCode::from(1)
+            }
+        },
         Command::Admin(command) => match admin::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

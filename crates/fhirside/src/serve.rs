@@ -6,7 +6,7 @@ use std::sync::Arc;
 use fhirside_audit::{AuditConfig, AuditLog};
 use fhirside_server::listener::{self, Transport};
 use fhirside_server::{tls, AppState};
-use fhirside_store::{SqliteConfig, SqliteStore};
+use fhirside_store::{PostgresConfig, PostgresStore, ResourceStore, SqliteConfig, SqliteStore};
 
 use crate::config::Settings;
 
@@ -27,9 +27,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-        let store = Arc::new(
-            SqliteStore::open(&SqliteConfig::in_dir(&data_dir)).map_err(|e| format!("cannot open the store: {e}"))?,
-        );
+        let store = Store::open(settings.database.as_deref(), &data_dir).await?;
         // Every request is recorded: a server that cannot record them does not start.
         let audit = match &settings.audit {
             None => None,
@@ -49,6 +47,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "Fhirside {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "data directory: {}", data_dir.display());
+        let _ = writeln!(out, "resource store: {}", store.describe());
         match &audit {
             Some((log, dir)) => {
                 let _ = writeln!(out, "audit log: {}", dir.display());
@@ -93,7 +92,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
 
         let mut server_config = settings.server;
         server_config.oauth = identity.oauth.clone();
-        let mut state = AppState::new(server_config, store.clone()).with_identity(
+        let mut state = AppState::new(server_config, store.shared()).with_identity(
             identity.authentication,
             identity.store,
             identity.authority,
@@ -111,6 +110,50 @@ pub fn run(settings: Settings) -> Result<(), String> {
         println!("stopped");
         Ok(())
     })
+}
+
+/// The resource store in use: the embedded one, or PostgreSQL.
+enum Store {
+    Embedded(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>, String),
+}
+
+impl Store {
+    async fn open(database: Option<&str>, data_dir: &std::path::Path) -> Result<Store, String> {
+        match database {
+            None => Ok(Store::Embedded(Arc::new(
+                SqliteStore::open(&SqliteConfig::in_dir(data_dir))
+                    .map_err(|e| format!("cannot open the store: {e}"))?,
+            ))),
+            Some(url) => {
+                let config = PostgresConfig::from_url(url).map_err(|e| e.to_string())?;
+                let store =
+                    PostgresStore::open(&config).await.map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+                Ok(Store::Postgres(Arc::new(store), config.describe()))
+            }
+        }
+    }
+
+    fn shared(&self) -> Arc<dyn ResourceStore> {
+        match self {
+            Store::Embedded(store) => store.clone(),
+            Store::Postgres(store, _) => store.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Store::Embedded(_) => "embedded (fhirside.db in the data directory)".into(),
+            Store::Postgres(_, target) => format!("PostgreSQL {target}"),
+        }
+    }
+
+    /// Lets the embedded store's writer finish; PostgreSQL has committed everything already.
+    fn close(&self) {
+        if let Store::Embedded(store) = self {
+            store.close();
+        }
+    }
 }
 
 async fn shutdown_signal() {

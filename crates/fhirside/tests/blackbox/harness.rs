@@ -25,6 +25,36 @@ pub struct Server {
     log: Option<PathBuf>,
 }
 
+/// The PostgreSQL URL the black-box suite runs on, when `FHIRSIDE_TEST_BACKEND=postgres`.
+pub fn postgres_backend() -> Option<String> {
+    match std::env::var("FHIRSIDE_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(
+            std::env::var("FHIRSIDE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into()),
+        ),
+        Ok("sqlite") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("FHIRSIDE_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// A URL for `base` whose search path is a schema named after `data_dir`, created if missing.
+/// Schemas are named `fhirside_bb_…`; `scripts/test.sh` drops them after the run.
+pub fn database_for(base: &str, data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let schema = format!("fhirside_bb_{:016x}", hasher.finish());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} (FHIRSIDE_TEST_POSTGRES): {e}"));
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.unwrap();
+    });
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-csearch_path%3D{schema}")
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -63,7 +93,13 @@ impl Server {
 
     /// Starts `fhirside serve --listen 127.0.0.1:0 --data-dir <data_dir> <args>`. With `log`, the
     /// server's whole output (stdout and stderr) is also appended to that file.
+    ///
+    /// With `FHIRSIDE_TEST_BACKEND=postgres`, the server stores resources in PostgreSQL
+    /// (`FHIRSIDE_TEST_POSTGRES`, default `postgres://root@127.0.0.1:5432/test`), in a schema of
+    /// its own named after the data directory, so that a restart finds its data again.
     pub fn launch(data_dir: &Path, args: &[&str], log: Option<&Path>) -> Server {
+        let database =
+            postgres_backend().filter(|_| !args.contains(&"--database")).map(|url| database_for(&url, data_dir));
         let stderr = match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file"),
@@ -74,6 +110,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .args(database.iter().flat_map(|url| ["--database", url.as_str()]))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
