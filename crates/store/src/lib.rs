@@ -19,6 +19,7 @@
 //! requests); reads run on a small pool of read-only connections against the WAL.
 
 mod index;
+mod jobs;
 mod meta;
 mod model;
 mod postgres;
@@ -31,9 +32,11 @@ pub use index::{
     CanonicalQuantity, CompartmentEntry, DateEntry, IndexEntries, NumberEntry, QuantityEntry, ReferenceEntry,
     StringEntry, TextEntry, TokenEntry, UriEntry,
 };
+pub use jobs::{JobEnd, JobFuture, JobQueue, JobRecord, JobStatus, NewJob, MAX_ATTEMPTS as MAX_JOB_ATTEMPTS};
 pub use meta::Unstamped;
 
 pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
+pub use postgres::Importer as PostgresImporter;
 pub use postgres::{
     migrate as migrate_postgres, schema_status as postgres_schema_status, PostgresConfig, PostgresStore, SchemaStatus,
 };
@@ -42,6 +45,7 @@ pub use query::{
     Prefix, QuantityValue, ReferenceValue, SearchQuery, SortBy, SortKey, StringMatch, TokenSystem, TokenValue,
     UriMatch, Value, ValueKind,
 };
+pub use sqlite::{ExportCounts, RawVersion, SqliteExport};
 pub use sqlite::{SqliteConfig, SqliteStore};
 
 use std::future::Future;
@@ -120,4 +124,7 @@ pub trait ResourceStore: Send + Sync + 'static {
     fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>>;
 
     fn set_setting(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
+
+    /// The job table in the same database ([`JobQueue`]).
+    fn jobs(&self) -> &dyn JobQueue;
 }

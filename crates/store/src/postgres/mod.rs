@@ -7,6 +7,11 @@
 //! store must not know), which drives the async connection with `Handle::block_on`. What a write
 //! depends on is serialised across replicas by advisory locks ([`write`]).
 
+mod analyze;
+mod import;
+#[cfg(test)]
+mod import_tests;
+mod jobs;
 mod pool;
 mod read;
 mod schema;
@@ -18,6 +23,7 @@ use bytes::BytesMut;
 use tokio::runtime::Handle;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
+pub use import::Importer;
 pub use schema::SchemaStatus;
 
 use crate::index::IndexEntries;
@@ -86,13 +92,20 @@ pub async fn migrate(config: &PostgresConfig) -> Result<SchemaStatus, StoreError
 /// The PostgreSQL implementation of [`ResourceStore`].
 pub struct PostgresStore {
     pool: Arc<Pool>,
+    jobs: jobs::PostgresJobs,
+    analyzer: Arc<analyze::Analyzer>,
 }
 
 impl PostgresStore {
     /// Connects, migrates the schema if it is behind (under the migration lock), and is ready.
     pub async fn open(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
         migrate(config).await?;
-        Ok(PostgresStore { pool: Pool::new(config.connect.clone(), config.max_connections) })
+        let pool = Pool::new(config.connect.clone(), config.max_connections);
+        Ok(PostgresStore {
+            jobs: jobs::PostgresJobs::new(pool.clone()),
+            analyzer: analyze::Analyzer::spawn(&pool),
+            pool,
+        })
     }
 
     /// Runs `f` in one database transaction on a blocking thread, committing if it succeeds and
@@ -103,9 +116,11 @@ impl PostgresStore {
     ) -> Result<Outcome<T>, StoreError> {
         let conn = self.pool.get().await?;
         let handle = Handle::current();
-        tokio::task::spawn_blocking(move || run_transaction(conn, &handle, f))
+        let outcome = tokio::task::spawn_blocking(move || run_transaction(conn, &handle, f))
             .await
-            .map_err(|e| StoreError::Backend(format!("transaction task failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("transaction task failed: {e}")))??;
+        self.analyzer.wrote(outcome.cost.rows_written);
+        Ok(outcome)
     }
 }
 
@@ -198,6 +213,10 @@ impl ResourceStore for PostgresStore {
     fn set_setting(&self, key: &str, value: &str) -> StoreFuture<'_, ()> {
         let (key, value) = (key.to_owned(), value.to_owned());
         Box::pin(self.in_transaction(move |tx, _| write::set_setting(tx, &key, &value)))
+    }
+
+    fn jobs(&self) -> &dyn crate::JobQueue {
+        &self.jobs
     }
 }
 

@@ -21,10 +21,11 @@ pub struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "resources with history, search index tables, full text, settings",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "resources with history, search index tables, full text, settings",
+        sql: r#"
     CREATE TABLE resource (
         rid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         type TEXT COLLATE "C" NOT NULL,
@@ -108,7 +109,31 @@ const MIGRATIONS: &[Migration] = &[Migration {
 
     CREATE TABLE setting (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "the job table that replicas lease background work from",
+        sql: r#"
+    CREATE TABLE job (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        kind TEXT COLLATE "C" NOT NULL,
+        status TEXT COLLATE "C" NOT NULL,
+        singleton BOOLEAN NOT NULL DEFAULT FALSE,
+        definition TEXT NOT NULL,
+        checkpoint TEXT,
+        result TEXT,
+        error TEXT,
+        owner TEXT,
+        lease_until BIGINT,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL,
+        updated BIGINT NOT NULL
+    );
+    CREATE INDEX job_ready ON job (kind, created) WHERE status IN ('queued', 'running');
+    CREATE UNIQUE INDEX job_singleton ON job (kind) WHERE singleton AND status IN ('queued', 'running');
+    "#,
+    },
+];
 
 /// Where a database's schema stands relative to this build.
 #[derive(Debug, Clone)]

@@ -18,13 +18,13 @@ pub(crate) fn base_url() -> String {
 }
 
 /// A schema of its own for one test, dropped when the guard goes.
-struct Scratch {
+pub(super) struct Scratch {
     schema: String,
-    config: PostgresConfig,
+    pub(super) config: PostgresConfig,
 }
 
 impl Scratch {
-    async fn new() -> Scratch {
+    pub(super) async fn new() -> Scratch {
         static N: AtomicUsize = AtomicUsize::new(0);
         let schema = format!("fhirside_store_test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let admin = PostgresConfig::from_url(&base_url()).unwrap();
@@ -35,7 +35,7 @@ impl Scratch {
         Scratch { schema, config: PostgresConfig::from_url(&url).unwrap() }
     }
 
-    async fn drop_schema(self) {
+    pub(super) async fn drop_schema(self) {
         let admin = PostgresConfig::from_url(&base_url()).unwrap();
         if let Ok(mut conn) = super::pool::connect(&admin.connect).await {
             let _ = conn.batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await;
@@ -265,5 +265,49 @@ async fn migrations_are_recorded_once() {
     assert_eq!(y.unwrap().current, before.newest);
     let after = super::schema_status(&scratch.config).await.unwrap();
     assert!(after.pending.is_empty());
+    scratch.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_table_protocol() {
+    let scratch = Scratch::new().await;
+    let store = PostgresStore::open(&scratch.config).await.unwrap();
+    crate::jobs::tests::protocol(store.jobs()).await;
+    drop(store);
+    scratch.drop_schema().await;
+}
+
+/// Replicas polling together each lease a different job, and every job exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_leases_never_share_a_job() {
+    let scratch = Scratch::new().await;
+    let store = Arc::new(PostgresStore::open(&scratch.config).await.unwrap());
+    for n in 0..40 {
+        let job =
+            crate::NewJob { id: format!("j{n:02}"), kind: "work".into(), definition: "{}".into(), singleton: false };
+        store.jobs().enqueue(&job).await.unwrap();
+    }
+    let workers = (0..4).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let owner = format!("w{w}");
+            let mut mine = Vec::new();
+            while let Some(job) =
+                store.jobs().lease(&["work"], &owner, std::time::Duration::from_secs(60)).await.unwrap()
+            {
+                assert!(store.jobs().finish(&job.id, &owner, crate::JobEnd::Completed { result: "{}" }).await.unwrap());
+                mine.push(job.id);
+            }
+            mine
+        })
+    });
+    let mut all = Vec::new();
+    for worker in workers.collect::<Vec<_>>() {
+        all.extend(worker.await.unwrap());
+    }
+    all.sort();
+    let expected: Vec<String> = (0..40).map(|n| format!("j{n:02}")).collect();
+    assert_eq!(all, expected, "each job leased by exactly one worker");
+    drop(store);
     scratch.drop_schema().await;
 }

@@ -8,6 +8,8 @@
 
 mod cache;
 mod checkpoint;
+mod export;
+mod jobs;
 mod read;
 mod schema;
 #[cfg(test)]
@@ -18,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
+
+pub use export::{ExportCounts, RawVersion, SqliteExport};
 
 use crate::index::IndexEntries;
 use crate::model::{StoreError, WriteOp, WriteResult};
@@ -49,6 +53,7 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     cache: Arc<cache::VersionCache>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
+    jobs: jobs::SqliteJobs,
 }
 
 impl SqliteStore {
@@ -71,6 +76,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 8192i64)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         schema::migrate(&mut conn)?;
+        let jobs = jobs::SqliteJobs::open(&config.path)?;
         let checkpointer = checkpoint::spawn(&config.path)?;
         let cache = Arc::new(cache::VersionCache::new(config.cache_bytes));
         let (sender, thread) = writer::spawn(conn, config.max_group, cache.clone())?;
@@ -81,6 +87,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(thread)),
             cache,
             checkpointer: Mutex::new(Some(checkpointer)),
+            jobs,
         })
     }
 
@@ -207,6 +214,10 @@ impl ResourceStore for SqliteStore {
 
     fn set_setting(&self, key: &str, value: &str) -> StoreFuture<'_, ()> {
         self.maintain(writer::Maintenance::SetSetting { key: key.to_owned(), value: value.to_owned() })
+    }
+
+    fn jobs(&self) -> &dyn crate::JobQueue {
+        &self.jobs
     }
 }
 

@@ -156,6 +156,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX quantity_index_rid ON quantity_index (rid, param, grp, low, high, code, system);
     DROP INDEX uri_index_rid;
     CREATE INDEX uri_index_rid ON uri_index (rid, param, grp, uri);",
+    // 7: the job table (`crate::jobs`); times are milliseconds since the epoch.
+    "CREATE TABLE job (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        singleton INTEGER NOT NULL DEFAULT 0,
+        definition TEXT NOT NULL,
+        checkpoint TEXT,
+        result TEXT,
+        error TEXT,
+        owner TEXT,
+        lease_until INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+    CREATE INDEX job_ready ON job (kind, created) WHERE status IN ('queued', 'running');
+    CREATE UNIQUE INDEX job_singleton ON job (kind) WHERE singleton AND status IN ('queued', 'running');",
 ];
 
 /// Every table whose rows belong to one resource version by `rid`.

@@ -18,7 +18,12 @@ fn code(code: &str) -> Clause {
 }
 
 fn store() -> SqliteStore {
-    let dir = std::env::temp_dir().join(format!("fhirside-store-test-{}", std::process::id()));
+    store_named("search")
+}
+
+/// A new store in a directory of its own (tests may share a process).
+fn store_named(name: &str) -> SqliteStore {
+    let dir = std::env::temp_dir().join(format!("fhirside-store-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap()
@@ -102,4 +107,10 @@ fn compiled_statements_run() {
         let mut rows = stmt.query(rusqlite::params_from_iter(compiled.params.iter())).unwrap();
         while rows.next().unwrap_or_else(|e| panic!("{name}: {e} in {}", compiled.sql)).is_some() {}
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn job_table_protocol() {
+    let store = store_named("jobs");
+    crate::jobs::tests::protocol(store.jobs()).await;
 }
