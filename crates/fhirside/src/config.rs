@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// `Location` of the audit records (Azure's region of the service) [default: local].
     #[arg(long, env = "FHIRSIDE_AUDIT_LOCATION")]
     pub audit_location: Option<String>,
+    /// Seconds a background job's lease lasts without renewal: how soon another replica resumes
+    /// the job of a replica that died [default: 30].
+    #[arg(long, env = "FHIRSIDE_JOB_LEASE_SECONDS")]
+    pub job_lease_seconds: Option<u64>,
     /// Turn auditing off: requests are not recorded. For development and benchmarks only.
     #[arg(long, env = "FHIRSIDE_NO_AUDIT", num_args = 0..=1, default_missing_value = "true")]
     pub no_audit: Option<bool>,
@@ -133,6 +137,7 @@ pub struct FileConfig {
     pub audit_sync: Option<String>,
     pub audit_location: Option<String>,
     pub no_audit: Option<bool>,
+    pub job_lease_seconds: Option<u64>,
 }
 
 /// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
@@ -301,6 +306,11 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         max_bundle_entries: args.max_bundle_entries.or(file.max_bundle_entries).unwrap_or(defaults.max_bundle_entries),
         cors,
         audit_location,
+        job_lease: match args.job_lease_seconds.or(file.job_lease_seconds) {
+            None => defaults.job_lease,
+            Some(seconds @ 1..=3600) => std::time::Duration::from_secs(seconds),
+            Some(other) => return Err(format!("--job-lease-seconds must be between 1 and 3600, not {other}")),
+        },
     };
     if server.default_page_size == 0 || server.default_page_size > server.max_page_size {
         return Err("default_page_size must be between 1 and max_page_size".into());

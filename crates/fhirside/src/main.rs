@@ -8,6 +8,7 @@ mod audit_cmd;
 mod config;
 mod db_cmd;
 mod identity;
+mod migrate_cmd;
 mod serve;
 mod token;
 
@@ -39,6 +40,8 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// The PostgreSQL schema: `db migrate`, `db status`.
     Db(db_cmd::DbArgs),
+    /// Move an embedded installation's resources to PostgreSQL (`--from <data dir> --to postgres://…`).
+    MigrateStore(migrate_cmd::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,13 @@ fn main() -> ExitCode {
         },
         Command::Audit(args) => audit_cmd::run(args),
         Command::Db(args) => match db_cmd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fhirside: {message}");
+                ExitCode::from(1)
+            }
+        },
+        Command::MigrateStore(args) => match migrate_cmd::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("fhirside: {message}");

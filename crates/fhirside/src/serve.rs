@@ -102,7 +102,11 @@ pub fn run(settings: Settings) -> Result<(), String> {
         }
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
+        // Background jobs from the store's job table (reindex, and what later issues add).
+        let worker = fhirside_server::jobs::spawn(state.clone());
         listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;
+        // A job in progress stops here; its lease runs out and it resumes from its checkpoint.
+        worker.abort();
         store.close();
         if let Some((log, _)) = &audit {
             log.close();

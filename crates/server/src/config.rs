@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub cors: Option<CorsConfig>,
     /// The audit records' `Location` (Azure's region of the service) [default: `local`].
     pub audit_location: String,
+    /// How long a background job's lease lasts without renewal: how soon another replica resumes
+    /// the job of one that died.
+    pub job_lease: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             max_bundle_entries: 500,
             cors: None,
             audit_location: "local".into(),
+            job_lease: std::time::Duration::from_secs(30),
         }
     }
 }

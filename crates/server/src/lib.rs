@@ -27,6 +27,7 @@ mod extract;
 mod ids;
 mod indexing;
 mod interaction;
+pub mod jobs;
 pub mod listener;
 mod negotiate;
 mod params;
@@ -36,6 +37,7 @@ pub mod search_params;
 pub mod tls;
 
 pub use config::{AuthMode, CorsConfig, OAuthUris, ServerConfig};
+pub use search_params::rebuild_index;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,7 +65,8 @@ pub struct Shared {
     pub(crate) store: Arc<dyn ResourceStore>,
     /// The CapabilityStatement, built once: it depends only on the definitions and configuration.
     pub(crate) capability_statement: Arc<interaction::capabilities::Cached>,
-    pub(crate) reindexer: Arc<search_params::Reindexer>,
+    /// This process's job worker ([`jobs::spawn`] runs it).
+    pub(crate) jobs: Arc<jobs::Worker>,
     /// Token validation; `None` when authentication is off (`--auth none`).
     pub(crate) authentication: Option<Arc<auth::Authentication>>,
     /// The installation's identity store (admin API), when there is one.
@@ -78,6 +81,7 @@ pub struct Shared {
 
 impl AppState {
     pub fn new(config: ServerConfig, store: Arc<dyn ResourceStore>) -> AppState {
+        let job_lease = config.job_lease;
         let indexer = search_params::current();
         let statement = interaction::capabilities::build(&config, &indexer);
         let capability_statement = Arc::new(std::sync::RwLock::new((indexer.fingerprint().to_owned(), statement)));
@@ -85,7 +89,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             capability_statement,
-            reindexer: Default::default(),
+            jobs: Arc::new(jobs::Worker::new(job_lease)),
             authentication: None,
             identity: None,
             authority: None,
@@ -137,7 +141,7 @@ pub fn router(state: AppState) -> Router {
             "/{segment}/{id}",
             get(instance::get).put(update::handle).delete(delete::handle).post(instance::post).patch(patch::handle),
         )
-        .route("/{segment}/{id}/{op}", get(instance::get_sub).post(instance::post_sub))
+        .route("/{segment}/{id}/{op}", get(instance::get_sub).post(instance::post_sub).delete(instance::delete_sub))
         .route("/{segment}/{id}/_history/{vid}", get(vread::handle))
         .route("/{segment}/{id}/{op}/{sub}", axum::routing::post(instance::post_compartment_search))
         .merge(admin::routes())

@@ -98,6 +98,11 @@ impl Server {
     /// (`FHIRSIDE_TEST_POSTGRES`, default `postgres://root@127.0.0.1:5432/test`), in a schema of
     /// its own named after the data directory, so that a restart finds its data again.
     pub fn launch(data_dir: &Path, args: &[&str], log: Option<&Path>) -> Server {
+        Server::launch_with_env(data_dir, args, &[], log)
+    }
+
+    /// [`Server::launch`] with extra environment variables for the server process.
+    pub fn launch_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let database =
             postgres_backend().filter(|_| !args.contains(&"--database")).map(|url| database_for(&url, data_dir));
         let stderr = match log {
@@ -111,6 +116,7 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .args(database.iter().flat_map(|url| ["--database", url.as_str()]))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -295,7 +295,7 @@ fn custom_search_parameter_after_reindex() {
             .as_str()
             .unwrap()
             .to_owned();
-        if status != "Running" {
+        if status != "Queued" && status != "Running" {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -67,6 +67,20 @@ pub(crate) async fn get_sub(
     }
 }
 
+/// `DELETE /_operations/reindex/{id}` cancels a reindex job; nothing else has three segments.
+pub(crate) async fn delete_sub(
+    State(state): State<AppState>,
+    Segments((segment, id, op)): Segments<(String, String, String)>,
+    request: Request,
+) -> Result<Response, FhirError> {
+    let call = Call::new(request);
+    if (segment.as_str(), id.as_str()) == ("_operations", "reindex") {
+        return super::reindex::cancel(&state, call, &op).await;
+    }
+    resource_type(&segment)?;
+    Err(FhirError::MethodNotAllowed)
+}
+
 pub(crate) async fn post_sub(
     State(state): State<AppState>,
     Segments((segment, id, op)): Segments<(String, String, String)>,

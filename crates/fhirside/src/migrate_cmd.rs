@@ -1,0 +1,137 @@
+//! `fhirside migrate-store --from <data dir> --to postgres://…`: moves an embedded installation's
+//! resource store to PostgreSQL.
+//!
+//! Every version is copied as stored (history, deletion markers, versionId, lastUpdated and the
+//! exact JSON bytes), then the search index is rebuilt on the target with the search parameters in
+//! force, custom SearchParameters included, so search works as soon as a server starts on it. The
+//! source is opened read-only under the data directory's lock: a server cannot run on it meanwhile,
+//! and it stays intact, so the embedded installation remains a way back. The identity store
+//! (`identity.db`) and the audit trail (`audit/`) are not resources and stay in the data directory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use fhirside_store::{PostgresConfig, PostgresImporter, PostgresStore, RawVersion, SqliteExport};
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The data directory of the embedded installation to copy from (its server must be stopped).
+    #[arg(long, value_name = "DATA_DIR")]
+    from: PathBuf,
+    /// The PostgreSQL URL to copy to (`postgres://user@host:port/database`); its store must hold
+    /// no resources yet.
+    #[arg(long, value_name = "URL")]
+    to: String,
+}
+
+/// Versions read from the source per batch.
+const BATCH: u32 = 1000;
+
+/// Most body bytes sent in one INSERT: a batch of large resources (Binary, big Bundles) is split
+/// so that one statement stays far below PostgreSQL's message size limit.
+const MAX_BATCH_BYTES: usize = 32 << 20;
+
+pub fn run(args: MigrateArgs) -> Result<(), String> {
+    let url = crate::config::check_database(Some(args.to))?
+        .ok_or_else(|| "--to needs a PostgreSQL URL (postgres://user@host:port/database)".to_owned())?;
+    let config = PostgresConfig::from_url(&url).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let source = SqliteExport::open(&args.from).map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;
+    let counts = source.counts().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let store = PostgresStore::open(&config)
+            .await
+            .map_err(|e| format!("cannot open the PostgreSQL store {}: {e}", config.describe()))?;
+        let importer = store.begin_import().await.map_err(|e| format!("{}: {e}", config.describe()))?;
+        eprintln!("copying {} versions from {} to {}", counts.versions, args.from.display(), config.describe());
+        let copied = copy(&source, &importer, counts.versions).await?;
+        eprintln!("rebuilding the search index of {} resources", counts.live);
+        let live = fhirside_server::rebuild_index(&store)
+            .await
+            .map_err(|e| format!("copied {copied} versions, but rebuilding the search index failed: {e}"))?;
+        println!(
+            "moved {copied} versions ({live} current resources) to {} in {:.1} s; \
+             identity.db and audit/ stay in {}",
+            config.describe(),
+            started.elapsed().as_secs_f64(),
+            args.from.display()
+        );
+        Ok(())
+    })
+}
+
+/// Copies every version in row id order, reporting progress on stderr; returns how many.
+async fn copy(source: &SqliteExport, importer: &PostgresImporter<'_>, total: u64) -> Result<u64, String> {
+    let (mut after, mut copied) = (0, 0u64);
+    loop {
+        let batch = source.versions_after(after, BATCH).map_err(|e| format!("reading the source failed: {e}"))?;
+        let Some(&(last, _)) = batch.last() else { break };
+        after = last;
+        for chunk in chunks(batch.into_iter().map(|(_, version)| version)) {
+            copied += importer.import_versions(chunk).await.map_err(|e| {
+                format!(
+                    "copying failed after {copied} versions: {e}; the target now holds part of the store: \
+                     empty it (or use a new schema) before running migrate-store again"
+                )
+            })?;
+        }
+        eprintln!("copied {copied} of {total} versions");
+    }
+    Ok(copied)
+}
+
+/// Splits a batch so that no part carries more than [`MAX_BATCH_BYTES`] of bodies (a single larger
+/// version goes alone).
+fn chunks(versions: impl Iterator<Item = RawVersion>) -> Vec<Vec<RawVersion>> {
+    let mut parts: Vec<Vec<RawVersion>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for version in versions {
+        let size = version.body.as_ref().map_or(0, Vec::len);
+        if bytes + size > MAX_BATCH_BYTES && parts.last().is_some_and(|p| !p.is_empty()) {
+            parts.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(part) = parts.last_mut() {
+            part.push(version);
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fhirside_store::Method;
+
+    fn version(size: usize) -> RawVersion {
+        RawVersion {
+            resource_type: "Binary".into(),
+            id: "b".into(),
+            version: 1,
+            last_updated: 1,
+            valid_to: None,
+            deleted: false,
+            method: Method::Post,
+            body: Some(vec![b' '; size]),
+        }
+    }
+
+    #[test]
+    fn large_bodies_split_a_batch() {
+        let big = MAX_BATCH_BYTES / 2 + 1;
+        let sizes: Vec<usize> =
+            chunks([version(big), version(big), version(10), version(MAX_BATCH_BYTES * 2)].into_iter())
+                .iter()
+                .map(Vec::len)
+                .collect();
+        assert_eq!(sizes, vec![1, 2, 1]);
+        assert!(chunks(std::iter::empty()).is_empty());
+    }
+}
