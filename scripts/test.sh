@@ -25,8 +25,28 @@ python3 -m pip --version >/dev/null 2>&1 || { apt-get update && apt-get install 
 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
   python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 
+# The PostgreSQL backend's tests run on a real server; they fail, never skip, without one.
+bash scripts/ensure-postgres.sh
+export FHIRSIDE_TEST_POSTGRES="${FHIRSIDE_TEST_POSTGRES:-postgres://root@127.0.0.1:5432/test}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== tests"
-cargo nextest run --workspace --no-fail-fast --failure-output final
+status=0
+echo "== tests (embedded store)"
+cargo nextest run --workspace --no-fail-fast --failure-output final || status=1
+
+# The same black-box suites of the REST API, search and bundles on PostgreSQL, each test server
+# in a schema of its own. (The Synthea load runs once, above; bench/ measures it on PostgreSQL.)
+echo "== black-box tests on PostgreSQL"
+FHIRSIDE_TEST_BACKEND=postgres cargo nextest run -p fhirside --test blackbox --no-fail-fast --failure-output final \
+  -E 'test(/^(crud|conditional|history|search|search_types|bundles|everything|patch|errors|negotiation|validate|examples|durability)::/)' \
+  || status=1
+
+# The schemas the test servers made, one transaction each (a schema's tables take many locks).
+psql "$FHIRSIDE_TEST_POSTGRES" -Atq -c "SELECT nspname FROM pg_namespace
+    WHERE nspname LIKE 'fhirside\_bb\_%' OR nspname LIKE 'fhirside\_store\_test\_%'" |
+  while read -r schema; do
+    psql "$FHIRSIDE_TEST_POSTGRES" -q -c "SET client_min_messages = warning; DROP SCHEMA \"$schema\" CASCADE" || true
+  done
+exit $status
