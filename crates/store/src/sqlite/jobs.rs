@@ -25,6 +25,13 @@ impl SqliteJobs {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        // One process serves a data directory (its lock guarantees it), so a job still marked
+        // running was left by a process that is gone: it resumes from its checkpoint at once
+        // instead of after its lease.
+        conn.execute(
+            "UPDATE job SET status = 'queued', owner = NULL, lease_until = NULL WHERE status = 'running'",
+            [],
+        )?;
         Ok(SqliteJobs { conn: Arc::new(Mutex::new(conn)) })
     }
 

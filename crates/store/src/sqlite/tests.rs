@@ -114,3 +114,24 @@ async fn job_table_protocol() {
     let store = store_named("jobs");
     crate::jobs::tests::protocol(store.jobs()).await;
 }
+
+/// A job left running by a process that died is queued again when the store reopens, with its
+/// checkpoint, rather than waiting for its lease to run out.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reopened_store_resumes_running_jobs_at_once() {
+    let dir = std::env::temp_dir().join(format!("fhirside-store-test-{}-resume", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    {
+        let store = SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap();
+        let job = crate::NewJob { id: "j".into(), kind: "reindex".into(), definition: "{}".into(), singleton: true };
+        store.jobs().enqueue(&job).await.unwrap();
+        store.jobs().lease(&["reindex"], "gone", hour).await.unwrap().unwrap();
+        assert!(store.jobs().renew("j", "gone", hour, Some("{\"after\":5}")).await.unwrap());
+    }
+    let store = SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap();
+    let job = store.jobs().lease(&["reindex"], "next", hour).await.unwrap().expect("leased again at once");
+    assert_eq!((job.attempts, job.checkpoint.as_deref()), (2, Some("{\"after\":5}")));
+    assert!(!store.jobs().renew("j", "gone", hour, None).await.unwrap());
+}
