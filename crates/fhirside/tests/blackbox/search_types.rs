@@ -301,6 +301,11 @@ fn custom_search_parameter_after_reindex() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(status, "Completed");
+    // Cancelling a job that ended leaves it as it ended; an unknown job is 404.
+    let cancelled = server.delete(&path_of(&location)).expect(200).json();
+    assert!(cancelled["parameter"].as_array().unwrap().iter().any(|p| p["valueString"] == "Completed"));
+    server.delete("/_operations/reindex/no-such-job").expect(404);
+    server.delete("/Patient/p4/_history").expect(405);
     let strict = [("prefer", "handling=strict")];
     let response = server.request("GET", "/Patient?nickname=bob", &strict, None).expect(200);
     assert_eq!(matches(&response.json()), ["p4"]);
