@@ -6,12 +6,14 @@
 #   bench/search.sh                # Synthea-120 (92,114 resources), about 5 minutes
 #   bench/search.sh --scale 10     # 10 renamed copies (915,893 resources), about 25 minutes
 #
-# Builds release binaries, starts `fhirside serve` (embedded SQLite, plain HTTP, --auth none) on a
-# free loopback port with an empty temporary data directory, loads the dataset with the `ingest`
-# client (see ingest.sh), restarts the server on the loaded directory (a clean shutdown checkpoints
-# the WAL), resolves the ids the suite needs by searching, and runs every query of the suite for
+# Builds release binaries, starts `fhirside serve` (embedded SQLite, or PostgreSQL with
+# SEARCH_DATABASE; plain HTTP, --auth none) on a free loopback port with an empty temporary data
+# directory, loads the dataset with the `ingest` client (see ingest.sh), restarts the server on the
+# loaded directory (a clean shutdown checkpoints the embedded store's WAL; on PostgreSQL it is
+# harmless), resolves the ids the suite needs by searching, and runs every query of the suite for
 # SEARCH_DURATION seconds at each concurrency. Writes bench/results/search.md (search-Nx.md with
-# --scale N), also printed. See bench/README.md.
+# --scale N; search-postgres.md, search-Nx-postgres.md on PostgreSQL, search-postgres-rR.md with R
+# replicas), also printed. See bench/README.md.
 #
 # Environment (all optional):
 #   SEARCH_DURATION=5            measured seconds per query
@@ -19,9 +21,14 @@
 #   SEARCH_CONNECTIONS="1 4"     concurrencies (client connections), one table each
 #   SEARCH_LOAD_CLIENTS=2        ingest clients while loading
 #   SEARCH_DATASET=DIR           the dataset (default ../shared/datasets/synthea-120 beside the repository)
+#   SEARCH_DATABASE=postgres://… run on PostgreSQL, in a fresh schema fhirside_bench_search of that
+#                                database (dropped at the end) instead of the embedded store
+#   SEARCH_REPLICAS=1            servers on the PostgreSQL schema (each with its own data directory);
+#                                the load and the query connections are spread over them (i % R)
 #   SEARCH_OUT=path.md           where to write the report
 #   BENCH_SKIP_BUILD=1           use the binaries already in $CARGO_TARGET_DIR/release
 #   BENCH_KEEP=1                 keep the temporary directory (data dir, logs, queries, scaled dataset)
+#                                and the PostgreSQL schema
 #   CARGO_TARGET_DIR             cargo's target directory (default <repo>/target)
 set -euo pipefail
 export LC_ALL=C
@@ -42,7 +49,10 @@ WARMUP=${SEARCH_WARMUP:-1}
 CONNECTIONS=${SEARCH_CONNECTIONS:-"1 4"}
 LOAD_CLIENTS=${SEARCH_LOAD_CLIENTS:-2}
 DATASET=${SEARCH_DATASET:-$ROOT/../shared/datasets/synthea-120}
-if [ "$SCALE" = 1 ]; then DEFAULT_OUT=$ROOT/bench/results/search.md; else DEFAULT_OUT=$ROOT/bench/results/search-${SCALE}x.md; fi
+PG_BASE=${SEARCH_DATABASE:-}
+REPLICAS=${SEARCH_REPLICAS:-1}
+PG_SCHEMA=fhirside_bench_search
+DEFAULT_OUT=$ROOT/bench/results/search$([ "$SCALE" = 1 ] || echo "-${SCALE}x")$([ -z "$PG_BASE" ] || echo -postgres)$([ "$REPLICAS" = 1 ] || echo "-r$REPLICAS").md
 OUT=${SEARCH_OUT:-$DEFAULT_OUT}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
@@ -66,10 +76,39 @@ command -v bzcat >/dev/null || die "bzcat is required (Debian package bzip2)"
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
 [ -d "$DATASET" ] || die "no dataset at $DATASET"
+[[ $REPLICAS =~ ^[1-9][0-9]*$ ]] || die "SEARCH_REPLICAS must be a positive integer"
+# Several servers on one embedded store cannot be: each data directory is its own database.
+if [ "$REPLICAS" -gt 1 ] && [ -z "$PG_BASE" ]; then die "SEARCH_REPLICAS > 1 needs SEARCH_DATABASE"; fi
+if [ -n "$PG_BASE" ]; then
+    command -v psql >/dev/null || die "psql is required for PostgreSQL (Debian package postgresql-client)"
+    PG_DESC=$(pg_server_desc "$PG_BASE") || die "cannot connect to $PG_BASE"
+fi
 
 build_release fhirside ingest search
 make_workdir fhirside-search
-DATA=$WORK/data
+DB_ARGS=()
+if [ -n "$PG_BASE" ]; then
+    pg_fresh_schema "$PG_BASE" "$PG_SCHEMA"
+    DB_ARGS=(--database "$(pg_schema_url "$PG_BASE" "$PG_SCHEMA")")
+fi
+# One data directory per server; on PostgreSQL they hold only the audit log.
+DATAS=()
+for ((i = 1; i <= REPLICAS; i++)); do DATAS+=("$WORK/data$([ "$REPLICAS" = 1 ] || echo "-$i")"); done
+SERVER_PIDS=()
+SERVER_URLS=""
+start_servers() { # start_servers LOG-PREFIX: REPLICAS servers on their data directories, one after the other
+    local i
+    SERVER_PIDS=()
+    SERVER_URLS=""
+    for i in "${!DATAS[@]}"; do
+        start_server "$WORK/$1-$((i + 1)).log" "$BIN/fhirside" serve "${SERVER_ARGS[@]}" "${DB_ARGS[@]}" --data-dir "${DATAS[$i]}"
+        SERVER_PIDS+=("$SERVER_PID")
+        SERVER_URLS=${SERVER_URLS:+$SERVER_URLS,}$SERVER_URL
+    done
+    # The ids and the `next` links are taken from the first server.
+    SERVER_URL=${SERVER_URLS%%,*}
+    PID=${SERVER_PIDS[0]}
+}
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- data --------------------------------------------------------------------------------------
@@ -83,23 +122,31 @@ if [ "$SCALE" -gt 1 ]; then
     for ((k = 1; k < SCALE; k++)); do COPIES+=("$(printf '%s/scaled/copy-%02d' "$WORK" "$k")"); done
 fi
 
-log "starting fhirside on an empty data directory and loading ${#COPIES[@]} cop$([ ${#COPIES[@]} = 1 ] && echo y || echo ies) with $LOAD_CLIENTS client(s)"
-start_server "$WORK/fhirside-load.log" "$BIN/fhirside" serve "${SERVER_ARGS[@]}" --data-dir "$DATA"
+if [ -n "$PG_BASE" ]; then STORE_DESC="PostgreSQL (schema $PG_SCHEMA)"; else STORE_DESC="the embedded store"; fi
+log "starting $REPLICAS fhirside$([ "$REPLICAS" = 1 ] || echo s) on $STORE_DESC and loading ${#COPIES[@]} cop$([ ${#COPIES[@]} = 1 ] && echo y || echo ies) with $LOAD_CLIENTS client(s)"
+start_servers fhirside-load
 LOAD_T0=$(date +%s.%N)
 k=0
 for dir in "${COPIES[@]}"; do
-    "$BIN/ingest" --url "$SERVER_URL" --dataset "$dir" --clients "$LOAD_CLIENTS" >"$WORK/ingest-$k.out" 2>"$WORK/ingest-$k.err" \
-        || { cat "$WORK/ingest-$k.err" >&2; die "loading $dir failed (server log: $WORK/fhirside-load.log)"; }
+    "$BIN/ingest" --url "$SERVER_URLS" --dataset "$dir" --clients "$LOAD_CLIENTS" >"$WORK/ingest-$k.out" 2>"$WORK/ingest-$k.err" \
+        || { cat "$WORK/ingest-$k.err" >&2; die "loading $dir failed (server logs: $WORK/fhirside-load-*.log)"; }
     log "copy $k: $(sed -n 's/^ingest: total //p' "$WORK/ingest-$k.err")"
     k=$((k + 1))
 done
 LOAD_S=$(awk -v a="$LOAD_T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
-stop_server "$SERVER_PID"
-DB_MB=$(du -sm "$DATA" | cut -f1)
+for pid in "${SERVER_PIDS[@]}"; do stop_server "$pid"; done
+if [ -n "$PG_BASE" ]; then
+    DB_MB=$(pg_schema_mb "$PG_BASE" "$PG_SCHEMA")
+    DB_DESC="PostgreSQL schema $DB_MB MB (tables, indexes and TOAST)"
+else
+    DB_MB=$(du -sm "${DATAS[0]}" | cut -f1)
+    DB_DESC="data directory $DB_MB MB"
+fi
 
-log "restarting fhirside on the loaded data directory ($DB_MB MB)"
-start_server "$WORK/fhirside.log" "$BIN/fhirside" serve "${SERVER_ARGS[@]}" --data-dir "$DATA"
-PID=$SERVER_PID
+# A clean restart: on the embedded store the shutdown checkpoints the WAL into the database; on
+# PostgreSQL it changes nothing (the store analyses its tables itself), but keeps the runs alike.
+log "restarting fhirside on the loaded data ($DB_DESC)"
+start_servers fhirside
 
 # fhir_get PATH: the body of a GET (fails on a non-2xx status).
 fhir_get() { curl -sfS -H 'Accept: application/fhir+json' "$SERVER_URL/$1"; }
@@ -139,12 +186,13 @@ QUERIES=$WORK/queries.tsv
 declare -A TABLE
 for c in $CONNECTIONS; do
     log "running the suite at $c connection(s), ${DURATION} s per query (+ ${WARMUP} s warm-up)"
-    "$BIN/search" --url "$SERVER_URL" --queries "$QUERIES" --duration "$DURATION" --warmup "$WARMUP" \
+    "$BIN/search" --url "$SERVER_URLS" --queries "$QUERIES" --duration "$DURATION" --warmup "$WARMUP" \
         --concurrency "$c" >"$WORK/search-c$c.md" || die "search failed at $c connection(s)"
     TABLE[$c]=$(cat "$WORK/search-c$c.md")
 done
-RSS_MB=$(awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$PID/status")
-HWM_MB=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$PID/status")
+# With replicas, every server's ("a + b").
+RSS_MB=$(for pid in "${SERVER_PIDS[@]}"; do awk '/^VmRSS:/ { printf "%.0f\n", $2 / 1024 }' "/proc/$pid/status"; done | paste -sd+ | sed 's/+/ + /g')
+HWM_MB=$(for pid in "${SERVER_PIDS[@]}"; do awk '/^VmHWM:/ { printf "%.0f\n", $2 / 1024 }' "/proc/$pid/status"; done | paste -sd+ | sed 's/+/ + /g')
 
 # --- report ------------------------------------------------------------------------------------
 HEADER_ROWS=$(report_header_rows "$LOAD_START")
@@ -153,15 +201,21 @@ if [ "$SCALE" = 1 ]; then DATA_DESC="\`$(basename "$DATASET")\`"; else
 fi
 mkdir -p "$(dirname "$OUT")"
 {
-    echo "# Fhirside search benchmark: $(basename "$DATASET")$([ "$SCALE" = 1 ] || echo " × $SCALE")"
+    if [ -z "$PG_BASE" ]; then TITLE_STORE="embedded store"; else TITLE_STORE=PostgreSQL$([ "$REPLICAS" = 1 ] || echo ", $REPLICAS replicas"); fi
+    echo "# Fhirside search benchmark: $(basename "$DATASET")$([ "$SCALE" = 1 ] || echo " × $SCALE") ($TITLE_STORE)"
     echo
     echo "| | |"
     echo "|---|---|"
     echo "$HEADER_ROWS"
-    echo "| Server | \`fhirside serve ${SERVER_ARGS[*]}\`: embedded SQLite, release build, restarted on the loaded data directory before the queries |"
+    if [ -z "$PG_BASE" ]; then
+        echo "| Server | \`fhirside serve ${SERVER_ARGS[*]}\`: embedded SQLite, release build, restarted on the loaded data directory before the queries |"
+    else
+        echo "| Server | \`fhirside serve ${SERVER_ARGS[*]} --database …\`: PostgreSQL (a fresh schema), release build$([ "$REPLICAS" = 1 ] || echo ", $REPLICAS servers (replicas) on the schema, each with its own data directory, client connection i on server i % $REPLICAS"), restarted after the load before the queries |"
+        echo "| PostgreSQL | $PG_DESC; on this machine, sharing its cores with the server$([ "$REPLICAS" = 1 ] || echo s) and the client |"
+    fi
     echo "| Data | $DATA_DESC |"
-    echo "| Data size | $RESOURCES resources ($PATIENTS patients); data directory $DB_MB MB; loaded in $LOAD_S s with $LOAD_CLIENTS \`ingest\` clients |"
-    echo "| Server RSS | $RSS_MB MB after the queries (peak $HWM_MB MB) |"
+    echo "| Data size | $RESOURCES resources ($PATIENTS patients); $DB_DESC; loaded in $LOAD_S s with $LOAD_CLIENTS \`ingest\` clients |"
+    echo "| Server RSS | $RSS_MB MB after the queries (peak $HWM_MB MB)$([ "$REPLICAS" = 1 ] || echo ", each server's") |"
     echo "| Client | \`search\` (\`src/bin/search.rs\`): one keep-alive HTTP/1.1 connection per thread, closed loop, \`Prefer: handling=strict\`; ${WARMUP} s warm-up + ${DURATION} s per query |"
     echo
     for c in $CONNECTIONS; do

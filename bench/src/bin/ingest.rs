@@ -2,8 +2,12 @@
 //! how fast it goes.
 //!
 //! ```text
-//! ingest --url http://127.0.0.1:PORT [--dataset DIR] [--clients N]
+//! ingest --url http://127.0.0.1:PORT [--url http://127.0.0.1:PORT2 ...] [--dataset DIR] [--clients N]
 //! ```
+//!
+//! `--url` may be given more than once, or as a comma-separated list, to spread the load over
+//! several servers on one database (replicas): client connection `i` goes to URL `i % n`, in both
+//! phases, so the batch bundles of the first phase go to the first URL.
 //!
 //! Every `*.json.bz2` file in the dataset directory is decompressed up front (with `bzcat`, in
 //! parallel, before the clock starts) and kept in memory. The load then runs in two phases, both
@@ -13,7 +17,8 @@
 //!    one after the other on one connection, in file-name order (the patients refer to them through
 //!    conditional references, so they must be stored first);
 //! 2. every other file — one `transaction` Bundle per patient — taken from a shared queue (in
-//!    file-name order) by N client threads, each with its own keep-alive HTTP/1.1 connection.
+//!    file-name order) by N client threads, each with its own keep-alive HTTP/1.1 connection (to
+//!    the URLs in turn, when there are several).
 //!
 //! Every request carries `Prefer: return=minimal`. Every response must be `200` with a
 //! `batch-response`/`transaction-response` Bundle holding one entry per request entry, each with a
@@ -23,7 +28,7 @@
 //! It prints a summary and, last, one machine-readable line for `bench/ingest.sh`:
 //!
 //! ```text
-//! RESULT clients=4 bundles=122 resources=92114 wall_s=… resources_per_s=… first_s=… patients_s=… …
+//! RESULT clients=4 urls=1 bundles=122 resources=92114 wall_s=… resources_per_s=… first_s=… patients_s=… …
 //! ```
 
 use fhirside_bench::{http, json};
@@ -33,7 +38,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: ingest --url http://HOST:PORT [--dataset DIR] [--clients N]";
+const USAGE: &str =
+    "usage: ingest --url http://HOST:PORT[,http://HOST:PORT...] [--url ...] [--dataset DIR] [--clients N]";
 /// Every request's `Prefer` header: the load measures storing, not echoing the resources back.
 const PREFER: &str = "return=minimal";
 /// How long a response may take: a large transaction behind other clients' can take minutes.
@@ -62,14 +68,14 @@ struct Timing {
 }
 
 fn run() -> Result<(), String> {
-    let mut url: Option<String> = None;
+    let mut urls: Vec<String> = Vec::new();
     let mut dataset = PathBuf::from(DEFAULT_DATASET);
     let mut clients: usize = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
-            "--url" => url = Some(value()?),
+            "--url" => urls.extend(value()?.split(',').filter(|u| !u.is_empty()).map(str::to_owned)),
             "--dataset" => dataset = PathBuf::from(value()?),
             "--clients" => {
                 clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?;
@@ -84,12 +90,18 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    let url = url.ok_or_else(|| format!("--url is required\n{USAGE}"))?;
-    let host_port = url
-        .strip_prefix("http://")
-        .ok_or("--url must be http://HOST:PORT (plain HTTP)")?
-        .trim_end_matches('/')
-        .to_owned();
+    if urls.is_empty() {
+        return Err(format!("--url is required\n{USAGE}"));
+    }
+    // Client connection i talks to hosts[i % hosts.len()].
+    let hosts: Vec<String> = urls
+        .iter()
+        .map(|url| {
+            url.strip_prefix("http://")
+                .map(|rest| rest.trim_end_matches('/').to_owned())
+                .ok_or_else(|| format!("--url {url}: must be http://HOST:PORT (plain HTTP)"))
+        })
+        .collect::<Result<_, _>>()?;
 
     let started = Instant::now();
     let (first, patients) = load_dataset(&dataset)?;
@@ -112,7 +124,7 @@ fn run() -> Result<(), String> {
     // Phase 1: the batch bundles, in order, on one connection.
     let mut first_timings = Vec::new();
     {
-        let mut client = http::Client::new(&host_port, PREFER, READ_TIMEOUT);
+        let mut client = http::Client::new(&hosts[0], PREFER, READ_TIMEOUT);
         for (i, bundle) in first.iter().enumerate() {
             let t = Instant::now();
             post_bundle(&mut client, bundle)?;
@@ -128,9 +140,11 @@ fn run() -> Result<(), String> {
     let error: Mutex<Option<String>> = Mutex::new(None);
     let timings: Mutex<Vec<Timing>> = Mutex::new(Vec::with_capacity(patients.len()));
     std::thread::scope(|scope| {
-        for _ in 0..clients {
-            scope.spawn(|| {
-                let mut client = http::Client::new(&host_port, PREFER, READ_TIMEOUT);
+        for c in 0..clients {
+            let (next, failed, error, timings, patients) = (&next, &failed, &error, &timings, &patients);
+            let host = &hosts[c % hosts.len()];
+            scope.spawn(move || {
+                let mut client = http::Client::new(host, PREFER, READ_TIMEOUT);
                 let mut mine = Vec::new();
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -183,9 +197,10 @@ fn run() -> Result<(), String> {
         );
     }
     eprintln!(
-        "ingest: {} patient transactions, {clients} client(s): {patient_resources} resources in {:.2} s = {:.0} resources/s \
+        "ingest: {} patient transactions, {clients} client(s) on {} server(s): {patient_resources} resources in {:.2} s = {:.0} resources/s \
          (per bundle: p50 {:.2} s, p90 {:.2} s, max {:.2} s{})",
         patients.len(),
+        hosts.len(),
         patients_elapsed.as_secs_f64(),
         rate(patient_resources, patients_elapsed),
         percentile(50.0),
@@ -217,8 +232,9 @@ fn run() -> Result<(), String> {
         client_cpu.map_or("unknown".into(), |s| format!("{s:.2} s")),
     );
     println!(
-        "RESULT clients={clients} bundles={} resources={resources} wall_s={:.3} resources_per_s={:.0} first_s={:.3} \
+        "RESULT clients={clients} urls={} bundles={} resources={resources} wall_s={:.3} resources_per_s={:.0} first_s={:.3} \
          patients_s={:.3} patients_resources_per_s={:.0} bundle_p50_s={:.3} bundle_max_s={:.3} client_cpu_s={}",
+        hosts.len(),
         first.len() + patients.len(),
         wall.as_secs_f64(),
         rate(resources, wall),

@@ -3,9 +3,14 @@
 //! connection, and the result is a markdown table of requests, throughput and latency per query.
 //!
 //! ```text
-//! search --url http://127.0.0.1:PORT (--query NAME=PATH)... [--queries FILE]
+//! search --url http://127.0.0.1:PORT [--url ...] (--query NAME=PATH)... [--queries FILE]
 //!        [--duration SECONDS] [--warmup SECONDS] [--concurrency N]
 //! ```
+//!
+//! `--url` may be given more than once (or as a comma-separated list) to spread the load over
+//! several servers on one database (replicas): client thread `i` talks to URL `i % n`. The first
+//! page of every query (and the `next` link it yields) comes from the first URL; a search's `next`
+//! link is valid on every replica, since its continuation token is a keyset cursor, not server state.
 //!
 //! A query is a name and a request path relative to the base URL (`Patient?gender=female`). In a
 //! queries file each non-empty line that does not start with `#` is `NAME<TAB>TARGET<TAB>PATH`,
@@ -31,7 +36,7 @@ use std::fmt::Write as _;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: search --url http://HOST:PORT (--query NAME=PATH)... [--queries FILE] \
+const USAGE: &str = "usage: search --url http://HOST:PORT[,...] [--url ...] (--query NAME=PATH)... [--queries FILE] \
                      [--duration SECONDS] [--warmup SECONDS] [--concurrency N]";
 /// Every request's `Prefer` header: a parameter the server does not support fails the query.
 const PREFER: &str = "handling=strict";
@@ -72,7 +77,7 @@ enum Outcome {
 }
 
 fn run() -> Result<(), String> {
-    let mut url: Option<String> = None;
+    let mut urls: Vec<String> = Vec::new();
     let mut queries: Vec<Query> = Vec::new();
     let mut duration = 5.0_f64;
     let mut warmup = 1.0_f64;
@@ -81,7 +86,7 @@ fn run() -> Result<(), String> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
-            "--url" => url = Some(value()?),
+            "--url" => urls.extend(value()?.split(',').filter(|u| !u.is_empty()).map(str::to_owned)),
             "--query" => {
                 let spec = value()?;
                 let (name, path) = spec.split_once('=').ok_or_else(|| format!("--query {spec}: expected NAME=PATH"))?;
@@ -112,22 +117,32 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    let url = url.ok_or_else(|| format!("--url is required\n{USAGE}"))?;
+    if urls.is_empty() {
+        return Err(format!("--url is required\n{USAGE}"));
+    }
     if queries.is_empty() {
         return Err(format!("no queries\n{USAGE}"));
     }
     if !(duration > 0.0 && warmup >= 0.0) {
         return Err("--duration must be positive and --warmup not negative".into());
     }
-    let base = url.trim_end_matches('/').to_owned();
-    let host_port = base.strip_prefix("http://").ok_or("--url must be http://HOST:PORT (plain HTTP)")?.to_owned();
-    if host_port.contains('/') {
-        return Err("--url must be http://HOST:PORT, without a path".into());
+    // Client thread i talks to hosts[i % hosts.len()]; paths are resolved against the first URL.
+    let base = urls[0].trim_end_matches('/').to_owned();
+    let mut hosts = Vec::with_capacity(urls.len());
+    for url in &urls {
+        let host_port = url
+            .trim_end_matches('/')
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("--url {url}: must be http://HOST:PORT (plain HTTP)"))?;
+        if host_port.contains('/') {
+            return Err(format!("--url {url}: must be http://HOST:PORT, without a path"));
+        }
+        hosts.push(host_port.to_owned());
     }
 
     let mut outcomes = Vec::with_capacity(queries.len());
     for query in &mut queries {
-        let outcome = measure(&base, &host_port, query, duration, warmup, concurrency);
+        let outcome = measure(&base, &hosts, query, duration, warmup, concurrency);
         match &outcome {
             Outcome::Measured { requests, errors, throughput, latencies_us, .. } => eprintln!(
                 "search: {:<28} {:>7} requests {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms{}",
@@ -144,7 +159,7 @@ fn run() -> Result<(), String> {
         }
         outcomes.push(outcome);
     }
-    print!("{}", report(&queries, &outcomes, concurrency, duration));
+    print!("{}", report(&queries, &outcomes, concurrency, hosts.len(), duration));
     Ok(())
 }
 
@@ -184,10 +199,10 @@ fn request_path(base: &str, given: &str) -> Result<String, String> {
     Ok(format!("/{}", given.trim_start_matches('/')))
 }
 
-fn measure(base: &str, host_port: &str, query: &mut Query, duration: f64, warmup: f64, threads: usize) -> Outcome {
+fn measure(base: &str, hosts: &[String], query: &mut Query, duration: f64, warmup: f64, threads: usize) -> Outcome {
     let failed = |status: Option<u16>, message: String| Outcome::Failed { status, message };
-    // The first page, on its own connection; for `next:` the page it links to.
-    let mut client = http::Client::new(host_port, PREFER, READ_TIMEOUT);
+    // The first page, on its own connection to the first server; for `next:` the page it links to.
+    let mut client = http::Client::new(&hosts[0], PREFER, READ_TIMEOUT);
     let mut fetch = |path: &str| -> Result<FirstPage, Outcome> {
         let response = client.get(path).map_err(|e| failed(None, format!("GET {path}: {e}")))?;
         if response.status != 200 {
@@ -228,8 +243,12 @@ fn measure(base: &str, host_port: &str, query: &mut Query, duration: f64, warmup
     let path = query.path.as_str();
     let barrier = Barrier::new(threads);
     let runs: Vec<Run> = std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            (0..threads).map(|_| scope.spawn(|| drive(host_port, path, warmup, duration, &barrier))).collect();
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (host, barrier) = (&hosts[i % hosts.len()], &barrier);
+                scope.spawn(move || drive(host, path, warmup, duration, barrier))
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().expect("a client thread panicked")).collect()
     });
     let mut latencies_us = Vec::new();
@@ -302,7 +321,7 @@ fn excerpt(text: &str, max: usize) -> String {
     }
 }
 
-fn report(queries: &[Query], outcomes: &[Outcome], concurrency: usize, duration: f64) -> String {
+fn report(queries: &[Query], outcomes: &[Outcome], concurrency: usize, servers: usize, duration: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| Query | Request | Requests | Req/s | p50 (ms) | p99 (ms) | First page | Target p50 | |");
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|---:|---|");
@@ -358,9 +377,15 @@ fn report(queries: &[Query], outcomes: &[Outcome], concurrency: usize, duration:
         }
     }
     let _ = writeln!(out);
+    // Connection i talks to server i % servers.
+    let spread = match (servers, concurrency.min(servers)) {
+        (1, _) => String::new(),
+        (_, 1) => format!(" to the first of {servers} servers"),
+        (_, used) => format!(" spread over {used} of {servers} servers"),
+    };
     let _ = writeln!(
         out,
-        "{concurrency} connection(s), {duration} s per query after the warm-up. p50/p99: nearest rank over every \
+        "{concurrency} connection(s){spread}, {duration} s per query after the warm-up. p50/p99: nearest rank over every \
          measured request. First page: the entries of one response (`search.mode` match, include), its `total` if \
          present, and its size."
     );
