@@ -357,3 +357,30 @@ pub(crate) fn compile_probe(clause: &Clause, cap: u32) -> Option<Compiled> {
     b.push(") AS q");
     Some(b.finish())
 }
+
+/// One match of a search, with its row id and sort key values (for the cursor).
+pub(crate) struct SearchRow {
+    pub rid: i64,
+    pub version: crate::model::StoredVersion,
+    pub keys: Vec<KeyValue>,
+}
+
+/// A page from the rows a search read for `query` (one more than asked, `more`, tells whether
+/// further rows exist): in the usual order, with the cursors of the pages after and before it.
+/// A backward page was read in reverse order. Going forward there is a previous page whenever the
+/// page did not start at the beginning; going backward there is a next page, the one we came from.
+pub(crate) fn page_of(
+    query: &SearchQuery,
+    mut rows: Vec<SearchRow>,
+    more: bool,
+) -> (Vec<crate::model::StoredVersion>, Option<String>, Option<String>) {
+    let backward = query.cursor.as_ref().is_some_and(|c| c.backward);
+    if backward {
+        rows.reverse();
+    }
+    let (has_next, has_previous) = if backward { (true, more) } else { (more, query.cursor.is_some()) };
+    let cursor = |row: &SearchRow, backward| Cursor { keys: row.keys.clone(), rid: row.rid, backward }.encode();
+    let next = if has_next { rows.last().map(|row| cursor(row, false)) } else { None };
+    let previous = if has_previous { rows.first().map(|row| cursor(row, true)) } else { None };
+    (rows.into_iter().map(|row| row.version).collect(), next, previous)
+}

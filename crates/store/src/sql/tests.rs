@@ -371,27 +371,3 @@ fn full_text_in_postgres_requires_every_word() {
         .contains("r.rid IN (SELECT rid FROM text_index WHERE content @@ plainto_tsquery('simple', $2))"));
     assert_eq!(compiled.params[1], Param::Text("a b".into()));
 }
-
-/// A parameter as a PostgreSQL literal of the type it is bound as.
-fn literal(param: &Param) -> String {
-    match param {
-        Param::Null => "NULL".into(),
-        Param::Integer(i) => format!("{i}::bigint"),
-        Param::Real(f) => format!("{f:?}::float8"),
-        Param::Text(t) => format!("'{}'::text", t.replace('\'', "''")),
-    }
-}
-
-#[test]
-#[ignore = "prints the PostgreSQL statements, to run them against a server with psql"]
-fn print_postgres() {
-    for (i, (name, compiled)) in statements(Dialect::Postgres).into_iter().enumerate() {
-        println!("PREPARE s{i} AS {}; -- {name}", compiled.sql.replace('\n', " "));
-        let args: Vec<String> = compiled.params.iter().map(literal).collect();
-        if args.is_empty() {
-            println!("EXECUTE s{i};");
-        } else {
-            println!("EXECUTE s{i}({});", args.join(", "));
-        }
-    }
-}

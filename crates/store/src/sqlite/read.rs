@@ -6,8 +6,8 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row, ToSql};
 
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
-use crate::query::{Cursor, HistoryQuery, HistoryScope, KeyValue, Page, SearchQuery};
-use crate::sql::{self, Dialect, Param};
+use crate::query::{HistoryQuery, HistoryScope, KeyValue, Page, SearchQuery};
+use crate::sql::{self, Dialect, Param, SearchRow};
 
 impl ToSql for Param {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -106,34 +106,11 @@ pub(super) fn version(
     Ok(Outcome { value: found, cost })
 }
 
-/// One match of a search, with its row id and sort key values (for the cursor).
-pub(super) struct SearchRow {
-    pub rid: i64,
-    pub version: StoredVersion,
-    pub keys: Vec<KeyValue>,
-}
-
-impl SearchRow {
-    fn cursor(&self, backward: bool) -> String {
-        Cursor { keys: self.keys.clone(), rid: self.rid, backward }.encode()
-    }
-}
-
 /// One page of search results: `query.count` rows at most, with cursors for the pages after and
 /// before it when they exist.
 pub(super) fn search(conn: &Connection, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
-    let backward = query.cursor.as_ref().is_some_and(|c| c.backward);
-    let (mut rows, more) = if query.count == 0 { (Vec::new(), false) } else { search_rows(conn, query, query.count)? };
-    // A backward page is read in reverse order; it is served in the usual order.
-    if backward {
-        rows.reverse();
-    }
-    // Going forward there is a previous page whenever we did not start at the beginning; going
-    // backward there is a next page (the one we came from).
-    let (has_next, has_previous) = if backward { (true, more) } else { (more, query.cursor.is_some()) };
-    let next = if has_next { rows.last().map(|row| row.cursor(false)) } else { None };
-    let previous = if has_previous { rows.first().map(|row| row.cursor(true)) } else { None };
-    let versions: Vec<StoredVersion> = rows.into_iter().map(|row| row.version).collect();
+    let (rows, more) = if query.count == 0 { (Vec::new(), false) } else { search_rows(conn, query, query.count)? };
+    let (versions, next, previous) = sql::page_of(query, rows, more);
     let mut cost = cost_of(&versions);
     let total = if query.total {
         let compiled = sql::compile_count(Dialect::Sqlite, query);
