@@ -144,12 +144,12 @@ fn put(
     method: Method,
     cost: &mut Cost,
 ) -> Result<WriteResult, StoreError> {
-    rows.lock_resource(resource_type, id)?;
-    // A create carries a fresh server-assigned id: there is nothing to look up (the unique index on
-    // current versions would still refuse a collision).
+    // A create carries a fresh server-assigned id: nobody else writes it, so there is nothing to
+    // lock or look up (the unique index on current versions would still refuse a collision).
     let current = match method {
         Method::Post => None,
         _ => {
+            rows.lock_resource(resource_type, id)?;
             cost.rows_read += 1;
             rows.current(resource_type, id)?
         }

@@ -6,8 +6,10 @@
 //! PostgreSQL's autovacuum analyses tables eventually, but it may be off, and its default
 //! threshold (10 % of a table changed, checked once a minute) lags behind a bulk load that grows
 //! a table many times over in that minute. So the store analyses its own tables: after every few
-//! thousand rows it wrote, and every half minute, it `VACUUM (ANALYZE)`s the tables of its schema whose
-//! changes since their last analysis exceed 500 rows plus 10 % of their size. A session advisory
+//! thousand rows it wrote, and every half minute, it `ANALYZE`s the tables of its schema whose
+//! changes since their last analysis exceed 500 rows plus 10 % of their size. Half-minute rounds
+//! with no load under way also `VACUUM` tables that grew or churned by a fifth, which lets index-only
+//! scans skip the table; during a bulk load vacuuming would cost more than it saves. A session advisory
 //! lock lets one replica at a time do it; the others skip that round.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,13 +37,17 @@ impl Analyzer {
         let (pool, this) = (Arc::downgrade(pool), analyzer.clone());
         tokio::spawn(async move {
             // A store opened on existing data analyses what was never analysed, at once.
+            let mut quiet = true;
             loop {
                 let Some(pool) = Weak::upgrade(&pool) else { break };
-                if let Err(error) = analyze_stale(&pool).await {
+                if let Err(error) = analyze_stale(&pool, quiet).await {
                     eprintln!("postgres: cannot refresh table statistics: {error}");
                 }
                 drop(pool);
-                let _ = tokio::time::timeout(PERIOD, this.wake.notified()).await;
+                // Vacuuming reads whole tables: it waits for a round that no burst of writes woke.
+                let before = this.written.load(Ordering::Relaxed);
+                let woken = tokio::time::timeout(PERIOD, this.wake.notified()).await.is_ok();
+                quiet = !woken && this.written.load(Ordering::Relaxed) - before < WRITES_PER_CHECK;
             }
         });
         analyzer
@@ -56,7 +62,9 @@ impl Analyzer {
     }
 }
 
-async fn analyze_stale(pool: &Arc<Pool>) -> Result<(), StoreError> {
+/// Analyses the tables whose statistics are stale; when `quiet` (no load under way), also vacuums
+/// those that grew or churned by a fifth since their last vacuum.
+async fn analyze_stale(pool: &Arc<Pool>, quiet: bool) -> Result<(), StoreError> {
     let mut conn = pool.get().await?;
     let locked = "SELECT pg_try_advisory_lock(hashtextextended('fhirside-analyze:' || current_schema(), 0))";
     if !conn.query_one(locked, &[]).await?.get::<_, bool>(0) {
@@ -65,18 +73,22 @@ async fn analyze_stale(pool: &Arc<Pool>) -> Result<(), StoreError> {
     let result = async {
         let stale = conn
             .query(
-                "SELECT relname::text FROM pg_stat_user_tables
-                 WHERE schemaname = current_schema() AND n_mod_since_analyze > 500 + n_live_tup / 10
-                 ORDER BY relname",
+                "SELECT relname::text, n_mod_since_analyze > 500 + n_live_tup / 10,
+                        n_ins_since_vacuum + n_dead_tup > 500 + n_live_tup / 5
+                 FROM pg_stat_user_tables WHERE schemaname = current_schema() ORDER BY relname",
                 &[],
             )
             .await?;
         for row in stale {
-            let table: String = row.try_get(0)?;
+            let (table, analyze, vacuum): (String, bool, bool) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             // The names come from the catalogue of our own schema; quoting keeps them names.
-            // VACUUM too: it marks pages all-visible, which lets searches read rids from the
-            // covering index alone instead of visiting every row's page.
-            conn.batch(&format!("VACUUM (ANALYZE) \"{}\"", table.replace('"', "\"\""))).await?;
+            let table = table.replace('"', "\"\"");
+            if quiet && vacuum {
+                // Marks pages all-visible, so that searches read rids from covering indexes alone.
+                conn.batch(&format!("VACUUM (ANALYZE) \"{table}\"")).await?;
+            } else if analyze {
+                conn.batch(&format!("ANALYZE \"{table}\"")).await?;
+            }
         }
         Ok(())
     }

@@ -301,6 +301,13 @@ impl Rows for SyncTx<'_> {
     }
 
     fn next_timestamp(&mut self, previous: Option<i64>) -> Result<i64, StoreError> {
+        if self.now == 0 {
+            // No lock taken yet (creates take none): the transaction's first write reads the clock.
+            let row = self.handle.block_on(
+                self.conn.query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", &[]),
+            )?;
+            self.now = row.try_get(0)?;
+        }
         let floor = previous.map_or(self.last, |p| p.max(self.last));
         self.last = self.now.max(floor + 1);
         Ok(self.last)
