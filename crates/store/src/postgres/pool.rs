@@ -54,7 +54,7 @@ pub(super) async fn connect(config: &tokio_postgres::Config) -> Result<Conn, Sto
     // them once for any value. A search's best plan depends on its values (a rare code is collected
     // from its index, a frequent one probed while walking the type's rows): the generic plan of
     // `Observation?code=…` took 10 ms where the plan for the value took 2 ms. Planning each
-    // execution costs a fraction of a millisecond.
+    // execution costs a fraction of a millisecond. Write transactions set it back (`mod.rs`).
     client
         .batch_execute("SET plan_cache_mode = force_custom_plan")
         .await
