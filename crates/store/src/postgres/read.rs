@@ -37,13 +37,7 @@ fn versions(rows: &[Row]) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
     rows.iter().map(version_row).collect()
 }
 
-pub(super) fn cost_of(versions: &[StoredVersion]) -> Cost {
-    Cost {
-        rows_read: versions.len().max(1) as u64,
-        bytes_read: versions.iter().map(|v| v.body.len() as u64).sum(),
-        ..Cost::default()
-    }
-}
+pub(super) use crate::sql::cost_of;
 
 fn bound(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
@@ -96,7 +90,7 @@ pub(super) async fn version(
 pub(super) async fn search(conn: &mut Conn, query: &SearchQuery) -> Result<Outcome<Page>, StoreError> {
     let (rows, more) =
         if query.count == 0 { (Vec::new(), false) } else { search_rows(conn, query, query.count).await? };
-    let (versions, next, previous) = sql::page_of(query, rows, more);
+    let (versions, next, previous) = sql::search_page(query, rows, more);
     let mut cost = cost_of(&versions);
     let total = if query.total {
         let compiled = sql::compile_count(Dialect::Postgres, query);
@@ -206,7 +200,7 @@ pub(super) async fn history(
     }
     bind(&mut sql, " ORDER BY last_updated DESC, rid DESC LIMIT #", Param::Integer(i64::from(query.count) + 1));
     let rows = compiled_versions(conn, &sql::Compiled { sql, params }).await?;
-    Ok(page_of(rows, query.count, |rid, v| Page::encode_history_cursor(v.last_updated, rid)))
+    Ok(sql::keyset_page(rows, query.count, |rid, v| Page::encode_history_cursor(v.last_updated, rid)))
 }
 
 pub(super) async fn everything(
@@ -217,7 +211,7 @@ pub(super) async fn everything(
 ) -> Result<Outcome<Page>, StoreError> {
     let compiled = sql::compile_everything(Dialect::Postgres, compartment, id, query, query.count.saturating_add(1));
     let rows = compiled_versions(conn, &compiled).await?;
-    Ok(page_of(rows, query.count, |rid, _| Page::encode_cursor(rid)))
+    Ok(sql::keyset_page(rows, query.count, |rid, _| Page::encode_cursor(rid)))
 }
 
 pub(super) async fn include(conn: &mut Conn, query: &IncludeQuery) -> Result<Outcome<Vec<StoredVersion>>, StoreError> {
@@ -228,19 +222,4 @@ pub(super) async fn include(conn: &mut Conn, query: &IncludeQuery) -> Result<Out
     let versions: Vec<StoredVersion> = compiled_versions(conn, &compiled).await?.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
     Ok(Outcome { value: versions, cost })
-}
-
-/// A page from up to `count + 1` rows: the first `count`, and a cursor (made by `cursor`) when
-/// there were more.
-fn page_of(
-    mut rows: Vec<(i64, StoredVersion)>,
-    count: u32,
-    cursor: impl Fn(i64, &StoredVersion) -> String,
-) -> Outcome<Page> {
-    let more = rows.len() > count as usize;
-    rows.truncate(count as usize);
-    let next = if more { rows.last().map(|(rid, v)| cursor(*rid, v)) } else { None };
-    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
-    let cost = cost_of(&versions);
-    Outcome { value: Page { versions, next, previous: None, total: None }, cost }
 }

@@ -369,7 +369,7 @@ pub(crate) struct SearchRow {
 /// further rows exist): in the usual order, with the cursors of the pages after and before it.
 /// A backward page was read in reverse order. Going forward there is a previous page whenever the
 /// page did not start at the beginning; going backward there is a next page, the one we came from.
-pub(crate) fn page_of(
+pub(crate) fn search_page(
     query: &SearchQuery,
     mut rows: Vec<SearchRow>,
     more: bool,
@@ -383,4 +383,28 @@ pub(crate) fn page_of(
     let next = if has_next { rows.last().map(|row| cursor(row, false)) } else { None };
     let previous = if has_previous { rows.first().map(|row| cursor(row, true)) } else { None };
     (rows.into_iter().map(|row| row.version).collect(), next, previous)
+}
+
+/// What reading `versions` costs: a row each (at least one, for the lookup) and their bytes.
+pub(crate) fn cost_of(versions: &[crate::model::StoredVersion]) -> crate::model::Cost {
+    crate::model::Cost {
+        rows_read: versions.len().max(1) as u64,
+        bytes_read: versions.iter().map(|v| v.body.len() as u64).sum(),
+        ..crate::model::Cost::default()
+    }
+}
+
+/// A history or `$everything` page from up to `count + 1` rows: the first `count`, and a cursor
+/// (made by `cursor`) when there were more.
+pub(crate) fn keyset_page(
+    mut rows: Vec<(i64, crate::model::StoredVersion)>,
+    count: u32,
+    cursor: impl Fn(i64, &crate::model::StoredVersion) -> String,
+) -> crate::model::Outcome<crate::query::Page> {
+    let more = rows.len() > count as usize;
+    rows.truncate(count as usize);
+    let next = if more { rows.last().map(|(rid, v)| cursor(*rid, v)) } else { None };
+    let versions: Vec<crate::model::StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
+    let cost = cost_of(&versions);
+    crate::model::Outcome { value: crate::query::Page { versions, next, previous: None, total: None }, cost }
 }

@@ -55,13 +55,7 @@ fn version_row(resource_type: &str, row: &Row<'_>) -> rusqlite::Result<(i64, Sto
     ))
 }
 
-pub(super) fn cost_of(versions: &[StoredVersion]) -> Cost {
-    Cost {
-        rows_read: versions.len().max(1) as u64,
-        bytes_read: versions.iter().map(|v| v.body.len() as u64).sum(),
-        ..Cost::default()
-    }
-}
+pub(super) use crate::sql::cost_of;
 
 /// The current version (possibly a deletion marker) with its row id.
 pub(super) fn current_with_rid(
@@ -110,7 +104,7 @@ pub(super) fn version(
 /// before it when they exist.
 pub(super) fn search(conn: &Connection, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
     let (rows, more) = if query.count == 0 { (Vec::new(), false) } else { search_rows(conn, query, query.count)? };
-    let (versions, next, previous) = sql::page_of(query, rows, more);
+    let (versions, next, previous) = sql::search_page(query, rows, more);
     let mut cost = cost_of(&versions);
     let total = if query.total {
         let compiled = sql::compile_count(Dialect::Sqlite, query);
@@ -244,7 +238,7 @@ pub(super) fn history(
     params.push(Param::Integer(i64::from(query.count) + 1));
 
     let rows = typed_versions(conn, &sql, &params)?;
-    Ok(page_of(rows, query.count, |rid, v| Page::encode_history_cursor(v.last_updated, rid)))
+    Ok(sql::keyset_page(rows, query.count, |rid, v| Page::encode_history_cursor(v.last_updated, rid)))
 }
 
 pub(super) fn everything(
@@ -255,7 +249,7 @@ pub(super) fn everything(
 ) -> Result<Outcome<Page>, StoreError> {
     let compiled = sql::compile_everything(Dialect::Sqlite, compartment, id, query, query.count.saturating_add(1));
     let rows = typed_versions(conn, &compiled.sql, &compiled.params)?;
-    Ok(page_of(rows, query.count, |rid, _| Page::encode_cursor(rid)))
+    Ok(sql::keyset_page(rows, query.count, |rid, _| Page::encode_cursor(rid)))
 }
 
 pub(super) fn include(
@@ -282,18 +276,4 @@ fn typed_versions(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
-}
-
-/// A page from up to `count + 1` rows: the first `count`, and a cursor (made by `cursor`) when there were more.
-fn page_of(
-    mut rows: Vec<(i64, StoredVersion)>,
-    count: u32,
-    cursor: impl Fn(i64, &StoredVersion) -> String,
-) -> Outcome<Page> {
-    let more = rows.len() > count as usize;
-    rows.truncate(count as usize);
-    let next = if more { rows.last().map(|(rid, v)| cursor(*rid, v)) } else { None };
-    let versions: Vec<StoredVersion> = rows.into_iter().map(|(_, v)| v).collect();
-    let cost = cost_of(&versions);
-    Outcome { value: Page { versions, next, previous: None, total: None }, cost }
 }
