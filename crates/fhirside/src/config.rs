@@ -331,13 +331,7 @@ pub fn check_database(url: Option<String>) -> Result<Option<String>, String> {
 /// The database URL for `fhirside db …`: the flag or `FHIRSIDE_DATABASE_URL`, else the config
 /// file's `database`.
 pub fn database_url(flag: Option<String>, config: Option<&std::path::Path>) -> Result<String, String> {
-    let file: FileConfig = match config {
-        None => FileConfig::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-    };
+    let file = file_config(config)?;
     check_database(flag.or(file.database))?
         .ok_or_else(|| "no database: give --database postgres://… (or FHIRSIDE_DATABASE_URL)".to_owned())
 }
@@ -379,14 +373,38 @@ pub fn admin_data_dir(data_dir: Option<PathBuf>, config: Option<&std::path::Path
     if let Some(dir) = data_dir {
         return Ok(dir);
     }
-    let file: FileConfig = match config {
-        None => FileConfig::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-    };
+    let file = file_config(config)?;
     Ok(file.data_dir.unwrap_or_else(|| PathBuf::from("fhirside-data")))
+}
+
+/// Where the admin commands (`fhirside app …`) and `fhirside token` find the installation,
+/// resolved as `serve` resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTarget {
+    /// The flag or `FHIRSIDE_DATA_DIR`, else the config file's `data_dir`, else `./fhirside-data`.
+    pub data_dir: PathBuf,
+    /// The flag or `FHIRSIDE_DATABASE_URL`, else the config file's `database`; `None` (or an empty
+    /// value) for the embedded stores.
+    pub database: Option<String>,
+}
+
+pub fn admin_target(
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    config: Option<&std::path::Path>,
+) -> Result<AdminTarget, String> {
+    let file = file_config(config)?;
+    Ok(AdminTarget {
+        data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("fhirside-data")),
+        database: check_database(database.or(file.database))?,
+    })
+}
+
+/// The config file at `path`, or an empty one without a path.
+fn file_config(path: Option<&std::path::Path>) -> Result<FileConfig, String> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// An `ip:port` or `host:port` (resolved now, so that the loopback rule sees real addresses).
@@ -438,6 +456,24 @@ mod tests {
         assert_eq!(settings.listen.port(), 9001, "flags win over the file");
         std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
         assert!(resolve(ServeArgs { config: Some(file), ..Default::default() }).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn admin_commands_find_the_installation_as_serve_does() {
+        let dir = std::env::temp_dir().join(format!("fhirside-config-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fhirside.toml");
+        std::fs::write(&file, "data_dir = \"/srv/fhir\"\ndatabase = \"postgres://db/fhir\"\n").unwrap();
+        let target = admin_target(None, None, Some(&file)).unwrap();
+        assert_eq!(target.data_dir, PathBuf::from("/srv/fhir"));
+        assert_eq!(target.database.as_deref(), Some("postgres://db/fhir"));
+        let flags = admin_target(Some("d".into()), Some("postgresql://other/x".into()), Some(&file)).unwrap();
+        assert_eq!(flags, AdminTarget { data_dir: "d".into(), database: Some("postgresql://other/x".into()) });
+        let embedded = admin_target(None, Some(String::new()), Some(&file)).unwrap();
+        assert_eq!(embedded.database, None, "an empty flag chooses the embedded stores");
+        assert_eq!(admin_target(None, None, None).unwrap().data_dir, PathBuf::from("fhirside-data"));
+        assert!(admin_target(None, Some("mysql://x".into()), None).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -32,7 +32,25 @@ pub const FHIR_AUDIENCES: &str = "fhir_audiences";
 pub const ACCESS_TOKEN_VERSION: &str = "access_token_version";
 pub const TOKEN_LIFETIME: &str = "token_lifetime";
 
-pub async fn set_up(settings: &AuthSettings, data_dir: &Path, base: &str) -> Result<Identity, String> {
+/// Opens the identity store where the installation keeps it: in its PostgreSQL database when it
+/// has one (shared by replicas and by the admin CLI), else `identity.db` in the data directory.
+/// `serve`, the admin commands and `fhirside token` all open it here.
+pub fn open_store(database: Option<&str>, data_dir: &Path) -> Result<IdentityStore, String> {
+    match database {
+        Some(url) => {
+            IdentityStore::open_postgres(url).map_err(|e| format!("cannot open the identity store in PostgreSQL: {e}"))
+        }
+        None => IdentityStore::open(data_dir)
+            .map_err(|e| format!("cannot open the identity store in {}: {e}", data_dir.display())),
+    }
+}
+
+pub async fn set_up(
+    settings: &AuthSettings,
+    database: Option<&str>,
+    data_dir: &Path,
+    base: &str,
+) -> Result<Identity, String> {
     if settings.mode == AuthMode::None {
         return Ok(Identity {
             authentication: None,
@@ -42,7 +60,7 @@ pub async fn set_up(settings: &AuthSettings, data_dir: &Path, base: &str) -> Res
             banner: vec!["authentication: none (local development only)".into()],
         });
     }
-    let store = Arc::new(IdentityStore::open(data_dir).map_err(|e| format!("cannot open the identity store: {e}"))?);
+    let store = Arc::new(open_store(database, data_dir)?);
     let audiences = if settings.audiences.is_empty() { vec![base.to_owned()] } else { settings.audiences.clone() };
     let resource = audiences[0].clone();
     match settings.mode {
@@ -71,6 +89,7 @@ pub async fn set_up(settings: &AuthSettings, data_dir: &Path, base: &str) -> Res
             );
             let banner = vec![
                 format!("authentication: built-in authority, tenant {}", authority.tenant_id()),
+                format!("identity store: {}", store.describe()),
                 format!("authority: {}", authority.authority_url()),
                 format!("token audience: {resource}"),
             ];
@@ -90,7 +109,10 @@ pub async fn set_up(settings: &AuthSettings, data_dir: &Path, base: &str) -> Res
             let issuer_url = settings.authority.clone().ok_or("--auth oidc needs --authority")?;
             let client = HttpClient::new(settings.authority_ca.as_deref())?;
             let issuer = Arc::new(OidcIssuer::new(&issuer_url, client));
-            let mut banner = vec![format!("authentication: tokens from {issuer_url}")];
+            let mut banner = vec![
+                format!("authentication: tokens from {issuer_url}"),
+                format!("identity store: {}", store.describe()),
+            ];
             // A wrong URL should show at start; an issuer that is down should not keep the FHIR
             // service from starting (discovery is retried when the first token arrives).
             if let Err(e) = issuer.discover().await {

@@ -5,13 +5,20 @@
 //! exact JSON bytes), then the search index is rebuilt on the target with the search parameters in
 //! force, custom SearchParameters included, so search works as soon as a server starts on it. The
 //! source is opened read-only under the data directory's lock: a server cannot run on it meanwhile,
-//! and it stays intact, so the embedded installation remains a way back. The identity store
-//! (`identity.db`) and the audit trail (`audit/`) are not resources and stay in the data directory.
+//! and it stays intact, so the embedded installation remains a way back.
+//!
+//! The identity store (`identity.db`), where there is one, moves too, into the database's
+//! `identity_*` tables: tenant, settings, signing keys, apps and their secrets' hashes, users and
+//! role assignments, so that issued tokens and every credential keep working. One-time codes and
+//! refresh tokens stay behind (users signed in through the old server sign in again). The target
+//! is checked for both before anything is copied. The audit trail (`audit/`) stays in the data
+//! directory.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use fhirside_identity::store::{IdentityImport, IdentityStore};
 use fhirside_store::{PostgresConfig, PostgresImporter, PostgresStore, RawVersion, SqliteExport};
 
 #[derive(Args, Debug)]
@@ -48,21 +55,57 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot open the PostgreSQL store {}: {e}", config.describe()))?;
         let importer = store.begin_import().await.map_err(|e| format!("{}: {e}", config.describe()))?;
+        let identity = identity_to_move(&args.from, &url)?;
         eprintln!("copying {} versions from {} to {}", counts.versions, args.from.display(), config.describe());
         let copied = copy(&source, &importer, counts.versions).await?;
         eprintln!("rebuilding the search index of {} resources", counts.live);
         let live = fhirside_server::rebuild_index(&store)
             .await
             .map_err(|e| format!("copied {copied} versions, but rebuilding the search index failed: {e}"))?;
+        let identity = match identity {
+            None => format!("no {} to move", fhirside_identity::store::FILE_NAME),
+            Some((source, target)) => {
+                // Exported again now, with whatever the CLI changed while the resources were copied.
+                let moved = source
+                    .export()
+                    .and_then(|export| Ok((target.import(&export)?, export)))
+                    .map_err(|e| format!("copied {copied} versions, but moving the identity store failed: {e}"));
+                let (moved, export) = moved?;
+                format!(
+                    "identity moved: tenant {}, signing keys {}, apps {} (client secrets {}), users {}, \
+                     role assignments {} (one-time codes and refresh tokens stay behind)",
+                    export.tenant_id(),
+                    moved.signing_keys,
+                    moved.apps,
+                    moved.secrets,
+                    moved.users,
+                    moved.role_assignments
+                )
+            }
+        };
         println!(
-            "moved {copied} versions ({live} current resources) to {} in {:.1} s; \
-             identity.db and audit/ stay in {}",
+            "moved {copied} versions ({live} current resources) to {} in {:.1} s; {identity}; \
+             audit/ stays in {}",
             config.describe(),
             started.elapsed().as_secs_f64(),
             args.from.display()
         );
         Ok(())
     })
+}
+
+/// The source's identity store and the target's identity tables, when the source has an identity
+/// store; refused before anything is copied if the target cannot take it.
+fn identity_to_move(from: &std::path::Path, url: &str) -> Result<Option<(IdentityStore, IdentityImport)>, String> {
+    if !from.join(fhirside_identity::store::FILE_NAME).exists() {
+        return Ok(None);
+    }
+    let read_error = |e| format!("cannot read the identity store in {}: {e}", from.display());
+    let source = IdentityStore::open(from).map_err(read_error)?;
+    let export = source.export().map_err(read_error)?;
+    let target = IdentityImport::connect(url).map_err(|e| format!("the target's identity tables: {e}"))?;
+    target.check(&export).map_err(|e| format!("cannot move the identity store: {e}"))?;
+    Ok(Some((source, target)))
 }
 
 /// Copies every version in row id order, reporting progress on stderr; returns how many.

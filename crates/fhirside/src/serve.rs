@@ -82,10 +82,12 @@ pub fn run(settings: Settings) -> Result<(), String> {
         };
         let scheme = if settings.http { "http" } else { "https" };
         let base = settings.server.base_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
-        let identity = crate::identity::set_up(&settings.auth, &data_dir, &base).await?;
+        let identity = crate::identity::set_up(&settings.auth, settings.database.as_deref(), &data_dir, &base).await?;
         for line in &identity.banner {
             let _ = writeln!(out, "{line}");
         }
+        // Where it listens, when clients reach it through --base-url elsewhere.
+        let _ = writeln!(out, "listening on: {local}");
         let _ = writeln!(out, "FHIR base URL: {base}");
         let _ = out.flush();
         drop(out);

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use clap::{Args, ValueEnum};
 use fhirside_identity::authority::token::TokenRequest;
 use fhirside_identity::authority::{Authority, AuthorityConfig, EndpointVersion};
-use fhirside_identity::store::IdentityStore;
 use serde_json::{json, Value};
 
 use crate::identity::{ACCESS_TOKEN_VERSION, AUTHORITY_BASE, FHIR_AUDIENCES, TOKEN_LIFETIME};
@@ -27,12 +26,16 @@ pub struct TokenArgs {
     /// The resource to get a token for [default: the FHIR service].
     #[arg(long)]
     resource: Option<String>,
-    /// TOML configuration file (only its `data_dir` is used here).
+    /// TOML configuration file (only its `data_dir` and `database` are used here).
     #[arg(long, env = "FHIRSIDE_CONFIG")]
     config: Option<PathBuf>,
     /// The data directory of the server [default: ./fhirside-data].
     #[arg(long, env = "FHIRSIDE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The PostgreSQL database of the servers (`postgres://user@host:port/database`), whose
+    /// identity store issues the token instead of the data directory's.
+    #[arg(long, env = "FHIRSIDE_DATABASE_URL")]
+    database: Option<String>,
     /// `json` (as `az account get-access-token`) or `tsv` (the token alone, for scripts).
     #[arg(long, value_enum, default_value_t = TokenOutput::Json)]
     output: TokenOutput,
@@ -45,16 +48,13 @@ enum TokenOutput {
 }
 
 pub fn run(args: TokenArgs) -> Result<(), String> {
-    let data_dir = crate::config::admin_data_dir(args.data_dir, args.config.as_deref())?;
-    let store = Arc::new(
-        IdentityStore::open(&data_dir)
-            .map_err(|e| format!("cannot open the identity store in {}: {e}", data_dir.display()))?,
-    );
+    let target = crate::config::admin_target(args.data_dir, args.database, args.config.as_deref())?;
+    let store = Arc::new(crate::identity::open_store(target.database.as_deref(), &target.data_dir)?);
     let setting = |key: &str| store.setting(key).map_err(|e| e.to_string());
     let base = setting(AUTHORITY_BASE)?.ok_or_else(|| {
         format!(
             "{} has no built-in authority yet: start `fhirside serve` on it once (with authentication on)",
-            data_dir.display()
+            store.describe()
         )
     })?;
     let audiences: Vec<String> =

@@ -2,9 +2,14 @@
 //! with their secrets and public keys, users, role assignments, and the one-time authorization
 //! codes and refresh tokens of the OAuth flows.
 //!
-//! On the embedded default it is its own SQLite file, `identity.db` in the data directory, separate
-//! from the resource store: the admin CLI (`fhirside app create`, …) opens it while `fhirside serve`
-//! runs (WAL mode lets both), whereas the resource store is locked to one process.
+//! Two backends, one set of operations written over [`sql::Db`]:
+//! - embedded ([`IdentityStore::open`]): its own SQLite file, `identity.db` in the data directory,
+//!   separate from the resource store: the admin CLI (`fhirside app create`, …) opens it while
+//!   `fhirside serve` runs (WAL mode lets both), whereas the resource store is locked to one
+//!   process;
+//! - PostgreSQL ([`IdentityStore::open_postgres`]): `identity_*` tables in the resource store's
+//!   database, shared by every replica and by the admin CLI.
+//!
 //! Secrets and passwords are stored as slow hashes ([`crate::secret`]), codes and refresh tokens
 //! as fast hashes; nothing here can be turned back into a credential.
 
@@ -12,37 +17,46 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use serde::Serialize;
-
-use crate::jwt::JwkSet;
 use crate::keys::SigningKey;
 use crate::roles::Role;
 use crate::secret;
 
+mod export;
 mod model;
+mod postgres;
+mod rows;
+mod rules;
+mod sql;
+mod sqlite;
 
+pub use export::{IdentityExport, IdentityImport, ImportCounts};
 pub use model::*;
+pub use rules::check_redirect_uri;
 
-/// How often, at most, [`IdentityStore::data_version`] asks SQLite whether another process (the
-/// admin CLI) changed the store: such changes are seen within this many milliseconds; this
-/// process's own changes at once.
+use postgres::PgConnection;
+use rows::{find_app, find_user, from_json, to_json, APP_COLUMNS, ASSIGNMENT_COLUMNS, SECRET_COLUMNS, USER_COLUMNS};
+use rules::{check_keys, check_password_value, checked_display_name, dedup, duplicate_user, no_app, no_user};
+use sql::{params, Db};
+
+/// How often, at most, [`IdentityStore::data_version`] asks the database whether another process
+/// (the admin CLI, another replica) changed the store: such changes are seen within this many
+/// milliseconds; this process's own changes at once.
 pub const EXTERNAL_CHECK_MS: u64 = 100;
 
-/// The identity store on SQLite.
+/// The identity store, on SQLite or PostgreSQL.
 ///
 /// One connection behind a mutex: every operation is a handful of primary-key statements, and
 /// the slow parts (PBKDF2 hashing, RSA key generation) run outside the lock.
 pub struct IdentityStore {
-    conn: Mutex<Connection>,
+    backend: Backend,
     tenant_id: String,
     /// Commits made through this store: `PRAGMA data_version` only moves for other connections'.
     own_writes: AtomicI64,
-    /// The last `PRAGMA data_version` read, and when (milliseconds since `opened`): other
-    /// processes' changes are looked for at most every [`EXTERNAL_CHECK_MS`], because the pragma
-    /// takes the connection's lock and file locks, which every authenticated request would pay.
+    /// The last version read from the database, and when (milliseconds since `opened`): other
+    /// processes' changes are looked for at most every [`EXTERNAL_CHECK_MS`], because the question
+    /// takes the connection's lock (and on SQLite file locks, on PostgreSQL a round trip), which
+    /// every authenticated request would pay.
     external_version: AtomicI64,
     external_checked_ms: AtomicU64,
     opened: std::time::Instant,
@@ -50,12 +64,17 @@ pub struct IdentityStore {
     secret_cache: Mutex<SecretCache>,
 }
 
+enum Backend {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres(Mutex<PgConnection>),
+}
+
 /// Verified `(client id, fast hash of the presented secret)` pairs, so that repeated token
 /// requests skip the slow hash. Emptied for an app when its secrets change here, and entirely
-/// when another connection (the admin CLI) commits anything.
+/// when another connection (the admin CLI, another replica) commits anything.
 #[derive(Default)]
 struct SecretCache {
-    /// `PRAGMA data_version` when the entries were last known to be current.
+    /// The database's version when the entries were last known to be current.
     external_version: i64,
     /// Bumped on every invalidation, so that a verification that raced one is not cached.
     generation: u64,
@@ -69,70 +88,6 @@ pub const FILE_NAME: &str = "identity.db";
 /// "unknown") before it is deleted.
 const KEEP_EXPIRED_SECONDS: i64 = 24 * 3600;
 
-/// Each entry migrates from version `i` to `i + 1`. Forward-only.
-const MIGRATIONS: &[&str] = &[
-    // 1: the whole identity model.
-    r#"CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-    CREATE TABLE signing_keys (
-        kid TEXT PRIMARY KEY,
-        created_at INTEGER NOT NULL,
-        retired_at INTEGER,
-        pkcs8 BLOB NOT NULL
-    );
-    -- At most one current (unretired) key.
-    CREATE UNIQUE INDEX signing_keys_current ON signing_keys ((retired_at IS NULL)) WHERE retired_at IS NULL;
-    CREATE TABLE apps (
-        object_id TEXT PRIMARY KEY,
-        client_id TEXT NOT NULL UNIQUE,
-        display_name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        redirect_uris TEXT NOT NULL,
-        jwks TEXT,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE secrets (
-        key_id TEXT PRIMARY KEY,
-        app_object_id TEXT NOT NULL REFERENCES apps (object_id) ON DELETE CASCADE,
-        display_name TEXT NOT NULL,
-        hint TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    );
-    CREATE INDEX secrets_app ON secrets (app_object_id);
-    CREATE TABLE users (
-        object_id TEXT PRIMARY KEY,
-        upn TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        display_name TEXT NOT NULL,
-        password_hash TEXT NOT NULL,
-        fhir_user TEXT,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE role_assignments (
-        id TEXT PRIMARY KEY,
-        role TEXT NOT NULL,
-        role_definition_id TEXT NOT NULL,
-        principal_id TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        UNIQUE (role, principal_id)
-    );
-    CREATE INDEX role_assignments_principal ON role_assignments (principal_id);
-    CREATE TABLE codes (
-        hash TEXT PRIMARY KEY,
-        "grant" TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        used_at INTEGER
-    ) WITHOUT ROWID;
-    CREATE INDEX codes_expiry ON codes (expires_at);
-    CREATE TABLE refresh_tokens (
-        hash TEXT PRIMARY KEY,
-        "grant" TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        used_at INTEGER
-    ) WITHOUT ROWID;
-    CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);"#,
-];
-
 /// The two tables of one-time values.
 #[derive(Clone, Copy)]
 enum OneTime {
@@ -143,8 +98,8 @@ enum OneTime {
 impl OneTime {
     fn table(self) -> &'static str {
         match self {
-            OneTime::Code => "codes",
-            OneTime::RefreshToken => "refresh_tokens",
+            OneTime::Code => "identity_codes",
+            OneTime::RefreshToken => "identity_refresh_tokens",
         }
     }
 }
@@ -153,49 +108,28 @@ impl IdentityStore {
     /// Opens (creating and migrating if needed) `identity.db` in `data_dir`. On first open it
     /// creates the tenant id (a random GUID) and the first signing key.
     pub fn open(data_dir: &Path) -> Result<IdentityStore> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| IdentityError::Database(format!("cannot create {}: {e}", data_dir.display())))?;
-        let path = data_dir.join(FILE_NAME);
-        // The file holds the authority's private keys: readable by its owner only. SQLite gives the
-        // WAL and shared-memory files the database file's permissions.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| IdentityError::Database(format!("cannot open {}: {e}", path.display())))?;
-        }
-        let mut conn = Connection::open(&path)?;
-        conn.busy_timeout(Duration::from_millis(5000))?;
-        // Switching a new file to WAL needs an exclusive lock for a moment; another process opening
-        // the same new file can make it fail with "busy" rather than wait, so retry briefly.
-        let mut attempt = 0;
-        loop {
-            match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
-                Ok(_) => break,
-                Err(e) if is_busy(&e) && attempt < 100 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
-        let tenant_id = ensure_tenant(&mut conn)?;
-        let store = IdentityStore {
-            conn: Mutex::new(conn),
-            tenant_id,
+        IdentityStore::start(Backend::Sqlite(Mutex::new(sqlite::open(data_dir)?)))
+    }
+
+    /// Opens the identity tables in the PostgreSQL database at `url` (`postgres://…`, with
+    /// `options=-csearch_path%3D<schema>` for a schema other than `public`), creating and
+    /// migrating them if needed. The first replica to open a new database creates the tenant and
+    /// the first signing key; the others use them.
+    pub fn open_postgres(url: &str) -> Result<IdentityStore> {
+        IdentityStore::start(Backend::Postgres(Mutex::new(PgConnection::open(url)?)))
+    }
+
+    fn start(backend: Backend) -> Result<IdentityStore> {
+        let mut store = IdentityStore {
+            backend,
+            tenant_id: String::new(),
             own_writes: AtomicI64::new(0),
             external_version: AtomicI64::new(0),
             external_checked_ms: AtomicU64::new(u64::MAX),
             opened: std::time::Instant::now(),
             secret_cache: Mutex::new(SecretCache::default()),
         };
+        store.tenant_id = store.ensure_tenant()?;
         store.ensure_signing_key()?;
         Ok(store)
     }
@@ -203,6 +137,21 @@ impl IdentityStore {
     /// The installation's tenant (directory) id, a GUID.
     pub fn tenant_id(&self) -> &str {
         &self.tenant_id
+    }
+
+    /// Where the store is, for messages: `identity.db` in a directory, or a PostgreSQL database
+    /// (without its password).
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = lock(conn);
+                match conn.path() {
+                    Some(path) => path.to_owned(),
+                    None => FILE_NAME.to_owned(),
+                }
+            }
+            Backend::Postgres(conn) => format!("PostgreSQL {}", lock(conn).describe()),
+        }
     }
 
     /// A counter that changes whenever any connection commits a change: callers cache derived data
@@ -216,16 +165,19 @@ impl IdentityStore {
     /// Installation-wide settings (`authority_base`, the URL the running server's authority
     /// answers at, so that the CLI issues tokens with the same issuer).
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
-        let conn = self.lock();
-        Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0)).optional()?)
+        self.read(|db| {
+            db.query_opt("SELECT value FROM identity_settings WHERE key = ?1", &params![key])?
+                .map(|row| row.text(0))
+                .transpose()
+        })
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+        self.write(|db| {
+            db.execute(
+                "INSERT INTO identity_settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
+                &params![key, value],
             )?;
             Ok(())
         })
@@ -234,33 +186,33 @@ impl IdentityStore {
     /// The setting `key`, set to `value` first if it has none: the first process to ask decides,
     /// and every other one reads what it decided.
     pub fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-                params![key, value],
+        if let Some(existing) = self.setting(key)? {
+            return Ok(existing);
+        }
+        self.write(|db| {
+            db.execute(
+                "INSERT INTO identity_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                &params![key, value],
             )?;
-            Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0))?)
+            db.query_one("SELECT value FROM identity_settings WHERE key = ?1", &params![key])?.text(0)
         })
     }
 
     /// The signing keys still published: the current one (`retired_at` None) first, then retired
     /// keys newest first, excluding those retired before `published_after`.
     pub fn signing_keys(&self, published_after: i64) -> Result<Vec<SigningKey>> {
-        let rows: Vec<(String, i64, Option<i64>, Vec<u8>)> = {
-            let conn = self.lock();
-            let mut stmt = conn.prepare_cached(
-                "SELECT kid, created_at, retired_at, pkcs8 FROM signing_keys
+        let rows = self.read(|db| {
+            db.query(
+                "SELECT kid, created_at, retired_at, pkcs8 FROM identity_signing_keys
                  WHERE retired_at IS NULL OR retired_at >= ?1
                  ORDER BY retired_at IS NOT NULL, retired_at DESC, created_at DESC",
-            )?;
-            let rows = stmt
-                .query_map([published_after], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            rows
-        };
-        rows.into_iter()
-            .map(|(kid, created_at, retired_at, pkcs8)| {
-                SigningKey::from_pkcs8(kid, created_at, retired_at, pkcs8).map_err(IdentityError::Database)
+                &params![published_after],
+            )
+        })?;
+        rows.iter()
+            .map(|row| {
+                SigningKey::from_pkcs8(row.text(0)?, row.int(1)?, row.opt_int(2)?, row.blob(3)?)
+                    .map_err(IdentityError::Database)
             })
             .collect()
     }
@@ -269,13 +221,9 @@ impl IdentityStore {
     pub fn rotate_signing_key(&self, now: i64) -> Result<SigningKey> {
         // Generation takes up to a second: not while holding the database.
         let key = SigningKey::generate(now).map_err(IdentityError::Database)?;
-        self.write(|tx| {
-            tx.execute("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL", [now])?;
-            tx.execute(
-                "INSERT INTO signing_keys (kid, created_at, retired_at, pkcs8) VALUES (?1, ?2, NULL, ?3)",
-                params![key.kid, key.created_at, key.pkcs8],
-            )?;
-            Ok(())
+        self.write(|db| {
+            db.execute("UPDATE identity_signing_keys SET retired_at = ?1 WHERE retired_at IS NULL", &params![now])?;
+            insert_signing_key(db, &key)
         })?;
         Ok(key)
     }
@@ -297,14 +245,13 @@ impl IdentityStore {
         };
         let redirect_uris = to_json(&app.redirect_uris)?;
         let jwks = app.jwks.as_ref().map(to_json).transpose()?;
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO apps (object_id, client_id, display_name, kind, redirect_uris, jwks, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    app.object_id,
-                    app.client_id,
-                    app.display_name,
+        self.write(|db| {
+            db.execute(
+                &format!("INSERT INTO identity_apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                &params![
+                    &app.object_id,
+                    &app.client_id,
+                    &app.display_name,
                     app.kind.as_str(),
                     redirect_uris,
                     jwks,
@@ -317,15 +264,13 @@ impl IdentityStore {
     }
 
     pub fn apps(&self) -> Result<Vec<App>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, rowid"))?;
-        let rows = stmt.query_map([], raw_app)?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(RawApp::into_app).collect()
+        let sql = format!("SELECT {APP_COLUMNS} FROM identity_apps ORDER BY created_at, rowid");
+        self.read(|db| db.query(&sql, &[])?.iter().map(rows::app).collect())
     }
 
     /// An app by client id or object id.
     pub fn app(&self, id: &str) -> Result<Option<App>> {
-        find_app(&self.lock(), id)
+        self.read(|db| find_app(db, id))
     }
 
     /// Replaces an app's display name, redirect URIs and keys (not its ids or kind).
@@ -337,11 +282,11 @@ impl IdentityStore {
         }
         let redirect_uris = to_json(&dedup(app.redirect_uris.clone()))?;
         let jwks = app.jwks.as_ref().map(to_json).transpose()?;
-        let changed = self.write(|tx| {
-            Ok(tx.execute(
-                "UPDATE apps SET display_name = ?2, redirect_uris = ?3, jwks = ?4 WHERE object_id = ?1",
-                params![app.object_id, display_name, redirect_uris, jwks],
-            )?)
+        let changed = self.write(|db| {
+            db.execute(
+                "UPDATE identity_apps SET display_name = ?2, redirect_uris = ?3, jwks = ?4 WHERE object_id = ?1",
+                &params![&app.object_id, display_name, redirect_uris, jwks],
+            )
         })?;
         if changed == 0 {
             return Err(IdentityError::NotFound(format!("no app with object id {}", app.object_id)));
@@ -351,19 +296,17 @@ impl IdentityStore {
 
     /// Deletes an app (by client or object id) with its secrets and role assignments.
     pub fn delete_app(&self, id: &str) -> Result<bool> {
-        let deleted = self.write(|tx| {
-            let Some(app) = find_app(tx, id)? else {
+        let deleted = self.write(|db| {
+            let Some(app) = find_app(db, id)? else {
                 return Ok(None);
             };
-            tx.execute("DELETE FROM role_assignments WHERE principal_id = ?1", [&app.object_id])?;
+            db.execute("DELETE FROM identity_role_assignments WHERE principal_id = ?1", &params![&app.object_id])?;
             // Its outstanding codes and refresh tokens die with it.
-            for table in ["codes", "refresh_tokens"] {
-                tx.execute(
-                    &format!(r#"DELETE FROM {table} WHERE json_extract("grant", '$.clientId') = ?1"#),
-                    [&app.client_id],
-                )?;
+            let client = db.dialect().json_text(r#""grant""#, "clientId");
+            for table in [OneTime::Code.table(), OneTime::RefreshToken.table()] {
+                db.execute(&format!("DELETE FROM {table} WHERE {client} = ?1"), &params![&app.client_id])?;
             }
-            tx.execute("DELETE FROM apps WHERE object_id = ?1", [&app.object_id])?;
+            db.execute("DELETE FROM identity_apps WHERE object_id = ?1", &params![&app.object_id])?;
             Ok(Some(app.client_id))
         })?;
         match deleted {
@@ -398,21 +341,21 @@ impl IdentityStore {
             expires_at,
         };
         let hash = secret::hash(&secret);
-        self.write(|tx| {
+        self.write(|db| {
             // The app may have gone while the hash was computed; the foreign key would refuse, but
             // with a less helpful message.
-            if find_app(tx, &found.object_id)?.is_none() {
+            if find_app(db, &found.object_id)?.is_none() {
                 return Err(no_app(app));
             }
-            tx.execute(
-                "INSERT INTO secrets (key_id, app_object_id, display_name, hint, hash, created_at, expires_at)
+            db.execute(
+                "INSERT INTO identity_secrets (key_id, app_object_id, display_name, hint, hash, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    info.key_id,
-                    found.object_id,
-                    info.display_name,
-                    info.hint,
-                    hash,
+                &params![
+                    &info.key_id,
+                    &found.object_id,
+                    &info.display_name,
+                    &info.hint,
+                    &hash,
                     info.created_at,
                     info.expires_at
                 ],
@@ -424,23 +367,27 @@ impl IdentityStore {
     }
 
     pub fn secrets(&self, app: &str) -> Result<Vec<SecretInfo>> {
-        let conn = self.lock();
-        let found = find_app(&conn, app)?.ok_or_else(|| no_app(app))?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT key_id, display_name, hint, created_at, expires_at FROM secrets
-             WHERE app_object_id = ?1 ORDER BY created_at, rowid",
-        )?;
-        let rows = stmt.query_map([&found.object_id], secret_info)?.collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.read(|db| {
+            let found = find_app(db, app)?.ok_or_else(|| no_app(app))?;
+            db.query(
+                &format!(
+                    "SELECT {SECRET_COLUMNS} FROM identity_secrets WHERE app_object_id = ?1 ORDER BY created_at, rowid"
+                ),
+                &params![&found.object_id],
+            )?
+            .iter()
+            .map(rows::secret_info)
+            .collect()
+        })
     }
 
     /// Removes a secret by key id; tokens already issued stay valid until they expire.
     pub fn remove_secret(&self, app: &str, key_id: &str) -> Result<bool> {
-        let (client_id, removed) = self.write(|tx| {
-            let found = find_app(tx, app)?.ok_or_else(|| no_app(app))?;
-            let removed = tx.execute(
-                "DELETE FROM secrets WHERE key_id = ?1 AND app_object_id = ?2",
-                params![key_id, found.object_id],
+        let (client_id, removed) = self.write(|db| {
+            let found = find_app(db, app)?.ok_or_else(|| no_app(app))?;
+            let removed = db.execute(
+                "DELETE FROM identity_secrets WHERE key_id = ?1 AND app_object_id = ?2",
+                &params![key_id, &found.object_id],
             )?;
             Ok((found.client_id, removed > 0))
         })?;
@@ -452,8 +399,8 @@ impl IdentityStore {
     /// its expiry (the caller reports an expired secret as such).
     pub fn check_secret(&self, client_id: &str, presented: &str) -> Result<Option<SecretInfo>> {
         let key = (client_id.to_owned(), secret::fast_hash(presented));
-        // Token requests are rare enough to ask SQLite every time: a secret removed by the CLI
-        // must fail at once.
+        // Token requests are rare enough to ask the database every time: a secret removed by the
+        // CLI or another replica must fail at once.
         let external = self.fresh_external_version()?;
         let generation = {
             let mut cache = self.cache();
@@ -470,18 +417,17 @@ impl IdentityStore {
         };
         // Only secrets whose hint (first three characters) matches need the slow hash.
         let hint: String = presented.chars().take(3).collect();
-        let candidates: Vec<(SecretInfo, String)> = {
-            let conn = self.lock();
-            let mut stmt = conn.prepare_cached(
+        let candidates = self.read(|db| {
+            db.query(
                 "SELECT s.key_id, s.display_name, s.hint, s.created_at, s.expires_at, s.hash
-                 FROM secrets s JOIN apps a ON a.object_id = s.app_object_id
+                 FROM identity_secrets s JOIN identity_apps a ON a.object_id = s.app_object_id
                  WHERE a.client_id = ?1 AND s.hint = ?2 ORDER BY s.created_at DESC",
-            )?;
-            let rows = stmt
-                .query_map([client_id, hint.as_str()], |row| Ok((secret_info(row)?, row.get(5)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            rows
-        };
+                &params![client_id, hint],
+            )?
+            .iter()
+            .map(|row| Ok((rows::secret_info(row)?, row.text(5)?)))
+            .collect::<Result<Vec<_>>>()
+        })?;
         let Some(info) = candidates.into_iter().find(|(_, hash)| secret::verify(presented, hash)).map(|(i, _)| i)
         else {
             return Ok(None);
@@ -515,51 +461,48 @@ impl IdentityStore {
             return Err(duplicate_user(&created.user_principal_name));
         }
         let hash = secret::hash(&user.password);
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO users (object_id, upn, display_name, password_hash, fhir_user, created_at)
+        self.write(|db| {
+            // Asked again under the write lock: another process may have taken the name meanwhile.
+            if find_user(db, &created.user_principal_name)?.is_some() {
+                return Err(duplicate_user(&created.user_principal_name));
+            }
+            db.execute(
+                "INSERT INTO identity_users (object_id, upn, display_name, password_hash, fhir_user, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    created.object_id,
-                    created.user_principal_name,
-                    created.display_name,
-                    hash,
-                    created.fhir_user,
+                &params![
+                    &created.object_id,
+                    &created.user_principal_name,
+                    &created.display_name,
+                    &hash,
+                    created.fhir_user.as_deref(),
                     created.created_at
                 ],
-            )
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::ConstraintViolation) => duplicate_user(&created.user_principal_name),
-                _ => e.into(),
-            })?;
+            )?;
             Ok(())
         })?;
         Ok(created)
     }
 
     pub fn users(&self) -> Result<Vec<User>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, rowid"))?;
-        let rows = stmt.query_map([], user_row)?.collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        let sql = format!("SELECT {USER_COLUMNS} FROM identity_users ORDER BY created_at, rowid");
+        self.read(|db| db.query(&sql, &[])?.iter().map(rows::user).collect())
     }
 
     /// A user by object id or user principal name.
     pub fn user(&self, id: &str) -> Result<Option<User>> {
-        find_user(&self.lock(), id)
+        self.read(|db| find_user(db, id))
     }
 
     /// The user whose name and password these are.
     pub fn check_password(&self, user_principal_name: &str, password: &str) -> Result<Option<User>> {
-        let found = {
-            let conn = self.lock();
-            conn.query_row(
-                &format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE upn = ?1"),
-                [user_principal_name.trim()],
-                |row| Ok((user_row(row)?, row.get::<_, String>(5)?)),
-            )
-            .optional()?
-        };
+        let found = self.read(|db| {
+            db.query_opt(
+                &format!("SELECT {USER_COLUMNS}, password_hash FROM identity_users WHERE lower(upn) = lower(?1)"),
+                &params![user_principal_name.trim()],
+            )?
+            .map(|row| Ok((rows::user(&row)?, row.text(5)?)))
+            .transpose()
+        })?;
         match found {
             Some((user, hash)) => Ok(secret::verify(password, &hash).then_some(user)),
             None => {
@@ -575,8 +518,11 @@ impl IdentityStore {
         check_password_value(password)?;
         let user = self.user(id)?.ok_or_else(|| no_user(id))?;
         let hash = secret::hash(password);
-        let changed = self.write(|tx| {
-            Ok(tx.execute("UPDATE users SET password_hash = ?2 WHERE object_id = ?1", params![user.object_id, hash])?)
+        let changed = self.write(|db| {
+            db.execute(
+                "UPDATE identity_users SET password_hash = ?2 WHERE object_id = ?1",
+                &params![&user.object_id, &hash],
+            )
         })?;
         if changed == 0 {
             return Err(no_user(id));
@@ -585,18 +531,16 @@ impl IdentityStore {
     }
 
     pub fn delete_user(&self, id: &str) -> Result<bool> {
-        self.write(|tx| {
-            let Some(user) = find_user(tx, id)? else {
+        self.write(|db| {
+            let Some(user) = find_user(db, id)? else {
                 return Ok(false);
             };
-            tx.execute("DELETE FROM role_assignments WHERE principal_id = ?1", [&user.object_id])?;
-            for table in ["codes", "refresh_tokens"] {
-                tx.execute(
-                    &format!(r#"DELETE FROM {table} WHERE json_extract("grant", '$.userObjectId') = ?1"#),
-                    [&user.object_id],
-                )?;
+            db.execute("DELETE FROM identity_role_assignments WHERE principal_id = ?1", &params![&user.object_id])?;
+            let owner = db.dialect().json_text(r#""grant""#, "userObjectId");
+            for table in [OneTime::Code.table(), OneTime::RefreshToken.table()] {
+                db.execute(&format!("DELETE FROM {table} WHERE {owner} = ?1"), &params![&user.object_id])?;
             }
-            tx.execute("DELETE FROM users WHERE object_id = ?1", [&user.object_id])?;
+            db.execute("DELETE FROM identity_users WHERE object_id = ?1", &params![&user.object_id])?;
             Ok(true)
         })
     }
@@ -608,44 +552,45 @@ impl IdentityStore {
         if principal_id.is_empty() {
             return Err(IdentityError::Invalid("a role assignment needs an object id".into()));
         }
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO role_assignments (id, role, role_definition_id, principal_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (role, principal_id) DO NOTHING",
-                params![uuid::Uuid::new_v4().to_string(), role.name, role.id, principal_id, now],
+        self.write(|db| {
+            db.execute(
+                &format!(
+                    "INSERT INTO identity_role_assignments ({ASSIGNMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (role, principal_id) DO NOTHING"
+                ),
+                &params![uuid::Uuid::new_v4().to_string(), role.name, role.id, principal_id, now],
             )?;
-            Ok(tx.query_row(
-                &format!("SELECT {ASSIGNMENT_COLUMNS} FROM role_assignments WHERE role = ?1 AND principal_id = ?2"),
-                params![role.name, principal_id],
-                assignment_row,
-            )?)
+            let row = db.query_one(
+                &format!(
+                    "SELECT {ASSIGNMENT_COLUMNS} FROM identity_role_assignments WHERE role = ?1 AND principal_id = ?2"
+                ),
+                &params![role.name, principal_id],
+            )?;
+            rows::assignment(&row)
         })
     }
 
     /// All assignments, or those of one object id.
     pub fn role_assignments(&self, principal_id: Option<&str>) -> Result<Vec<RoleAssignment>> {
-        let conn = self.lock();
-        let rows = match principal_id {
-            None => conn
-                .prepare_cached(&format!(
-                    "SELECT {ASSIGNMENT_COLUMNS} FROM role_assignments ORDER BY created_at, rowid"
-                ))?
-                .query_map([], assignment_row)?
-                .collect::<rusqlite::Result<_>>()?,
-            Some(principal) => conn
-                .prepare_cached(&format!(
-                    "SELECT {ASSIGNMENT_COLUMNS} FROM role_assignments WHERE principal_id = ?1
+        let rows = self.read(|db| match principal_id {
+            None => db.query(
+                &format!("SELECT {ASSIGNMENT_COLUMNS} FROM identity_role_assignments ORDER BY created_at, rowid"),
+                &[],
+            ),
+            Some(principal) => db.query(
+                &format!(
+                    "SELECT {ASSIGNMENT_COLUMNS} FROM identity_role_assignments WHERE principal_id = ?1
                      ORDER BY created_at, rowid"
-                ))?
-                .query_map([principal], assignment_row)?
-                .collect::<rusqlite::Result<_>>()?,
-        };
-        Ok(rows)
+                ),
+                &params![principal],
+            ),
+        })?;
+        rows.iter().map(rows::assignment).collect()
     }
 
     /// Removes an assignment by its id, or every assignment of `role` to `principal_id`.
     pub fn remove_role_assignment(&self, id: &str) -> Result<bool> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM role_assignments WHERE id = ?1", [id])? > 0))
+        self.write(|db| Ok(db.execute("DELETE FROM identity_role_assignments WHERE id = ?1", &params![id])? > 0))
     }
 
     pub fn save_code(&self, code: &str, grant: &CodeGrant, expires_at: i64) -> Result<()> {
@@ -669,22 +614,26 @@ impl IdentityStore {
 
 // Private helpers.
 impl IdentityStore {
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves no transaction open (it rolls back on drop).
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn cache(&self) -> MutexGuard<'_, SecretCache> {
         self.secret_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` in an IMMEDIATE transaction (the write lock taken up front, so that a
-    /// read-then-write never fails half-way for another process's write) and commits it.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
+    /// Runs `f` on the connection, outside a transaction.
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(conn) => f(&mut sqlite::SqliteDb(&lock(conn))),
+            Backend::Postgres(conn) => lock(conn).read(f),
+        }
+    }
+
+    /// Runs `f` in a write transaction, which holds the database's write lock from its start (so
+    /// that a read-then-write never fails half-way, or acts on what another process changed
+    /// meanwhile), and commits it.
+    fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        let value = match &self.backend {
+            Backend::Sqlite(conn) => sqlite::write(&mut lock(conn), f)?,
+            Backend::Postgres(conn) => lock(conn).write(f)?,
+        };
         self.own_writes.fetch_add(1, Ordering::SeqCst);
         Ok(value)
     }
@@ -698,10 +647,14 @@ impl IdentityStore {
         self.fresh_external_version()
     }
 
-    /// `PRAGMA data_version` now, remembered for [`IdentityStore::external_version`].
+    /// The database's version now (`PRAGMA data_version` on SQLite, the counter every write
+    /// transaction bumps on PostgreSQL), remembered for [`IdentityStore::external_version`].
     fn fresh_external_version(&self) -> Result<i64> {
         let now = self.opened.elapsed().as_millis() as u64;
-        let version: i64 = self.lock().query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        let version = match &self.backend {
+            Backend::Sqlite(conn) => sqlite::data_version(&lock(conn))?,
+            Backend::Postgres(conn) => lock(conn).data_version()?,
+        };
         self.external_version.store(version, Ordering::Release);
         self.external_checked_ms.store(now, Ordering::Release);
         Ok(version)
@@ -714,37 +667,43 @@ impl IdentityStore {
         cache.generation += 1;
     }
 
+    /// The tenant id, created on first open (inside the write lock, asked again, so that two
+    /// processes opening a new store agree on one).
+    fn ensure_tenant(&self) -> Result<String> {
+        if let Some(tenant) = self.read(rows::tenant)? {
+            return Ok(tenant);
+        }
+        self.write(|db| match rows::tenant(db)? {
+            Some(tenant) => Ok(tenant),
+            None => {
+                let tenant = uuid::Uuid::new_v4().to_string();
+                db.execute("INSERT INTO identity_settings (key, value) VALUES ('tenant_id', ?1)", &params![&tenant])?;
+                Ok(tenant)
+            }
+        })
+    }
+
     /// Creates the first signing key if there is none. The key is generated outside the write
     /// transaction (it is slow) and inserted only if another process has not done so meanwhile.
     fn ensure_signing_key(&self) -> Result<()> {
-        let has_current = |conn: &Connection| -> Result<bool> {
-            Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)", [], |row| {
-                row.get(0)
-            })?)
+        let has_current = |db: &mut dyn Db| -> Result<bool> {
+            Ok(db.query_opt("SELECT kid FROM identity_signing_keys WHERE retired_at IS NULL", &[])?.is_some())
         };
-        if has_current(&self.lock())? {
+        if self.read(has_current)? {
             return Ok(());
         }
         let key = SigningKey::generate(crate::time::now()).map_err(IdentityError::Database)?;
-        self.write(|tx| {
-            if !has_current(tx)? {
-                tx.execute(
-                    "INSERT INTO signing_keys (kid, created_at, retired_at, pkcs8) VALUES (?1, ?2, NULL, ?3)",
-                    params![key.kid, key.created_at, key.pkcs8],
-                )?;
-            }
-            Ok(())
-        })
+        self.write(|db| if has_current(db)? { Ok(()) } else { insert_signing_key(db, &key) })
     }
 
     fn save_one_time(&self, kind: OneTime, value: &str, grant: &str, expires_at: i64) -> Result<()> {
         let table = kind.table();
         let purge_before = crate::time::now() - KEEP_EXPIRED_SECONDS;
-        self.write(|tx| {
-            tx.execute(&format!("DELETE FROM {table} WHERE expires_at < ?1"), [purge_before])?;
-            tx.execute(
+        self.write(|db| {
+            db.execute(&format!("DELETE FROM {table} WHERE expires_at < ?1"), &params![purge_before])?;
+            db.execute(
                 &format!(r#"INSERT INTO {table} (hash, "grant", expires_at, used_at) VALUES (?1, ?2, ?3, NULL)"#),
-                params![secret::fast_hash(value), grant, expires_at],
+                &params![secret::fast_hash(value), grant, expires_at],
             )?;
             Ok(())
         })
@@ -758,30 +717,24 @@ impl IdentityStore {
     ) -> Result<Redeemed<T>> {
         let table = kind.table();
         let hash = secret::fast_hash(value);
-        let outcome = self.write(|tx| {
+        let outcome = self.write(|db| {
             // The conditional UPDATE is what makes redemption single-use, across processes too.
-            let grant: Option<String> = tx
-                .query_row(
-                    &format!(
-                        r#"UPDATE {table} SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2
-                           RETURNING "grant""#
-                    ),
-                    params![hash, now],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let grant = db.query_opt(
+                &format!(
+                    r#"UPDATE {table} SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2
+                       RETURNING "grant""#
+                ),
+                &params![&hash, now],
+            )?;
             if let Some(grant) = grant {
-                return Ok(Ok(grant));
+                return Ok(Ok(grant.text(0)?));
             }
-            let state: Option<(i64, Option<i64>)> = tx
-                .query_row(&format!("SELECT expires_at, used_at FROM {table} WHERE hash = ?1"), [&hash], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
+            let state =
+                db.query_opt(&format!("SELECT expires_at, used_at FROM {table} WHERE hash = ?1"), &params![&hash])?;
             Ok(Err(match state {
                 None => Redeemed::Unknown,
-                Some((_, Some(_))) => Redeemed::AlreadyUsed,
-                Some((_, None)) => Redeemed::Expired,
+                Some(row) if row.opt_int(1)?.is_some() => Redeemed::AlreadyUsed,
+                Some(_) => Redeemed::Expired,
             }))
         })?;
         match outcome {
@@ -791,239 +744,18 @@ impl IdentityStore {
     }
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-}
-
-/// Brings the database to the newest schema, refusing one written by a newer Fhirside. Runs in an
-/// IMMEDIATE transaction, so that two processes opening a new file at once migrate it once.
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let newest = MIGRATIONS.len() as i64;
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if current == newest {
-        return Ok(());
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if current > newest {
-        return Err(IdentityError::Database(format!(
-            "{FILE_NAME} has schema version {current}, newer than this build's {newest}; \
-             upgrade Fhirside instead of downgrading it"
-        )));
-    }
-    for sql in MIGRATIONS.iter().skip(current as usize) {
-        tx.execute_batch(sql)?;
-    }
-    tx.pragma_update(None, "user_version", newest)?;
-    tx.commit()?;
+fn insert_signing_key(db: &mut dyn Db, key: &SigningKey) -> Result<()> {
+    db.execute(
+        "INSERT INTO identity_signing_keys (kid, created_at, retired_at, pkcs8) VALUES (?1, ?2, NULL, ?3)",
+        &params![&key.kid, key.created_at, &key.pkcs8],
+    )?;
     Ok(())
 }
 
-/// The tenant id, created on first open (inside the write lock, re-checked, so that two processes
-/// opening a new file agree on one).
-fn ensure_tenant(conn: &mut Connection) -> Result<String> {
-    let read = |conn: &Connection| -> Result<Option<String>> {
-        Ok(conn.query_row("SELECT value FROM settings WHERE key = 'tenant_id'", [], |row| row.get(0)).optional()?)
-    };
-    if let Some(tenant) = read(conn)? {
-        return Ok(tenant);
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let tenant = match read(&tx)? {
-        Some(tenant) => tenant,
-        None => {
-            let tenant = uuid::Uuid::new_v4().to_string();
-            tx.execute("INSERT INTO settings (key, value) VALUES ('tenant_id', ?1)", [&tenant])?;
-            tenant
-        }
-    };
-    tx.commit()?;
-    Ok(tenant)
-}
-
-const APP_COLUMNS: &str = "object_id, client_id, display_name, kind, redirect_uris, jwks, created_at";
-const USER_COLUMNS: &str = "object_id, upn, display_name, fhir_user, created_at";
-const ASSIGNMENT_COLUMNS: &str = "id, role, role_definition_id, principal_id, created_at";
-
-/// An app row before its JSON columns are parsed (which can fail with our error, not rusqlite's).
-struct RawApp {
-    object_id: String,
-    client_id: String,
-    display_name: String,
-    kind: String,
-    redirect_uris: String,
-    jwks: Option<String>,
-    created_at: i64,
-}
-
-fn raw_app(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawApp> {
-    Ok(RawApp {
-        object_id: row.get(0)?,
-        client_id: row.get(1)?,
-        display_name: row.get(2)?,
-        kind: row.get(3)?,
-        redirect_uris: row.get(4)?,
-        jwks: row.get(5)?,
-        created_at: row.get(6)?,
-    })
-}
-
-impl RawApp {
-    fn into_app(self) -> Result<App> {
-        let kind = match self.kind.as_str() {
-            "confidential" => AppKind::Confidential,
-            "public" => AppKind::Public,
-            "service" => AppKind::Service,
-            other => return Err(IdentityError::Database(format!("app {}: unknown kind '{other}'", self.object_id))),
-        };
-        Ok(App {
-            redirect_uris: from_json(&self.redirect_uris)?,
-            jwks: self.jwks.as_deref().map(from_json).transpose()?,
-            object_id: self.object_id,
-            client_id: self.client_id,
-            display_name: self.display_name,
-            kind,
-            created_at: self.created_at,
-        })
-    }
-}
-
-fn find_app(conn: &Connection, id: &str) -> Result<Option<App>> {
-    let id = id.trim();
-    let raw = conn
-        .query_row(&format!("SELECT {APP_COLUMNS} FROM apps WHERE client_id = ?1 OR object_id = ?1"), [id], raw_app)
-        .optional()?;
-    raw.map(RawApp::into_app).transpose()
-}
-
-fn find_user(conn: &Connection, id: &str) -> Result<Option<User>> {
-    let id = id.trim();
-    Ok(conn
-        .query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE object_id = ?1 OR upn = ?1"), [id], user_row)
-        .optional()?)
-}
-
-fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        object_id: row.get(0)?,
-        user_principal_name: row.get(1)?,
-        display_name: row.get(2)?,
-        fhir_user: row.get(3)?,
-        created_at: row.get(4)?,
-    })
-}
-
-fn secret_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<SecretInfo> {
-    Ok(SecretInfo {
-        key_id: row.get(0)?,
-        display_name: row.get(1)?,
-        hint: row.get(2)?,
-        created_at: row.get(3)?,
-        expires_at: row.get(4)?,
-    })
-}
-
-fn assignment_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoleAssignment> {
-    Ok(RoleAssignment {
-        id: row.get(0)?,
-        role: row.get(1)?,
-        role_definition_id: row.get(2)?,
-        principal_id: row.get(3)?,
-        created_at: row.get(4)?,
-    })
-}
-
-/// A public client has no credentials: no secrets (see `add_secret`) and no public keys.
-fn check_keys(kind: AppKind, jwks: Option<&JwkSet>) -> Result<()> {
-    if kind == AppKind::Public && jwks.is_some() {
-        return Err(IdentityError::Invalid("a public client has no credentials, so no public keys (jwks)".into()));
-    }
-    Ok(())
-}
-
-fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| IdentityError::Database(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| IdentityError::Database(format!("stored JSON: {e}")))
-}
-
-fn no_app(id: &str) -> IdentityError {
-    IdentityError::NotFound(format!("no app with client id or object id '{id}'"))
-}
-
-fn no_user(id: &str) -> IdentityError {
-    IdentityError::NotFound(format!("no user with object id or user principal name '{id}'"))
-}
-
-fn duplicate_user(upn: &str) -> IdentityError {
-    IdentityError::Conflict(format!("a user named '{upn}' already exists"))
-}
-
-fn checked_display_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(IdentityError::Invalid("an app needs a non-empty display name".into()));
-    }
-    Ok(name.to_owned())
-}
-
-fn check_password_value(password: &str) -> Result<()> {
-    if password.is_empty() {
-        return Err(IdentityError::Invalid("the password must not be empty".into()));
-    }
-    Ok(())
-}
-
-fn dedup(mut uris: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    uris.retain(|u| seen.insert(u.clone()));
-    uris
-}
-
-/// A redirect URI must be an absolute `https` URL, or `http` on the loopback host (native apps and
-/// local development), without a fragment (RFC 6749 §3.1.2).
-pub fn check_redirect_uri(uri: &str) -> Result<()> {
-    let invalid = || {
-        IdentityError::Invalid(format!(
-            "invalid redirect URI '{uri}': it must be an absolute https URL, or http on localhost or 127.0.0.1, \
-             without a fragment"
-        ))
-    };
-    if uri.is_empty() || uri.contains('#') || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid());
-    }
-    let (scheme, rest) = uri.split_once("://").ok_or_else(invalid)?;
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    if authority.contains('@') {
-        return Err(invalid());
-    }
-    let (host, port) = if authority.starts_with('[') {
-        let close = authority.find(']').ok_or_else(invalid)?;
-        (&authority[..=close], &authority[close + 1..])
-    } else {
-        match authority.find(':') {
-            Some(colon) => (&authority[..colon], &authority[colon..]),
-            None => (authority, ""),
-        }
-    };
-    let host_ok = !host.is_empty()
-        && if host.starts_with('[') {
-            host[1..host.len() - 1].chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        } else {
-            host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-        };
-    let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
-    if !host_ok || !port_ok {
-        return Err(invalid());
-    }
-    let loopback = host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "[::1]";
-    match scheme.to_ascii_lowercase().as_str() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(invalid()),
-    }
+/// The mutex's value; a panic while it was held left no transaction open (SQLite's rolls back on
+/// drop, PostgreSQL's is rolled back by its guard).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! Identity administration: `fhirside app|user|role|tenant|authority …`.
 //!
-//! The commands open the identity store (`identity.db` in the data directory) directly. It is
-//! SQLite in WAL mode and shared between processes, so they work whether or not `fhirside serve`
-//! runs on the same directory; they never take the directory's `LOCK`, which guards the resource
-//! store only. Output is text for people by default, or JSON with `--output json`. A client secret
-//! is shown once, when it is created; hashes and passwords never. The rules and the JSON shapes are
-//! [`fhirside_identity::admin`]'s, shared with the admin REST API; the text output is the CLI's own.
+//! The commands open the identity store directly, where `serve` keeps it: in the PostgreSQL
+//! database with `--database` (or `FHIRSIDE_DATABASE_URL`, or the config file's `database`), else
+//! `identity.db` in the data directory. Both are shared between processes, so the commands work
+//! whether or not servers run on the same store; they never take the directory's `LOCK`, which
+//! guards the embedded resource store only. Output is text for people by default, or JSON with
+//! `--output json`. A client secret is shown once, when it is created; hashes and passwords never.
+//! The rules and the JSON shapes are [`fhirside_identity::admin`]'s, shared with the admin REST
+//! API; the text output is the CLI's own.
 
 mod app;
 mod role;
@@ -35,12 +37,16 @@ pub enum AdminCommand {
 /// Options every admin command takes (before or after the subcommand).
 #[derive(Args, Debug)]
 pub struct Common {
-    /// TOML configuration file (only its `data_dir` is used here).
+    /// TOML configuration file (only its `data_dir` and `database` are used here).
     #[arg(long, env = "FHIRSIDE_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// The data directory of the server [default: ./fhirside-data].
     #[arg(long, env = "FHIRSIDE_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// The PostgreSQL database of the servers (`postgres://user@host:port/database`), whose
+    /// identity store the command edits instead of the data directory's.
+    #[arg(long, env = "FHIRSIDE_DATABASE_URL", global = true)]
+    database: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -73,10 +79,10 @@ struct Admin {
 
 impl Admin {
     fn open(common: &Common) -> Result<Admin, String> {
-        let data_dir = crate::config::admin_data_dir(common.data_dir.clone(), common.config.as_deref())?;
-        let store = IdentityStore::open(&data_dir)
-            .map_err(|e| format!("cannot open the identity store in {}: {e}", data_dir.display()))?;
-        Ok(Admin { store, output: common.output, data_dir })
+        let target =
+            crate::config::admin_target(common.data_dir.clone(), common.database.clone(), common.config.as_deref())?;
+        let store = crate::identity::open_store(target.database.as_deref(), &target.data_dir)?;
+        Ok(Admin { store, output: common.output, data_dir: target.data_dir })
     }
 
     /// Prints `json` or `text` per `--output`.

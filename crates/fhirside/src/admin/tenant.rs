@@ -46,6 +46,7 @@ pub fn run_tenant(args: TenantArgs) -> Result<(), String> {
                 "authorityBase": authority,
                 "signingKeyId": current,
                 "dataDir": admin.data_dir.display().to_string(),
+                "identityStore": admin.store.describe(),
             });
             admin.emit(json, || {
                 fields(&[
@@ -57,7 +58,7 @@ pub fn run_tenant(args: TenantArgs) -> Result<(), String> {
                             .unwrap_or_else(|| "not recorded yet (the server records it when it runs)".into()),
                     ),
                     ("signing key id", current.clone().unwrap_or_else(|| "none".into())),
-                    ("data directory", admin.data_dir.display().to_string()),
+                    ("identity store", admin.store.describe()),
                 ])
             });
         }

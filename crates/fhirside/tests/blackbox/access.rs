@@ -9,7 +9,6 @@
 use fhirside_identity::b64;
 use fhirside_identity::jwt;
 use fhirside_identity::keys::SigningKey;
-use fhirside_identity::store::IdentityStore;
 use fhirside_identity::time;
 use serde_json::{json, Value};
 
@@ -24,7 +23,7 @@ fn bearer(token: &str) -> String {
 
 /// The authority's current signing key, from the identity store.
 fn server_key(server: &Server) -> SigningKey {
-    let store = IdentityStore::open(&server.data_dir).expect("open the identity store");
+    let store = server.identity_store();
     store.signing_keys(0).unwrap().into_iter().next().expect("a signing key")
 }
 

@@ -7,17 +7,22 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::harness::{temp_dir, Server};
+use crate::harness::{database_for, postgres_backend, temp_dir, Server};
+
+/// `fhirside` on the data directory `dir`, and on the database a server on `dir` would use
+/// (`FHIRSIDE_TEST_BACKEND=postgres`), as an operator runs it.
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fhirside"));
+    command.env_remove("FHIRSIDE_DATA_DIR").env_remove("FHIRSIDE_CONFIG");
+    match postgres_backend() {
+        Some(url) => command.env("FHIRSIDE_DATABASE_URL", database_for(&url, dir)),
+        None => command.env_remove("FHIRSIDE_DATABASE_URL"),
+    };
+    command
+}
 
 fn fhirside(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fhirside"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("FHIRSIDE_DATA_DIR")
-        .env_remove("FHIRSIDE_CONFIG")
-        .output()
-        .expect("run fhirside")
+    command(dir).args(args).arg("--data-dir").arg(dir).output().expect("run fhirside")
 }
 
 /// Runs a command that must succeed and returns its standard output.
@@ -112,7 +117,7 @@ fn apps_secrets_roles_and_users() {
     assert!(definitions.as_array().unwrap().iter().any(|d| d["name"] == "FHIR Data Contributor"));
 
     // Users: created with a password from standard input, then given a role by name.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fhirside"))
+    let mut child = command(&dir)
         .args(["user", "create", "--name", "alice@example.org", "--fhir-user", "Practitioner/123"])
         .args(["--password-stdin", "--role", "FHIR SMART User", "--output", "json", "--data-dir"])
         .arg(&dir)

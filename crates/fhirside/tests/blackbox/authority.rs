@@ -561,7 +561,7 @@ fn client_secrets_rotate_expire_and_can_be_removed() {
     access_token(request(&second));
 
     // An expired secret (the CLI makes none, so the store directly): refused as expired.
-    let store = fhirside_identity::store::IdentityStore::open(&server.data_dir).unwrap();
+    let store = server.identity_store();
     let t = now();
     let (_, expired) = store.add_secret(&client_id, "old", t - 200, t - 100).unwrap();
     let body = entra_error(request(&expired), 401, "invalid_client", 7000222);

@@ -22,6 +22,8 @@ pub struct Server {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// Every argument after `serve --listen … --data-dir …`.
     args: Vec<String>,
+    /// The PostgreSQL URL it stores resources and identity in; `None` for the embedded stores.
+    pub database: Option<String>,
     log: Option<PathBuf>,
 }
 
@@ -105,6 +107,8 @@ impl Server {
     pub fn launch_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let database =
             postgres_backend().filter(|_| !args.contains(&"--database")).map(|url| database_for(&url, data_dir));
+        let explicit = args.iter().position(|a| *a == "--database").and_then(|i| args.get(i + 1));
+        let in_use = explicit.map(|url| url.to_string()).or(database.clone()).filter(|url| !url.is_empty());
         let stderr = match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file"),
@@ -124,7 +128,7 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut log_file = log.map(|path| std::fs::OpenOptions::new().append(true).open(path).unwrap());
-        let (mut ca, mut tenant, mut authority) = (None, None, None);
+        let (mut ca, mut tenant, mut authority, mut listening) = (None, None, None, None);
         let base = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
@@ -142,6 +146,9 @@ impl Server {
             if let Some(rest) = line.strip_prefix("authority: ") {
                 authority = Some(rest.trim().to_owned());
             }
+            if let Some(rest) = line.strip_prefix("listening on: ") {
+                listening = Some(rest.trim().to_owned());
+            }
             if let Some(base) = line.strip_prefix("FHIR base URL: ") {
                 break base.to_owned();
             }
@@ -154,7 +161,8 @@ impl Server {
                 }
             }
         });
-        let host_port = base.split("://").nth(1).unwrap().to_owned();
+        // Where it listens, which the base URL does not say when --base-url names a proxy.
+        let host_port = listening.unwrap_or_else(|| base.split("://").nth(1).unwrap().to_owned());
         let tls = ca.as_ref().map(|ca| client_config(ca));
         let args = args.iter().map(|s| s.to_string()).collect();
         Server {
@@ -167,6 +175,7 @@ impl Server {
             host_port,
             tls,
             args,
+            database: in_use,
             log: log.map(Path::to_owned),
         }
     }
@@ -211,10 +220,11 @@ impl Server {
         self.request("DELETE", path, &[], None)
     }
 
-    /// Runs an admin command (`fhirside app create …`) on this server's data directory with
-    /// `--output json`, and returns its JSON; panics with stderr when it fails.
+    /// Runs an admin command (`fhirside app create …`) on this server's data directory (and
+    /// database, if it has one) with `--output json`, and returns its JSON; panics with stderr
+    /// when it fails.
     pub fn admin(&self, args: &[&str]) -> Value {
-        let output = admin_command(&self.data_dir, args);
+        let output = admin_command_on(&self.data_dir, self.database.as_deref(), args);
         assert!(output.status.success(), "fhirside {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!("fhirside {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
@@ -252,13 +262,20 @@ impl Server {
 
 /// Runs `fhirside <args> --data-dir <dir> --output json`.
 pub fn admin_command(data_dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fhirside"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--output", "json"])
-        .output()
-        .expect("run fhirside")
+    let database = postgres_backend().map(|url| database_for(&url, data_dir));
+    admin_command_on(data_dir, database.as_deref(), args)
+}
+
+/// [`admin_command`] on the identity store in `database` (given as `FHIRSIDE_DATABASE_URL`, which
+/// commands that take no database ignore), or the data directory's without one.
+pub fn admin_command_on(data_dir: &Path, database: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fhirside"));
+    command.args(args).arg("--data-dir").arg(data_dir).args(["--output", "json"]);
+    match database {
+        Some(url) => command.env("FHIRSIDE_DATABASE_URL", url),
+        None => command.env_remove("FHIRSIDE_DATABASE_URL"),
+    };
+    command.output().expect("run fhirside")
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
@@ -495,10 +512,20 @@ pub fn jwt_claims(token: &str) -> Value {
 }
 
 impl Server {
+    /// The server's identity store, opened as the admin CLI opens it: in its database, if it has
+    /// one, else in its data directory.
+    pub fn identity_store(&self) -> fhirside_identity::store::IdentityStore {
+        let store = match &self.database {
+            Some(url) => fhirside_identity::store::IdentityStore::open_postgres(url),
+            None => fhirside_identity::store::IdentityStore::open(&self.data_dir),
+        };
+        store.expect("open the identity store")
+    }
+
     /// Signs `claims` with the built-in authority's current signing key, read from the identity
     /// store, for tokens the authority would never issue (expired, for another audience, …).
     pub fn sign_token(&self, claims: &Value) -> String {
-        let store = fhirside_identity::store::IdentityStore::open(&self.data_dir).expect("open the identity store");
+        let store = self.identity_store();
         let keys = store.signing_keys(0).expect("read the signing keys");
         keys.first().expect("the authority has a signing key").sign(claims)
     }

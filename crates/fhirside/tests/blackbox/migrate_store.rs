@@ -1,12 +1,13 @@
 //! `fhirside migrate-store`: an embedded installation moved to PostgreSQL serves the same
-//! resources, versions and history, and searches at once, custom SearchParameters included.
+//! resources, versions and history, and searches at once, custom SearchParameters included; its
+//! identity moves too, so the tenant is the same and an app's secret still gets a token.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-use crate::harness::{database_for, match_ids, temp_dir, Response, Server};
+use crate::harness::{admin_command_on, database_for, match_ids, temp_dir, Response, Server};
 
 /// The PostgreSQL server the suite uses, whatever backend the other tests run on.
 fn postgres_base() -> String {
@@ -100,6 +101,15 @@ fn moved_store_serves_the_same_versions_and_searches() {
     ];
     let before: Vec<Response> = paths.iter().map(|p| source.get(p).expect(200)).collect();
     let history_before = history_entries(&source.get("/Patient/p1/_history").expect(200).json());
+    // Identity, made with the CLI on the source's data directory (its server runs without
+    // authentication, so the CLI creates the identity store).
+    let cli = |args: &[&str]| -> Value {
+        let output = admin_command_on(&source_dir, None, args);
+        assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let app = cli(&["app", "create", "--name", "Daemon", "--role", "FHIR Data Reader"]);
+    let tenant = cli(&["tenant", "show"])["tenantId"].as_str().unwrap().to_owned();
     let system_history_before = history_entries(&source.get("/_history?_count=100").expect(200).json());
 
     // The target: a schema of its own, named after the directory of the server that will use it.
@@ -114,7 +124,11 @@ fn moved_store_serves_the_same_versions_and_searches() {
     assert!(moved.status.success(), "migrate-store failed: {}", text(&moved.stderr));
     let summary = text(&moved.stdout);
     assert!(summary.contains("moved 8 versions (5 current resources)"), "{summary}");
-    assert!(summary.contains("identity.db and audit/ stay in"), "{summary}");
+    assert!(
+        summary.contains(&format!("identity moved: tenant {tenant}, signing keys 1, apps 1 (client secrets 1)")),
+        "{summary}"
+    );
+    assert!(summary.contains("audit/ stays in"), "{summary}");
     assert!(text(&moved.stderr).contains("copied 8 of 8 versions"), "{}", text(&moved.stderr));
     // Index rows for the active custom parameter, none for the retired one (a store searched
     // before its index is built cannot filter SearchParameters by status).
@@ -138,6 +152,13 @@ fn moved_store_serves_the_same_versions_and_searches() {
     // The moved store takes new versions where the old ones end.
     let updated = server.put_json("/Patient/p1", &json!({"resourceType": "Patient", "id": "p1"})).expect(200);
     assert_eq!(updated.json()["meta"]["versionId"], "3");
+
+    // A server with the built-in authority on the moved store is the same tenant, and the app's
+    // secret gets a token that reads what moved.
+    let secured = Server::launch(&temp_dir("migrate-secured"), &["--http", "--database", &target], None);
+    assert_eq!(secured.tenant.as_deref(), Some(tenant.as_str()));
+    let token = secured.token(app["clientId"].as_str().unwrap(), app["clientSecret"].as_str().unwrap());
+    secured.request_as(&token, "GET", "/Patient/p1", None).expect(200);
 
     // A target that holds resources is refused, and left as it was.
     let again = migrate(&source_dir, &target);

@@ -1,6 +1,7 @@
 //! Replicas on one PostgreSQL database behave as one service: a write through one is read through
-//! the other at once, version checks and conditional creates hold across them, and a background
-//! job whose replica is killed is finished by another, with nothing lost or done twice.
+//! the other at once, version checks and conditional creates hold across them, a background job
+//! whose replica is killed is finished by another, with nothing lost or done twice, and the
+//! built-in authority is one tenant whose tokens, apps and roles every replica shares.
 //!
 //! These tests always run on PostgreSQL (`FHIRSIDE_TEST_POSTGRES`, default
 //! `postgres://root@127.0.0.1:5432/test`), whatever `FHIRSIDE_TEST_BACKEND` says: replicas need
@@ -21,8 +22,8 @@ fn shared_database(name: &str) -> String {
     database_for(&postgres(), &temp_dir(name))
 }
 
-/// A replica on `database`: plain HTTP, no authentication (replicas with the built-in authority
-/// would each sign with their own keys), leases of 2 s so that a dead replica's job is resumed soon.
+/// A replica on `database`: plain HTTP, no authentication, leases of 2 s so that a dead replica's
+/// job is resumed soon.
 fn replica(database: &str, env: &[(&str, &str)]) -> Server {
     let args = ["--auth", "none", "--http", "--database", database, "--job-lease-seconds", "2"];
     Server::launch_with_env(&temp_dir("replica"), &args, env, None)
@@ -199,4 +200,65 @@ fn a_killed_replicas_job_is_resumed_by_another() {
     let found = c.request("GET", "/Patient?nickname=nick1999&_summary=count", &strict, None).expect(200);
     assert_eq!(found.json()["total"], 1);
     assert_eq!(total(&c, "/Patient?nickname=nick"), 2000);
+}
+
+/// A replica with the built-in authority. Replicas behind one load balancer share its public URL
+/// (`--base-url`), which is the tokens' issuer and audience whichever replica issues them.
+fn authority_replica(database: &str) -> Server {
+    let args = ["--http", "--database", database, "--base-url", "http://fhir.replicas.test"];
+    Server::launch(&temp_dir("authority-replica"), &args, None)
+}
+
+const FHIR_JSON: &str = "application/fhir+json";
+
+#[test]
+fn replicas_share_one_built_in_authority() {
+    let database = shared_database("identity");
+    let (a, b) = (authority_replica(&database), authority_replica(&database));
+    assert_eq!(a.tenant, b.tenant, "one tenant");
+    let tenant = a.tenant.clone().unwrap();
+    let keys =
+        |server: &Server| server.get(&format!("/{tenant}/discovery/v2.0/keys")).expect(200).json()["keys"].clone();
+    assert_eq!(keys(&a), keys(&b), "one signing key");
+
+    // An app registered with A's CLI gets a token from A that B accepts, with the role it has.
+    let (reader_id, reader_secret, reader_oid) = a.create_app("Reader", &["FHIR Data Reader"]);
+    let token = a.token(&reader_id, &reader_secret);
+    let patient = json!({"resourceType": "Patient", "name": [{"family": "Ng"}]});
+    b.request_as(&token, "GET", "/Patient", None).expect(200);
+    b.request_as(&token, "POST", "/Patient", Some((FHIR_JSON, &patient))).expect(403);
+
+    // An app and a role created through B's admin API work on A.
+    let (admin_id, admin_secret, _) = a.create_app("Admin", &["Fhirside Administrator"]);
+    let admin = b.token(&admin_id, &admin_secret);
+    let created = b
+        .request_as(
+            &admin,
+            "POST",
+            "/_admin/apps",
+            Some(("application/json", &json!({"displayName": "Writer", "roles": ["FHIR Data Contributor"]}))),
+        )
+        .expect(201)
+        .json();
+    let field = |k: &str| created[k].as_str().unwrap_or_else(|| panic!("no {k} in {created}")).to_owned();
+    let writer = a.token(&field("clientId"), &field("clientSecret"));
+    a.request_as(&writer, "POST", "/Patient", Some((FHIR_JSON, &patient))).expect(201);
+    let assignment = json!({"role": "FHIR Data Writer", "principalId": reader_oid});
+    b.request_as(&admin, "POST", "/_admin/roleAssignments", Some(("application/json", &assignment))).expect(201);
+    crate::access::wait_for_external_changes();
+    a.request_as(&token, "POST", "/Patient", Some((FHIR_JSON, &patient))).expect(201);
+
+    // A key rotated by the CLI signs the next tokens of both replicas.
+    let rotated = b.admin(&["authority", "rotate-key"]);
+    crate::access::wait_for_external_changes();
+    let kid = |token: &str| {
+        let header = fhirside_identity::b64::decode(token.split('.').next().unwrap()).unwrap();
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"].clone()
+    };
+    for server in [&a, &b] {
+        let fresh = server.token(&reader_id, &reader_secret);
+        assert_eq!(kid(&fresh), rotated["kid"]);
+        server.request_as(&fresh, "GET", "/Patient", None).expect(200);
+    }
+    b.request_as(&token, "GET", "/Patient", None).expect(200);
 }

@@ -1,25 +1,135 @@
-//! The identity store against real SQLite files. Secret and password hashes are the production
-//! PBKDF2 (slow in a debug build), so the tests hash as few values as they can.
+//! The identity store against both backends: each test below runs on a SQLite file of its own
+//! and on a PostgreSQL schema of its own (`FHIRSIDE_TEST_POSTGRES`, default
+//! `postgres://root@127.0.0.1:5432/test`, as the resource store's tests). The PostgreSQL variants
+//! fail, never skip, when the server is missing: CI starts one. Secret and password hashes are the
+//! production PBKDF2 (slow in a debug build), so the tests hash as few values as they can.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::*;
+use crate::jwt::JwkSet;
 use crate::roles;
 
-fn temp_dir(name: &str) -> PathBuf {
+/// Where a test's stores live: a directory of its own, or a PostgreSQL schema of its own. Removed
+/// when dropped.
+pub(super) enum Place {
+    Dir(PathBuf),
+    Schema { name: String, url: String },
+}
+
+pub(super) fn postgres_base_url() -> String {
+    std::env::var("FHIRSIDE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+/// A connection for setting up and inspecting schemas, outside the store.
+pub(super) fn admin_client() -> ::postgres::Client {
+    ::postgres::Client::connect(&postgres_base_url(), ::postgres::NoTls).expect("PostgreSQL at FHIRSIDE_TEST_POSTGRES")
+}
+
+fn unique(name: &str) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "fhirside-identity-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    format!("{}_{}_{name}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
+
+impl Place {
+    pub(super) fn sqlite(name: &str) -> Place {
+        let dir = std::env::temp_dir().join(format!("fhirside-identity-{}", unique(name)));
+        std::fs::create_dir_all(&dir).unwrap();
+        Place::Dir(dir)
+    }
+
+    pub(super) fn postgres(name: &str) -> Place {
+        let name = format!("fhirside_identity_test_{}", unique(name)).to_lowercase().replace('-', "_");
+        admin_client().batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
+        let base = postgres_base_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{name}");
+        Place::Schema { name, url }
+    }
+
+    pub(super) fn open(&self) -> IdentityStore {
+        match self {
+            Place::Dir(dir) => IdentityStore::open(dir).unwrap(),
+            Place::Schema { url, .. } => IdentityStore::open_postgres(url).unwrap(),
+        }
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            Place::Dir(dir) => Some(dir),
+            Place::Schema { .. } => None,
+        }
+    }
+
+    /// Marks the store as migrated by a newer build.
+    fn set_schema_version(&self, version: i64) {
+        match self {
+            Place::Dir(dir) => {
+                let conn = rusqlite::Connection::open(dir.join(FILE_NAME)).unwrap();
+                conn.pragma_update(None, "user_version", version).unwrap();
+            }
+            Place::Schema { name, .. } => {
+                admin_client()
+                    .execute(
+                        &format!("INSERT INTO {name}.identity_migration (version, description) VALUES ($1, 'newer')"),
+                        &[&version],
+                    )
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        match self {
+            Place::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Place::Schema { name, .. } => {
+                if let Ok(mut client) = ::postgres::Client::connect(&postgres_base_url(), ::postgres::NoTls) {
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+                }
+            }
+        }
+    }
+}
+
+/// Each named test, once per backend: `sqlite::<name>` and `postgres::<name>`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Place::sqlite(stringify!($name)));
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Place::postgres(stringify!($name)));
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    two_opens_share_tenant_and_key_and_see_each_others_writes,
+    concurrent_first_opens_agree,
+    rotation_keeps_the_old_key_published_until_its_window_passes,
+    app_registrations,
+    client_secrets,
+    secret_removed_in_process_is_forgotten_by_the_cache,
+    users_and_passwords,
+    role_assignments_are_idempotent_and_removable,
+    a_role_assigned_through_one_store_reaches_another_within_the_check_interval,
+    codes_and_refresh_tokens_redeem_once,
+    a_refresh_token_raced_on_two_stores_is_redeemed_once,
+    refuses_a_newer_schema,
+);
 
 fn new_app(name: &str, kind: AppKind) -> NewApp {
     NewApp { display_name: name.into(), kind, redirect_uris: vec![], jwks: None }
@@ -40,15 +150,24 @@ fn code_grant() -> CodeGrant {
     }
 }
 
-#[test]
-fn two_opens_share_tenant_and_key_and_see_each_others_writes() {
-    let dir = temp_dir("open");
-    let a = IdentityStore::open(&dir).unwrap();
-    let b = IdentityStore::open(&dir).unwrap();
+fn refresh_grant() -> RefreshGrant {
+    RefreshGrant {
+        client_id: "client".into(),
+        user_object_id: "user".into(),
+        scope: "openid offline_access".into(),
+        resource: "https://fhir.example".into(),
+        endpoint_version: "v1".into(),
+        context: json!({}),
+    }
+}
+
+fn two_opens_share_tenant_and_key_and_see_each_others_writes(place: &Place) {
+    let a = place.open();
+    let b = place.open();
     assert_eq!(a.tenant_id(), b.tenant_id());
     assert_eq!(a.tenant_id().len(), 36, "a GUID");
     #[cfg(unix)]
-    {
+    if let Some(dir) = place.dir() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join(FILE_NAME)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "private keys inside: owner only");
@@ -75,35 +194,31 @@ fn two_opens_share_tenant_and_key_and_see_each_others_writes() {
 
     let tenant = a.tenant_id().to_owned();
     drop((a, b));
-    let reopened = IdentityStore::open(&dir).unwrap();
+    let reopened = place.open();
     assert_eq!(reopened.tenant_id(), tenant);
     assert_eq!(reopened.signing_keys(0).unwrap()[0].kid, keys_a[0].kid);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn concurrent_first_opens_agree() {
-    let dir = temp_dir("race");
-    let handles: Vec<_> = (0..3)
-        .map(|_| {
-            let dir = dir.clone();
-            std::thread::spawn(move || {
-                let store = IdentityStore::open(&dir).unwrap();
-                (store.tenant_id().to_owned(), store.signing_keys(0).unwrap()[0].kid.clone())
+/// Replicas starting together on a new database: one migration, one tenant, one signing key.
+fn concurrent_first_opens_agree(place: &Place) {
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let store = place.open();
+                    (store.tenant_id().to_owned(), store.signing_keys(0).unwrap()[0].kid.clone())
+                })
             })
-        })
-        .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
     assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
-    let store = IdentityStore::open(&dir).unwrap();
+    let store = place.open();
     assert_eq!(store.signing_keys(0).unwrap().len(), 1, "one key, not one per opener");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn rotation_keeps_the_old_key_published_until_its_window_passes() {
-    let dir = temp_dir("rotate");
-    let store = IdentityStore::open(&dir).unwrap();
+fn rotation_keeps_the_old_key_published_until_its_window_passes(place: &Place) {
+    let store = place.open();
     let first = store.signing_keys(0).unwrap().remove(0);
     let second = store.rotate_signing_key(1_000).unwrap();
     assert_ne!(first.kid, second.kid);
@@ -117,13 +232,10 @@ fn rotation_keeps_the_old_key_published_until_its_window_passes() {
     // The stored key still signs what its JWK verifies.
     let token = later[0].sign(&json!({"sub": "x"}));
     crate::jwt::decode(&token).unwrap().verify_with(&second.jwk()).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn app_registrations() {
-    let dir = temp_dir("apps");
-    let store = IdentityStore::open(&dir).unwrap();
+fn app_registrations(place: &Place) {
+    let store = place.open();
     let mut spa = new_app("  Portal  ", AppKind::Public);
     spa.redirect_uris = vec!["http://localhost:3000/cb".into(), "https://app.example/cb?x=1".into()];
     let spa = store.create_app(spa, 100).unwrap();
@@ -170,13 +282,10 @@ fn app_registrations() {
     assert_eq!(store.app(&spa.object_id).unwrap(), None);
     assert!(store.role_assignments(Some(&spa.object_id)).unwrap().is_empty(), "assignments go with the app");
     assert_eq!(store.redeem_code("c-of-portal", 0).unwrap(), Redeemed::Unknown, "so do its codes");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn client_secrets() {
-    let dir = temp_dir("secrets");
-    let store = IdentityStore::open(&dir).unwrap();
+fn client_secrets(place: &Place) {
+    let store = place.open();
     let app = store.create_app(new_app("Daemon", AppKind::Confidential), 0).unwrap();
     let (info, secret) = store.add_secret(&app.client_id, "ci", 1_000, 2_000).unwrap();
     assert_eq!(secret.len(), 40);
@@ -184,11 +293,16 @@ fn client_secrets() {
     assert_eq!((info.created_at, info.expires_at), (1_000, 2_000));
     assert_eq!(store.secrets(&app.object_id).unwrap(), std::slice::from_ref(&info));
 
-    // Nothing in the file can be turned back into the secret.
-    let bytes = std::fs::read(dir.join(FILE_NAME)).unwrap();
-    let wal = std::fs::read(dir.join(format!("{FILE_NAME}-wal"))).unwrap_or_default();
-    for file in [&bytes, &wal] {
-        assert!(!file.windows(secret.len()).any(|w| w == secret.as_bytes()), "plaintext secret stored");
+    // Nothing stored can be turned back into the secret.
+    let stored = store.read(|db| db.query_one("SELECT hash, hint FROM identity_secrets", &[])).unwrap();
+    assert!(!stored.text(0).unwrap().contains(&secret), "plaintext secret stored");
+    assert_eq!(stored.text(1).unwrap(), info.hint);
+    if let Some(dir) = place.dir() {
+        let bytes = std::fs::read(dir.join(FILE_NAME)).unwrap();
+        let wal = std::fs::read(dir.join(format!("{FILE_NAME}-wal"))).unwrap_or_default();
+        for file in [&bytes, &wal] {
+            assert!(!file.windows(secret.len()).any(|w| w == secret.as_bytes()), "plaintext secret stored");
+        }
     }
 
     // The right secret matches (an expired one too: the caller reports the expiry), then from cache.
@@ -201,7 +315,7 @@ fn client_secrets() {
     assert_eq!(store.check_secret(&app.object_id, &secret).unwrap(), None, "by client id only");
 
     // Removal by another connection (the CLI) is seen despite the cache.
-    let other = IdentityStore::open(&dir).unwrap();
+    let other = place.open();
     assert!(other.remove_secret(&app.client_id, &info.key_id).unwrap());
     assert!(!other.remove_secret(&app.client_id, &info.key_id).unwrap());
     assert_eq!(store.check_secret(&app.client_id, &secret).unwrap(), None);
@@ -212,25 +326,19 @@ fn client_secrets() {
     assert!(matches!(store.add_secret(&app.client_id, "", 10, 10), Err(IdentityError::Invalid(_))));
     let public = store.create_app(new_app("SPA", AppKind::Public), 0).unwrap();
     assert!(matches!(store.add_secret(&public.client_id, "", 0, 1), Err(IdentityError::Invalid(_))));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn secret_removed_in_process_is_forgotten_by_the_cache() {
-    let dir = temp_dir("secret-cache");
-    let store = IdentityStore::open(&dir).unwrap();
+fn secret_removed_in_process_is_forgotten_by_the_cache(place: &Place) {
+    let store = place.open();
     let app = store.create_app(new_app("Daemon", AppKind::Confidential), 0).unwrap();
     let (info, secret) = store.add_secret(&app.client_id, "", 0, 10).unwrap();
     assert!(store.check_secret(&app.client_id, &secret).unwrap().is_some());
     assert!(store.remove_secret(&app.object_id, &info.key_id).unwrap());
     assert_eq!(store.check_secret(&app.client_id, &secret).unwrap(), None);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn users_and_passwords() {
-    let dir = temp_dir("users");
-    let store = IdentityStore::open(&dir).unwrap();
+fn users_and_passwords(place: &Place) {
+    let store = place.open();
     let alice = store
         .create_user(
             NewUser {
@@ -265,13 +373,10 @@ fn users_and_passwords() {
     assert!(store.delete_user("alice@example.org").unwrap());
     assert!(!store.delete_user(&alice.object_id).unwrap());
     assert!(store.users().unwrap().is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn role_assignments_are_idempotent_and_removable() {
-    let dir = temp_dir("roles");
-    let store = IdentityStore::open(&dir).unwrap();
+fn role_assignments_are_idempotent_and_removable(place: &Place) {
+    let store = place.open();
     let reader = roles::find("fhir data reader").unwrap();
     let admin = roles::find("globalAdmin").unwrap();
     let first = store.assign_role(reader, "oid-1", 10).unwrap();
@@ -286,13 +391,10 @@ fn role_assignments_are_idempotent_and_removable() {
     assert!(!store.remove_role_assignment(&first.id).unwrap());
     assert_eq!(store.role_assignments(Some("oid-1")).unwrap(), [second]);
     assert!(matches!(store.assign_role(reader, " ", 0), Err(IdentityError::Invalid(_))));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn codes_and_refresh_tokens_redeem_once() {
-    let dir = temp_dir("codes");
-    let store = IdentityStore::open(&dir).unwrap();
+fn codes_and_refresh_tokens_redeem_once(place: &Place) {
+    let store = place.open();
     let grant = code_grant();
     let now = crate::time::now();
     store.save_code("code-1", &grant, now + 100).unwrap();
@@ -305,22 +407,13 @@ fn codes_and_refresh_tokens_redeem_once() {
     assert_eq!(store.redeem_refresh_token("code-1", now).unwrap(), Redeemed::Unknown, "separate tables");
 
     // Only hashes are stored.
-    let conn = store.lock();
-    let stored: String = conn.query_row("SELECT hash FROM codes LIMIT 1", [], |r| r.get(0)).unwrap();
+    let stored = store.read(|db| db.query_one("SELECT hash FROM identity_codes LIMIT 1", &[])?.text(0)).unwrap();
     assert!(stored != "code-1" && stored != "code-2");
-    drop(conn);
 
-    let refresh = RefreshGrant {
-        client_id: "client".into(),
-        user_object_id: "user".into(),
-        scope: "openid offline_access".into(),
-        resource: "https://fhir.example".into(),
-        endpoint_version: "v1".into(),
-        context: json!({}),
-    };
+    let refresh = refresh_grant();
     store.save_refresh_token("rt-1", &refresh, now + 3600).unwrap();
     // Another connection redeeming first wins; this one sees the use.
-    let other = IdentityStore::open(&dir).unwrap();
+    let other = place.open();
     assert_eq!(other.redeem_refresh_token("rt-1", now).unwrap(), Redeemed::Valid(refresh.clone()));
     assert_eq!(store.redeem_refresh_token("rt-1", now).unwrap(), Redeemed::AlreadyUsed);
 
@@ -333,17 +426,144 @@ fn codes_and_refresh_tokens_redeem_once() {
     store.save_code("code-4", &grant, now + 60).unwrap();
     assert_eq!(store.redeem_code("code-old", now).unwrap(), Redeemed::Unknown);
     assert_eq!(store.redeem_code("code-1", now).unwrap(), Redeemed::AlreadyUsed, "recent rows stay");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn refuses_a_newer_schema() {
-    let dir = temp_dir("newer");
-    drop(IdentityStore::open(&dir).unwrap());
-    let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
-    conn.pragma_update(None, "user_version", 99).unwrap();
-    drop(conn);
-    let err = IdentityStore::open(&dir).err().expect("refused");
+fn refuses_a_newer_schema(place: &Place) {
+    drop(place.open());
+    place.set_schema_version(99);
+    let err = match place {
+        Place::Dir(dir) => IdentityStore::open(dir).err(),
+        Place::Schema { url, .. } => IdentityStore::open_postgres(url).err(),
+    };
+    let err = err.expect("refused");
     assert!(err.to_string().contains("newer"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What an admin (or another replica) assigns is what the FHIR service's per-request check reads:
+/// `data_version` moves within [`EXTERNAL_CHECK_MS`], and the assignment is there.
+fn a_role_assigned_through_one_store_reaches_another_within_the_check_interval(place: &Place) {
+    let (admin, service) = (place.open(), place.open());
+    let reader = roles::find("FHIR Data Reader").unwrap();
+    let before = service.data_version().unwrap();
+    assert!(service.role_assignments(Some("oid-x")).unwrap().is_empty());
+    let assigned = admin.assign_role(reader, "oid-x", 1).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(EXTERNAL_CHECK_MS + 20));
+    assert_ne!(service.data_version().unwrap(), before, "the other store's commit is noticed");
+    assert_eq!(service.role_assignments(Some("oid-x")).unwrap(), std::slice::from_ref(&assigned));
+    // Removal too: revocation is what this matters most for.
+    let seen = service.data_version().unwrap();
+    assert!(admin.remove_role_assignment(&assigned.id).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(EXTERNAL_CHECK_MS + 20));
+    assert_ne!(service.data_version().unwrap(), seen);
+    assert!(service.role_assignments(Some("oid-x")).unwrap().is_empty());
+}
+
+/// Two replicas presented the same refresh token at once: one redeems it, the other is refused.
+fn a_refresh_token_raced_on_two_stores_is_redeemed_once(place: &Place) {
+    let stores = [place.open(), place.open()];
+    let now = crate::time::now();
+    for round in 0..5 {
+        let token = format!("rt-race-{round}");
+        stores[0].save_refresh_token(&token, &refresh_grant(), now + 3600).unwrap();
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                stores.iter().map(|store| scope.spawn(|| store.redeem_refresh_token(&token, now).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let valid = outcomes.iter().filter(|o| matches!(o, Redeemed::Valid(_))).count();
+        let used = outcomes.iter().filter(|o| **o == Redeemed::AlreadyUsed).count();
+        assert_eq!((valid, used), (1, 1), "round {round}: {outcomes:?}");
+    }
+}
+
+/// A connection PostgreSQL ended (a restart, a failover, an administrator) fails the operation
+/// that finds it broken; the next one connects again.
+#[test]
+fn postgres_a_broken_connection_is_replaced() {
+    let place = Place::postgres("reconnect");
+    let Place::Schema { url, name } = &place else { unreachable!() };
+    let store = IdentityStore::open_postgres(&format!("{url}&application_name={name}")).unwrap();
+    store.set_setting("k", "v").unwrap();
+    let mut admin = admin_client();
+    // The function in the select list, so that it runs only for the rows the filter keeps.
+    let ended: Vec<(i32, bool)> = admin
+        .query("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[name])
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert!(matches!(ended[..], [(_, true)]), "the store's one connection: {ended:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !admin.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&ended[0].0]).unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the backend did not end");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(matches!(store.setting("k"), Err(IdentityError::Database(_))), "the broken connection's operation fails");
+    assert_eq!(store.setting("k").unwrap().as_deref(), Some("v"), "the next one reconnects");
+    store.set_setting("k", "w").unwrap();
+    assert_eq!(store.setting("k").unwrap().as_deref(), Some("w"));
+}
+
+/// `migrate-store`'s identity part: an embedded installation's identity, moved to PostgreSQL, is
+/// the same tenant with the same keys, apps, secrets, users and roles; a target that holds
+/// identity of its own is refused.
+#[test]
+fn postgres_identity_moves_from_an_embedded_store() {
+    let source_place = Place::sqlite("export");
+    let source = source_place.open();
+    let app = source.create_app(new_app("Daemon", AppKind::Confidential), 10).unwrap();
+    let (_, secret) = source.add_secret(&app.client_id, "ci", 10, i64::MAX).unwrap();
+    let mut public = new_app("Portal", AppKind::Public);
+    public.redirect_uris = vec!["http://localhost/cb".into()];
+    let public = source.create_app(public, 11).unwrap();
+    let user = NewUser {
+        user_principal_name: "alice@example.org".into(),
+        display_name: "Alice".into(),
+        password: "correct horse".into(),
+        fhir_user: None,
+    };
+    let alice = source.create_user(user, 12).unwrap();
+    let reader = roles::find("FHIR Data Reader").unwrap();
+    source.assign_role(reader, &app.object_id, 13).unwrap();
+    source.assign_role(reader, &alice.object_id, 14).unwrap();
+    source.assign_role(reader, "external-oid", 15).unwrap();
+    source.rotate_signing_key(20).unwrap();
+    source.set_setting("fhir_app_id", "app-id").unwrap();
+    source.save_refresh_token("rt", &refresh_grant(), i64::MAX).unwrap();
+
+    let export = source.export().unwrap();
+    assert_eq!(export.tenant_id(), source.tenant_id());
+    let counts = ImportCounts { signing_keys: 2, apps: 2, secrets: 1, users: 1, role_assignments: 3 };
+    assert_eq!(export.counts(), counts);
+
+    let target_place = Place::postgres("import");
+    let Place::Schema { url, .. } = &target_place else { unreachable!() };
+    let target = IdentityImport::connect(url).unwrap();
+    target.check(&export).unwrap();
+    assert_eq!(target.import(&export).unwrap(), counts);
+
+    let moved = target_place.open();
+    assert_eq!(moved.tenant_id(), source.tenant_id());
+    let kids = |store: &IdentityStore| -> Vec<_> {
+        store.signing_keys(0).unwrap().into_iter().map(|k| (k.kid, k.retired_at)).collect()
+    };
+    assert_eq!(kids(&moved), kids(&source));
+    assert_eq!(moved.apps().unwrap(), [app.clone(), public]);
+    assert_eq!(moved.secrets(&app.client_id).unwrap(), source.secrets(&app.client_id).unwrap());
+    assert!(moved.check_secret(&app.client_id, &secret).unwrap().is_some(), "the secret still works");
+    assert_eq!(moved.check_password("Alice@example.org", "correct horse").unwrap(), Some(alice));
+    assert_eq!(moved.role_assignments(None).unwrap(), source.role_assignments(None).unwrap());
+    assert_eq!(moved.setting("fhir_app_id").unwrap().as_deref(), Some("app-id"));
+    assert_eq!(moved.redeem_refresh_token("rt", 0).unwrap(), Redeemed::Unknown, "one-time values stay behind");
+
+    // Again into the same target: it holds apps now.
+    let again = target.check(&export).unwrap_err();
+    assert!(matches!(&again, IdentityError::Conflict(m) if m.contains("2 apps")), "{again}");
+    assert!(target.import(&export).is_err());
+    // A target a server already ran on has a tenant of its own.
+    let other_place = Place::postgres("import-other");
+    let Place::Schema { url, .. } = &other_place else { unreachable!() };
+    drop(other_place.open());
+    let refused = IdentityImport::connect(url).unwrap().check(&export).unwrap_err();
+    assert!(refused.to_string().contains("another tenant"), "{refused}");
 }
