@@ -46,7 +46,7 @@ FHIRSIDE_TEST_BACKEND=postgres cargo nextest run -p fhirside --test blackbox --n
 # The schemas the test servers made, one transaction each (a schema's tables take many locks).
 psql "$FHIRSIDE_TEST_POSTGRES" -Atq -c "SELECT nspname FROM pg_namespace
     WHERE nspname LIKE 'fhirside\_bb\_%' OR nspname LIKE 'fhirside\_store\_test\_%'
-       OR nspname LIKE 'fhirside\_identity\_test\_%'" |
+       OR nspname LIKE 'fhirside\_identity\_test\_%' OR nspname LIKE 'fhirside\_audit\_test\_%'" |
   while read -r schema; do
     psql "$FHIRSIDE_TEST_POSTGRES" -q -c "SET client_min_messages = warning; DROP SCHEMA \"$schema\" CASCADE" || true
   done

@@ -7,6 +7,22 @@ use ring::digest::{Context, SHA256};
 /// The end of a canonical line: the `Hash` member, empty.
 pub(crate) const EMPTY_HASH_MEMBER: &[u8] = br#""Hash":""}"#;
 
+/// Appends to `buf` the stored line (without its newline) of the record whose line without the
+/// chain members is `head` (it ends with the comma before `"Sequence"`), chained after
+/// `previous_hash`; returns its hash.
+pub(crate) fn append_line(buf: &mut Vec<u8>, head: &[u8], sequence: u64, previous_hash: &str) -> String {
+    use std::io::Write;
+    let start = buf.len();
+    buf.extend_from_slice(head);
+    let _ = write!(buf, "\"Sequence\":{sequence},\"PreviousHash\":\"{previous_hash}\",");
+    buf.extend_from_slice(EMPTY_HASH_MEMBER);
+    let hash = hash(previous_hash, &[&buf[start..]]);
+    buf.truncate(buf.len() - 2);
+    buf.extend_from_slice(hash.as_bytes());
+    buf.extend_from_slice(b"\"}");
+    hash
+}
+
 /// `base64url(SHA-256(previous_hash + "\n" + canonical))`, the canonical line given in parts.
 pub(crate) fn hash(previous_hash: &str, canonical: &[&[u8]]) -> String {
     let mut context = Context::new(&SHA256);

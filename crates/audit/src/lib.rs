@@ -45,7 +45,9 @@
 mod chain;
 mod files;
 mod log;
+pub mod postgres;
 mod query;
+mod sink;
 mod verify;
 
 #[cfg(test)]
@@ -57,8 +59,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use log::AuditLog;
+pub use postgres::PostgresAuditConfig;
 pub use query::{query, Filter};
+pub use sink::AuditLog;
 pub use verify::{verify, BreakKind, BrokenLink, VerifyReport};
 
 /// `LogCategory` of every record (Azure's diagnostic setting category).
@@ -218,7 +221,7 @@ pub fn timestamp(t: std::time::SystemTime) -> String {
     format_time(time::OffsetDateTime::from(t))
 }
 
-fn format_time(t: time::OffsetDateTime) -> String {
+pub(crate) fn format_time(t: time::OffsetDateTime) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()

@@ -1,4 +1,4 @@
-//! [`AuditLog`]: appending records, chained in the order they are written.
+//! [`FileLog`]: appending records to the daily files, chained in the order they are written.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -21,9 +21,9 @@ const MAX_BATCH: usize = 1024;
 /// What `serde_json` writes for the chain members of a record whose chain is unset.
 const UNSET_CHAIN: &[u8] = br#""Sequence":0,"PreviousHash":"","Hash":""}"#;
 
-/// The audit trail being written: share it in an `Arc`.
+/// The audit trail being written to files (behind [`crate::AuditLog`]).
 ///
-/// [`append`](AuditLog::append) serializes the record on the caller's task; the writer state (behind
+/// [`append`](FileLog::append) serializes the record on the caller's task; the writer state (behind
 /// one mutex) assigns the sequence and hashes in the order it writes, so the file order is the chain
 /// order. How the line reaches the file depends on the [`SyncPolicy`]:
 ///
@@ -40,7 +40,7 @@ const UNSET_CHAIN: &[u8] = br#""Sequence":0,"PreviousHash":"","Hash":""}"#;
 /// When a write fails, the writer cuts the file back to its last complete batch, answers every
 /// append of the batch with the error, and reopens the file for the next batch: appends fail while
 /// the file system refuses, and succeed again once it accepts, the chain intact.
-pub struct AuditLog {
+pub(crate) struct FileLog {
     writer: Arc<Mutex<Writer>>,
     sync: SyncPolicy,
     /// To the background thread: appends (`Always`) and the close request.
@@ -58,17 +58,17 @@ enum Message {
 }
 
 /// The chain members the writer assigned to a record.
-struct Link {
-    sequence: u64,
-    previous_hash: String,
-    hash: String,
+pub(crate) struct Link {
+    pub(crate) sequence: u64,
+    pub(crate) previous_hash: String,
+    pub(crate) hash: String,
 }
 
-impl AuditLog {
+impl FileLog {
     /// Opens the audit directory (creating it, mode 0700), takes its lock, applies the retention,
     /// and finds the chain's last record (the last line of the newest file) to continue it. A torn
     /// final line (a write cut short by a crash) is moved to the day's `.torn` side file first.
-    pub fn open(config: AuditConfig) -> Result<AuditLog, AuditError> {
+    pub(crate) fn open(config: AuditConfig) -> Result<FileLog, AuditError> {
         let dir = config.dir.clone();
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         let lock = lock(&dir)?;
@@ -128,13 +128,13 @@ impl AuditLog {
             SyncPolicy::Always => group_commit(&background, &receiver),
             SyncPolicy::Interval(interval) => periodic_sync(&background, &receiver, interval),
         })?;
-        Ok(AuditLog { writer, sync, sender, thread: Mutex::new(Some(handle)), recovered_torn_tail })
+        Ok(FileLog { writer, sync, sender, thread: Mutex::new(Some(handle)), recovered_torn_tail })
     }
 
     /// Chains and writes a record; returns it as stored (with `sequence`, `previous_hash`, `hash`).
     /// An error means the line is not in the trail (disk full, permissions, closed log, or a
     /// `TimeGenerated` that is not RFC 3339): the caller fails the request.
-    pub async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
+    pub(crate) async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
         let (day, head, record) = prepare(record)?;
         let link = match self.sync {
             SyncPolicy::Interval(_) => {
@@ -153,7 +153,7 @@ impl AuditLog {
     /// `Interval` syncing in one write. For the `Started` and outcome records of a request that
     /// changes nothing (a read), written together once it is answered: half the writes.
     /// An error means not all of them are in the trail.
-    pub async fn append_all(&self, records: Vec<AuditRecord>) -> Result<Vec<AuditRecord>, AuditError> {
+    pub(crate) async fn append_all(&self, records: Vec<AuditRecord>) -> Result<Vec<AuditRecord>, AuditError> {
         let prepared = records.into_iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
         match self.sync {
             SyncPolicy::Interval(_) => {
@@ -200,7 +200,7 @@ impl AuditLog {
     }
 
     /// Writes what is queued, syncs and stops the writer; later appends fail. Blocks until done.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let (done, wait) = mpsc::sync_channel(1);
         if self.sender.send(Message::Close { done }).is_ok() {
             let _ = wait.recv();
@@ -218,7 +218,7 @@ impl AuditLog {
 
     /// The side file that received a torn final line found at open (after a crash), if any: worth a
     /// warning in the server's log.
-    pub fn recovered_torn_tail(&self) -> Option<&Path> {
+    pub(crate) fn recovered_torn_tail(&self) -> Option<&Path> {
         self.recovered_torn_tail.as_deref()
     }
 
@@ -235,7 +235,7 @@ impl AuditLog {
     }
 }
 
-impl Drop for AuditLog {
+impl Drop for FileLog {
     fn drop(&mut self) {
         self.close();
     }
@@ -243,7 +243,7 @@ impl Drop for AuditLog {
 
 /// The record's day and its line without the chain members (which the writer appends), and the
 /// record with those members cleared.
-fn prepare(mut record: AuditRecord) -> Result<(Date, Vec<u8>, AuditRecord), AuditError> {
+pub(crate) fn prepare(mut record: AuditRecord) -> Result<(Date, Vec<u8>, AuditRecord), AuditError> {
     let time = crate::parse_time(&record.time_generated).ok_or_else(|| {
         AuditError::invalid(format!("TimeGenerated '{}' is not an RFC 3339 date-time", record.time_generated))
     })?;
@@ -259,7 +259,7 @@ fn prepare(mut record: AuditRecord) -> Result<(Date, Vec<u8>, AuditRecord), Audi
     Ok((day, head, record))
 }
 
-fn linked(mut record: AuditRecord, link: Link) -> AuditRecord {
+pub(crate) fn linked(mut record: AuditRecord, link: Link) -> AuditRecord {
     record.sequence = link.sequence;
     record.previous_hash = link.previous_hash;
     record.hash = link.hash;
@@ -449,14 +449,8 @@ impl Writer {
     /// Appends one line to `buf`, chained to the one before.
     fn format(&mut self, head: &[u8]) -> Link {
         let sequence = self.next_sequence + 1;
-        let start = self.buf.len();
-        self.buf.extend_from_slice(head);
-        let _ = write!(self.buf, "\"Sequence\":{sequence},\"PreviousHash\":\"{}\",", self.next_hash);
-        self.buf.extend_from_slice(chain::EMPTY_HASH_MEMBER);
-        let hash = chain::hash(&self.next_hash, &[&self.buf[start..]]);
-        self.buf.truncate(self.buf.len() - 2);
-        self.buf.extend_from_slice(hash.as_bytes());
-        self.buf.extend_from_slice(b"\"}\n");
+        let hash = chain::append_line(&mut self.buf, head, sequence, &self.next_hash);
+        self.buf.push(b'\n');
         self.next_sequence = sequence;
         let previous_hash = std::mem::replace(&mut self.next_hash, hash.clone());
         Link { sequence, previous_hash, hash }

@@ -33,7 +33,7 @@ impl Filter {
         self.range().map(|_| ())
     }
 
-    fn range(&self) -> Result<(Option<OffsetDateTime>, Option<OffsetDateTime>), String> {
+    pub(crate) fn range(&self) -> Result<(Option<OffsetDateTime>, Option<OffsetDateTime>), String> {
         let parse = |name: &str, value: &Option<String>| match value {
             None => Ok(None),
             Some(text) => parse_time(text)

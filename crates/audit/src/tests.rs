@@ -369,7 +369,7 @@ async fn failed_write_leaves_no_partial_line(sync: SyncPolicy) {
     append_n(&log, "2024-03-01T10:00:00.000001Z", 2).await;
     let file = audit_file(tmp.path(), "2024-03-01");
     let before = std::fs::read(&file).unwrap();
-    log.inject_short_write();
+    log.files().inject_short_write();
     let e = log.append(record("2024-03-01T10:00:01.000001Z", "read")).await.unwrap_err();
     assert!(e.to_string().contains("injected"), "{e}");
     assert_eq!(std::fs::read(&file).unwrap(), before, "the half-written line was cut off");
@@ -559,12 +559,12 @@ async fn interval_sync_runs_in_the_background() {
     let interval = std::time::Duration::from_millis(20);
     let log = AuditLog::open(AuditConfig { sync: SyncPolicy::Interval(interval), ..config(tmp.path()) }).unwrap();
     append_n(&log, "2024-03-01T10:00:00.000001Z", 3).await;
-    assert!(log.unsynced(), "written, not yet synced");
+    assert!(log.files().unsynced(), "written, not yet synced");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while log.unsynced() && std::time::Instant::now() < deadline {
+    while log.files().unsynced() && std::time::Instant::now() < deadline {
         std::thread::sleep(interval);
     }
-    assert!(!log.unsynced(), "synced by the background thread");
+    assert!(!log.files().unsynced(), "synced by the background thread");
 }
 
 #[test]

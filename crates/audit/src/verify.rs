@@ -66,6 +66,9 @@ pub enum BreakKind {
     TornFinalLine,
     /// A line without a newline at the end of an older file.
     IncompleteLine,
+    /// In the database: a row's filter columns (time, operation, …) differ from its hashed line,
+    /// so queries would find it under false pretences.
+    ColumnMismatch,
 }
 
 /// Walks all `audit-*.jsonl` files of `dir` in date order, recomputing every hash and checking the
@@ -136,7 +139,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, AuditError> {
     Ok(finish(report, previous))
 }
 
-fn finish(mut report: VerifyReport, last: Option<(u64, String)>) -> VerifyReport {
+pub(crate) fn finish(mut report: VerifyReport, last: Option<(u64, String)>) -> VerifyReport {
     if let Some((sequence, hash)) = last {
         report.last_sequence = Some(sequence);
         report.last_hash = Some(hash);
@@ -145,13 +148,16 @@ fn finish(mut report: VerifyReport, last: Option<(u64, String)>) -> VerifyReport
 }
 
 /// The chain members of a verified line.
-struct Checked {
-    sequence: u64,
-    previous_hash: String,
-    hash: String,
+pub(crate) struct Checked {
+    pub(crate) sequence: u64,
+    pub(crate) previous_hash: String,
+    pub(crate) hash: String,
 }
 
-fn check(line: &[u8], previous: Option<&(u64, String)>) -> Result<Checked, (Option<u64>, BreakKind, String)> {
+pub(crate) fn check(
+    line: &[u8],
+    previous: Option<&(u64, String)>,
+) -> Result<Checked, (Option<u64>, BreakKind, String)> {
     let record: AuditRecord = serde_json::from_slice(line)
         .map_err(|e| (None, BreakKind::Unparsable, format!("the line is not an audit record: {e}")))?;
     let sequence = Some(record.sequence);

@@ -1,4 +1,5 @@
-//! `fhirside audit …`: the audit trail of a data directory (`<data dir>/audit`).
+//! `fhirside audit …`: the audit trail of a data directory (`<data dir>/audit`), or of the
+//! servers' PostgreSQL database (`--database`).
 //!
 //! `fhirside audit verify` re-walks the hash chain of the audit files ([`fhirside_audit::verify`])
 //! and prints the first broken link. It only reads, so it runs whether or not `fhirside serve`
@@ -25,12 +26,16 @@ enum AuditCommand {
 
 #[derive(Args, Debug)]
 struct VerifyArgs {
-    /// TOML configuration file (only its `data_dir` is used here).
+    /// TOML configuration file (only its `data_dir` and `database` are used here).
     #[arg(long, env = "FHIRSIDE_CONFIG")]
     config: Option<PathBuf>,
     /// The data directory of the server [default: ./fhirside-data].
     #[arg(long, env = "FHIRSIDE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The servers' PostgreSQL (`postgres://…`), whose `audit_record` table holds the trail
+    /// when they run on `--database`; else the config file's `database`.
+    #[arg(long, env = "FHIRSIDE_DATABASE_URL")]
+    database: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -64,10 +69,14 @@ pub fn run(args: AuditArgs) -> ExitCode {
 }
 
 fn verify(args: &VerifyArgs) -> Result<VerifyReport, String> {
-    let data_dir = crate::config::admin_data_dir(args.data_dir.clone(), args.config.as_deref())?;
-    let dir = data_dir.join("audit");
+    let target = crate::config::admin_target(args.data_dir.clone(), args.database.clone(), args.config.as_deref())?;
+    if let Some(url) = &target.database {
+        return fhirside_audit::postgres::verify(url)
+            .map_err(|e| format!("cannot verify the audit trail in PostgreSQL: {e}"));
+    }
+    let dir = target.data_dir.join("audit");
     if !dir.is_dir() {
-        return Err(format!("{} has no audit trail ({} does not exist)", data_dir.display(), dir.display()));
+        return Err(format!("{} has no audit trail ({} does not exist)", target.data_dir.display(), dir.display()));
     }
     fhirside_audit::verify(&dir).map_err(|e| format!("cannot verify {}: {e}", dir.display()))
 }

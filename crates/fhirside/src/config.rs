@@ -367,16 +367,6 @@ fn resolve_cors(flags: CorsFile, file: CorsFile) -> Result<Option<fhirside_serve
     Ok(Some(cors))
 }
 
-/// The data directory for the admin commands (`fhirside app …`), resolved as `serve` resolves it:
-/// the flag or `FHIRSIDE_DATA_DIR`, else the config file's `data_dir`, else `./fhirside-data`.
-pub fn admin_data_dir(data_dir: Option<PathBuf>, config: Option<&std::path::Path>) -> Result<PathBuf, String> {
-    if let Some(dir) = data_dir {
-        return Ok(dir);
-    }
-    let file = file_config(config)?;
-    Ok(file.data_dir.unwrap_or_else(|| PathBuf::from("fhirside-data")))
-}
-
 /// Where the admin commands (`fhirside app …`) and `fhirside token` find the installation,
 /// resolved as `serve` resolves it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use fhirside_audit::{AuditConfig, AuditLog};
+use fhirside_audit::{AuditConfig, AuditLog, PostgresAuditConfig};
 use fhirside_server::listener::{self, Transport};
 use fhirside_server::{tls, AppState};
 use fhirside_store::{PostgresConfig, PostgresStore, ResourceStore, SqliteConfig, SqliteStore};
@@ -31,26 +31,35 @@ pub fn run(settings: Settings) -> Result<(), String> {
         // Every request is recorded: a server that cannot record them does not start.
         let audit = match &settings.audit {
             None => None,
-            Some(audit) => {
-                let dir = data_dir.join("audit");
-                let config = AuditConfig {
-                    dir: dir.clone(),
+            // On PostgreSQL the trail is in the database, shared by every replica.
+            Some(audit) => Some(Arc::new(match settings.database.as_deref() {
+                Some(url) => AuditLog::open_postgres(PostgresAuditConfig {
+                    url: url.to_owned(),
                     retention_days: audit.retention_days,
                     stdout: audit.stdout,
                     sync: audit.sync,
-                };
-                let log = AuditLog::open(config)
-                    .map_err(|e| format!("cannot open the audit log in {}: {e}", dir.display()))?;
-                Some((Arc::new(log), dir))
-            }
+                })
+                .map_err(|e| format!("cannot open the audit log in PostgreSQL: {e}"))?,
+                None => {
+                    let dir = data_dir.join("audit");
+                    let config = AuditConfig {
+                        dir: dir.clone(),
+                        retention_days: audit.retention_days,
+                        stdout: audit.stdout,
+                        sync: audit.sync,
+                    };
+                    AuditLog::open(config)
+                        .map_err(|e| format!("cannot open the audit log in {}: {e}", dir.display()))?
+                }
+            })),
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "Fhirside {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "data directory: {}", data_dir.display());
         let _ = writeln!(out, "resource store: {}", store.describe());
         match &audit {
-            Some((log, dir)) => {
-                let _ = writeln!(out, "audit log: {}", dir.display());
+            Some(log) => {
+                let _ = writeln!(out, "audit log: {}", log.describe());
                 if let Some(torn) = log.recovered_torn_tail() {
                     let _ = writeln!(
                         out,
@@ -99,8 +108,8 @@ pub fn run(settings: Settings) -> Result<(), String> {
             identity.store,
             identity.authority,
         );
-        if let Some((log, dir)) = &audit {
-            state = state.with_audit(log.clone(), dir.clone());
+        if let Some(log) = &audit {
+            state = state.with_audit(log.clone());
         }
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
@@ -110,7 +119,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
         // A job in progress stops here; its lease runs out and it resumes from its checkpoint.
         worker.abort();
         store.close();
-        if let Some((log, _)) = &audit {
+        if let Some(log) = &audit {
             log.close();
         }
         println!("stopped");

@@ -39,7 +39,6 @@ pub mod tls;
 pub use config::{AuthMode, CorsConfig, OAuthUris, ServerConfig};
 pub use search_params::rebuild_index;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -73,10 +72,9 @@ pub struct Shared {
     pub(crate) identity: Option<Arc<fhirside_identity::store::IdentityStore>>,
     /// The built-in authority, served under `/{tenant}`, when it is on.
     pub(crate) authority: Option<Arc<fhirside_identity::authority::Authority>>,
-    /// The audit log every request is recorded in; `None` when auditing is off.
+    /// The audit log every request is recorded in, and `GET /_audit` reads; `None` when
+    /// auditing is off.
     pub(crate) audit: Option<Arc<fhirside_audit::AuditLog>>,
-    /// The audit log's directory, which `GET /_audit` reads.
-    pub(crate) audit_dir: Option<PathBuf>,
 }
 
 impl AppState {
@@ -94,7 +92,6 @@ impl AppState {
             identity: None,
             authority: None,
             audit: None,
-            audit_dir: None,
         }))
     }
 
@@ -113,11 +110,10 @@ impl AppState {
         self
     }
 
-    /// Turns auditing on: every request is recorded in `log`, whose records are in `dir`.
-    pub fn with_audit(mut self, log: Arc<fhirside_audit::AuditLog>, dir: PathBuf) -> AppState {
+    /// Turns auditing on: every request is recorded in `log`.
+    pub fn with_audit(mut self, log: Arc<fhirside_audit::AuditLog>) -> AppState {
         let shared = Arc::make_mut(&mut self.0);
         shared.audit = Some(log);
-        shared.audit_dir = Some(dir);
         self
     }
 }

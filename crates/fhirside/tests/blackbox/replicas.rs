@@ -262,3 +262,97 @@ fn replicas_share_one_built_in_authority() {
     }
     b.request_as(&token, "GET", "/Patient", None).expect(200);
 }
+
+/// Runs SQL on the database (to tamper with the trail).
+fn sql(database: &str, statement: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(database, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(statement).await.unwrap();
+    })
+}
+
+/// `fhirside audit verify --database <database> --output json`: exit code and report.
+fn verify_database(database: &str) -> (i32, Value) {
+    let output = crate::harness::admin_command_on(&temp_dir("verify"), Some(database), &["audit", "verify"]);
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("verify: not JSON ({e}): {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code().unwrap(), report)
+}
+
+#[test]
+fn replicas_write_one_audit_chain_in_the_database() {
+    let database = shared_database("audit");
+    let (a, b) = (replica(&database, &[]), replica(&database, &[]));
+
+    // Requests through both replicas at once: reads, creates and a failure.
+    let workers: Vec<_> = (0..6)
+        .map(|n| {
+            let mut client = if n % 2 == 0 { a.client() } else { b.client() };
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let body = json!({"resourceType": "Patient", "name": [{"family": format!("Audit{n}x{i}")}]});
+                    let headers = [("content-type", FHIR_JSON), ("x-request-id", "replicated")];
+                    assert_eq!(
+                        client.request("POST", "/Patient", &headers, Some(body.to_string().as_bytes())).status,
+                        201
+                    );
+                    assert_eq!(client.request("GET", "/Patient?_count=1", &[], None).status, 200);
+                }
+                assert_eq!(client.request("GET", "/Patient/missing", &[], None).status, 404);
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+
+    // One chain: every request's two records, in order, whichever replica wrote them.
+    let (code, report) = verify_database(&database);
+    assert_eq!((code, report["intact"].clone()), (0, json!(true)), "{report}");
+    let stored = sql_count(&database, "SELECT count(*) FROM audit_record");
+    assert_eq!(report["records"].as_i64(), Some(stored));
+    assert!(stored >= 6 * 21 * 2, "{stored} records");
+    assert_eq!(report["first_sequence"], 1, "{report}");
+
+    // Either replica finds what the other recorded.
+    let found = |server: &Server, query: &str| -> Vec<Value> {
+        let response = server.get(&format!("/_audit?{query}")).expect(200).json();
+        response["value"].as_array().unwrap().clone()
+    };
+    let creates = found(&b, "operation=create&result=Succeeded&_count=1000");
+    assert_eq!(creates.len(), 60);
+    assert!(creates.iter().all(|r| r["CorrelationId"] == "replicated" && r["StatusCode"] == 201));
+    let failed = found(&a, "result=Failed&resourceType=Patient");
+    assert_eq!(failed.len(), 6, "{failed:#?}");
+    assert!(failed.iter().all(|r| r["StatusCode"] == 404 && r["OperationName"] == "read"));
+    let sequences: Vec<u64> = creates.iter().map(|r| r["Sequence"].as_u64().unwrap()).collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "chain order");
+
+    // An edited line, then a filter column changed to hide a record, are found.
+    let tampered = sequences[3];
+    sql(
+        &database,
+        &format!("UPDATE audit_record SET line = replace(line, '\"StatusCode\":201', '\"StatusCode\":200') WHERE sequence = {tampered}"),
+    );
+    let (code, report) = verify_database(&database);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["first_broken"]["kind"], "hash-mismatch");
+    assert_eq!(report["first_broken"]["sequence"], tampered);
+    assert_eq!(report["last_sequence"], tampered - 1);
+    sql(
+        &database,
+        &format!("UPDATE audit_record SET line = replace(line, '\"StatusCode\":200', '\"StatusCode\":201') WHERE sequence = {tampered}"),
+    );
+    sql(&database, &format!("UPDATE audit_record SET operation_name = 'read' WHERE sequence = {}", sequences[5]));
+    let (code, report) = verify_database(&database);
+    assert_eq!((code, report["first_broken"]["kind"].clone()), (1, json!("column-mismatch")), "{report}");
+    assert_eq!(report["first_broken"]["sequence"], sequences[5]);
+    // A deleted record breaks the sequence.
+    sql(&database, &format!("UPDATE audit_record SET operation_name = 'create' WHERE sequence = {}", sequences[5]));
+    sql(&database, &format!("DELETE FROM audit_record WHERE sequence = {}", sequences[7]));
+    let (code, report) = verify_database(&database);
+    assert_eq!((code, report["first_broken"]["kind"].clone()), (1, json!("sequence-gap")), "{report}");
+    assert_eq!(report["first_broken"]["sequence"], sequences[7] + 1);
+}

@@ -277,8 +277,7 @@ mod tests {
         let dir = temp_dir("recorded");
         let store = Arc::new(SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap());
         let log = Arc::new(AuditLog::open(AuditConfig::new(dir.join("audit"))).unwrap());
-        let state =
-            AppState::new(crate::ServerConfig::default(), store.clone()).with_audit(log.clone(), dir.join("audit"));
+        let state = AppState::new(crate::ServerConfig::default(), store.clone()).with_audit(log.clone());
         let mut router = crate::router(state);
 
         let (status, headers, _) = send(&mut router, create_patient()).await;
@@ -326,8 +325,7 @@ mod tests {
     fn closing_router(dir: &std::path::Path, method: axum::http::Method) -> (axum::Router, Arc<SqliteStore>) {
         let store = Arc::new(SqliteStore::open(&SqliteConfig::in_dir(dir)).unwrap());
         let log = Arc::new(AuditLog::open(AuditConfig::new(dir.join("audit"))).unwrap());
-        let state =
-            AppState::new(crate::ServerConfig::default(), store.clone()).with_audit(log.clone(), dir.join("audit"));
+        let state = AppState::new(crate::ServerConfig::default(), store.clone()).with_audit(log.clone());
         let handler = move || async move {
             log.close();
             "done"
@@ -375,7 +373,7 @@ mod tests {
         let store = Arc::new(SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap());
         let log = Arc::new(AuditLog::open(AuditConfig::new(dir.join("audit"))).unwrap());
         log.close(); // Appends now fail.
-        let state = AppState::new(crate::ServerConfig::default(), store.clone()).with_audit(log, dir.join("audit"));
+        let state = AppState::new(crate::ServerConfig::default(), store.clone()).with_audit(log);
         let (status, headers, outcome) = send(&mut crate::router(state), create_patient()).await;
         assert_eq!(status, 503);
         assert_eq!(headers["x-correlation-id"], "client-7");

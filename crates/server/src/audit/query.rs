@@ -63,16 +63,14 @@ async fn handle(State(state): State<AppState>, request: Request) -> Result<Respo
     let principal = request.extensions().get::<Principal>().cloned();
     auth::authorize(&principal.ok_or(FhirError::Forbidden)?, DataAction::Audit)?;
     let query = parse(&Params::parse(request.uri().query()), request.headers())?;
-    let dir = state.audit_dir.clone().ok_or_else(|| FhirError::BadRequest {
+    let log = state.audit.clone().ok_or_else(|| FhirError::BadRequest {
         code: "not-supported",
         diagnostics: "Auditing is off on this server (--no-audit).".into(),
         expression: None,
     })?;
     let AuditQuery { filter, count, as_bundle } = query;
-    let records = tokio::task::spawn_blocking(move || fhirside_audit::query(&dir, &filter, count))
-        .await
-        .map_err(|e| FhirError::Internal(e.to_string()))?
-        .map_err(|e| FhirError::Internal(format!("reading the audit log: {e}")))?;
+    let records =
+        log.query(filter, count).await.map_err(|e| FhirError::Internal(format!("reading the audit log: {e}")))?;
     let (content_type, body) = if as_bundle {
         (crate::response::FHIR_JSON, bundle(&records))
     } else {
