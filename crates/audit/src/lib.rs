@@ -9,11 +9,13 @@
 //! operation, result and correlation id.
 //!
 //! Writing is part of a request's success: [`AuditLog::append`] returns only once the line is
-//! written (and, with [`SyncPolicy::Always`], on disk), and an error when it could not be, so the
-//! caller fails the request instead of leaving it unaudited. Lines are chained in the order they
-//! are written: with `Interval`, the request's task writes its own line under the log's mutex (no
-//! thread hand-off); with `Always`, one writer thread writes and syncs each batch of concurrent
-//! lines with one `write(2)` and one `fdatasync` (group commit).
+//! stored where a crash of the process cannot lose it (and, with [`SyncPolicy::Always`], on disk),
+//! and an error when it could not be, so the caller fails the request instead of leaving it
+//! unaudited. Lines are chained in the order they are stored: with `Interval`, the request's task
+//! chains its lines under the log's mutex and copies them into the journal, a memory-mapped file
+//! of reserved blocks that a writer thread moves to the day files every millisecond and the next
+//! open recovers after a crash (`journal.rs`); with `Always`, one writer thread writes and syncs
+//! each batch of concurrent lines with one `write(2)` and one `fdatasync` (group commit).
 //!
 //! What it must **not** know: HTTP, FHIR resources, the resource store. The server fills records in
 //! from what it knows of a request (operation, caller claims, status); this crate only stores,
@@ -28,6 +30,9 @@
 //! an older file, so the files in date order hold the chain in order, and a record lives in the file
 //! of its day or a later one. `<dir>/LOCK` keeps a second writer out. A line left incomplete by a
 //! crash is moved at the next open to `audit-YYYY-MM-DD.jsonl.torn` ([`AuditLog::recovered_torn_tail`]).
+//! `<dir>/journal` (1 MiB, mode 0600) holds the `Interval` lines not yet moved to the day files;
+//! readers in other processes see a record in the day files a millisecond or so after its request
+//! was answered ([`AuditLog::flush`] moves them at once).
 //!
 //! # The hash chain
 //!
@@ -44,6 +49,7 @@
 
 mod chain;
 mod files;
+mod journal;
 mod log;
 pub mod postgres;
 mod query;

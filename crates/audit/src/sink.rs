@@ -59,7 +59,9 @@ impl AuditLog {
     /// The records that match, oldest first (in chain order), at most `limit`.
     pub async fn query(&self, filter: Filter, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
         match &self.sink {
-            Sink::Files { dir, .. } => {
+            Sink::Files { log, dir } => {
+                // Lines still in the journal (appended within the last millisecond) first.
+                log.flush_pending()?;
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || crate::query(&dir, &filter, limit))
                     .await
@@ -93,6 +95,24 @@ impl AuditLog {
         match &self.sink {
             Sink::Files { log, .. } => log.recovered_torn_tail(),
             Sink::Postgres(_) => None,
+        }
+    }
+
+    /// How many records the open moved from the journal to the day files: records of requests
+    /// answered just before a crash, which had not reached the day files yet.
+    pub fn recovered_from_journal(&self) -> usize {
+        match &self.sink {
+            Sink::Files { log, .. } => log.recovered(),
+            Sink::Postgres(_) => 0,
+        }
+    }
+
+    /// Moves the records appended so far to where readers of the trail find them (the day files;
+    /// on PostgreSQL they are there already). Appends do it on their own within a millisecond.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        match &self.sink {
+            Sink::Files { log, .. } => log.flush_pending(),
+            Sink::Postgres(_) => Ok(()),
         }
     }
 

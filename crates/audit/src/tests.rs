@@ -103,6 +103,7 @@ async fn append_then_verify() {
         assert_eq!(r.operation_name, format!("op-{i}"));
     }
     // The stored line is the record's serialization; the hash is of it with Hash emptied.
+    log.flush().unwrap();
     let file = audit_file(tmp.path(), "2024-03-01");
     let text = lines(&file);
     assert_eq!(text.len(), 5);
@@ -138,9 +139,11 @@ async fn file_modes() {
     let tmp = TempDir::new("modes");
     let log = open(tmp.path());
     append_n(&log, "2024-03-01T10:00:00.000001Z", 1).await;
+    log.flush().unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&tmp.path().join("audit")), 0o700);
     assert_eq!(mode(&audit_file(tmp.path(), "2024-03-01")), 0o600);
+    assert_eq!(mode(&tmp.path().join("audit/journal")), 0o600);
 }
 
 #[tokio::test]
@@ -329,31 +332,50 @@ async fn write_failures(sync: SyncPolicy) {
 
     let log = AuditLog::open(AuditConfig { sync, ..config(tmp.path()) }).unwrap();
     append_n(&log, "2024-03-01T10:00:00.000001Z", 2).await;
+    log.flush().unwrap();
+    let is_enospc = |e: &AuditError| matches!(e, AuditError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC));
 
     // The disk is full (the day's file is /dev/full).
     let full = audit_file(tmp.path(), "2024-03-02");
     std::os::unix::fs::symlink("/dev/full", &full).unwrap();
-    for _ in 0..3 {
-        let e = log.append(record("2024-03-02T10:00:00.000001Z", "read")).await.unwrap_err();
-        assert!(matches!(&e, AuditError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC)), "{e}");
+    if sync == SyncPolicy::Always {
+        for _ in 0..3 {
+            let e = log.append(record("2024-03-02T10:00:00.000001Z", "read")).await.unwrap_err();
+            assert!(is_enospc(&e), "{e}");
+        }
+    } else {
+        // The record waits in the journal (whose blocks are reserved) until the file takes it.
+        let r = log.append(record("2024-03-02T10:00:00.000001Z", "read")).await.unwrap();
+        assert_eq!(r.sequence, 3);
+        let e = log.flush().unwrap_err();
+        assert!(is_enospc(&e), "{e}");
     }
     std::fs::remove_file(&full).unwrap();
-    let r = log.append(record("2024-03-02T10:00:00.000001Z", "read")).await.unwrap();
-    assert_eq!(r.sequence, 3, "failed appends take no sequence number");
+    if sync == SyncPolicy::Always {
+        let r = log.append(record("2024-03-02T10:00:00.000001Z", "read")).await.unwrap();
+        assert_eq!(r.sequence, 3, "failed appends take no sequence number");
+    }
+    log.flush().unwrap();
+    assert_eq!(lines(&full).len(), 1);
 
     // The directory is gone: a new day's file cannot be created.
     let audit = tmp.path().join("audit");
     let moved = tmp.path().join("moved");
     std::fs::rename(&audit, &moved).unwrap();
-    assert!(log.append(record("2024-03-03T10:00:00.000001Z", "read")).await.is_err());
-    assert!(log.append(record("2024-03-03T10:00:01.000001Z", "read")).await.is_err());
+    if sync == SyncPolicy::Always {
+        assert!(log.append(record("2024-03-03T10:00:00.000001Z", "read")).await.is_err());
+        assert!(log.append(record("2024-03-03T10:00:01.000001Z", "read")).await.is_err());
+    } else {
+        log.append(record("2024-03-03T10:00:00.000001Z", "read")).await.unwrap();
+        assert!(log.flush().is_err());
+    }
     std::fs::rename(&moved, &audit).unwrap();
     let r = log.append(record("2024-03-03T10:00:02.000001Z", "read")).await.unwrap();
-    assert_eq!(r.sequence, 4);
+    assert_eq!(r.sequence, if sync == SyncPolicy::Always { 4 } else { 5 });
     drop(log);
     let report = verify(&audit).unwrap();
     assert!(report.intact(), "{report:?}");
-    assert_eq!(report.records, 4);
+    assert_eq!(report.records, r.sequence);
 }
 
 #[tokio::test]
@@ -367,18 +389,68 @@ async fn failed_write_leaves_no_partial_line(sync: SyncPolicy) {
     let tmp = TempDir::new("partial");
     let log = AuditLog::open(AuditConfig { sync, ..config(tmp.path()) }).unwrap();
     append_n(&log, "2024-03-01T10:00:00.000001Z", 2).await;
+    log.flush().unwrap();
     let file = audit_file(tmp.path(), "2024-03-01");
     let before = std::fs::read(&file).unwrap();
     log.files().inject_short_write();
-    let e = log.append(record("2024-03-01T10:00:01.000001Z", "read")).await.unwrap_err();
-    assert!(e.to_string().contains("injected"), "{e}");
-    assert_eq!(std::fs::read(&file).unwrap(), before, "the half-written line was cut off");
+    if sync == SyncPolicy::Always {
+        let e = log.append(record("2024-03-01T10:00:01.000001Z", "read")).await.unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), before, "the half-written line was cut off");
+    } else {
+        // The append is in the journal; the move to the day file fails (here or on the writer
+        // thread, whichever comes first), is cut back, and is tried again.
+        let r = log.append(record("2024-03-01T10:00:01.000001Z", "read")).await.unwrap();
+        assert_eq!(r.sequence, 3);
+        let mut attempts = 0;
+        while let Err(e) = log.flush() {
+            assert!(e.to_string().contains("injected"), "{e}");
+            attempts += 1;
+            assert!(attempts < 3, "only the injected write fails");
+        }
+    }
     let r = log.append(record("2024-03-01T10:00:02.000001Z", "read")).await.unwrap();
-    assert_eq!(r.sequence, 3);
     drop(log);
     let report = verify(&tmp.path().join("audit")).unwrap();
     assert!(report.intact(), "{report:?}");
-    assert_eq!(report.records, 3);
+    assert_eq!(report.records, r.sequence);
+}
+
+#[tokio::test]
+async fn records_a_crash_left_in_the_journal_reach_the_day_files() {
+    let tmp = TempDir::new("journal-recovery");
+    let log = open(tmp.path());
+    let stored = append_n(&log, "2024-03-01T10:00:00.000001Z", 5).await;
+    drop(log);
+    // As if the process had died with the last three records in the journal only: cut them off
+    // the day file and put them in the journal, among zeros and a fragment of an older line.
+    let file = audit_file(tmp.path(), "2024-03-01");
+    let all = lines(&file);
+    write_lines(&file, &all[..2]);
+    let mut journal = vec![0u8; crate::journal::SIZE];
+    let mut at = 1000;
+    let fragment = format!("{}\n", &all[0][40..]);
+    journal[at..at + fragment.len()].copy_from_slice(fragment.as_bytes());
+    at += fragment.len();
+    for line in all[2..].iter().rev() {
+        // Out of order in the ring (a wrap); recovery orders them by sequence.
+        let line = format!("{line}\n");
+        journal[at..at + line.len()].copy_from_slice(line.as_bytes());
+        at += line.len();
+    }
+    std::fs::write(tmp.path().join("audit/journal"), &journal).unwrap();
+
+    let log = open(tmp.path());
+    assert_eq!(log.recovered_from_journal(), 3);
+    assert_eq!(lines(&file), all, "the day file is whole again, in chain order");
+    let next = log.append(record("2024-03-01T10:00:01.000001Z", "read")).await.unwrap();
+    assert_eq!((next.sequence, next.previous_hash.as_str()), (6, stored[4].hash.as_str()));
+    drop(log);
+    let report = verify(&tmp.path().join("audit")).unwrap();
+    assert!(report.intact() && report.records == 6, "{report:?}");
+    // Nothing is recovered twice.
+    let log = open(tmp.path());
+    assert_eq!(log.recovered_from_journal(), 0);
 }
 
 #[tokio::test]
@@ -421,7 +493,10 @@ async fn retention_deletes_old_files_and_the_chain_still_verifies() {
     let mut names: Vec<String> =
         std::fs::read_dir(&audit).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["LOCK", "audit-2020-01-03.jsonl", "audit-2020-01-04.jsonl", "audit-2020-01-05.jsonl"]);
+    assert_eq!(
+        names,
+        ["LOCK", "audit-2020-01-03.jsonl", "audit-2020-01-04.jsonl", "audit-2020-01-05.jsonl", "journal"]
+    );
     let report = verify(&audit).unwrap();
     assert!(report.intact(), "{report:?}");
     assert!(report.starts_after_retention);
@@ -559,6 +634,7 @@ async fn interval_sync_runs_in_the_background() {
     let interval = std::time::Duration::from_millis(20);
     let log = AuditLog::open(AuditConfig { sync: SyncPolicy::Interval(interval), ..config(tmp.path()) }).unwrap();
     append_n(&log, "2024-03-01T10:00:00.000001Z", 3).await;
+    log.flush().unwrap();
     assert!(log.files().unsynced(), "written, not yet synced");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while log.files().unsynced() && std::time::Instant::now() < deadline {

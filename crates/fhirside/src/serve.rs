@@ -60,6 +60,13 @@ pub fn run(settings: Settings) -> Result<(), String> {
         match &audit {
             Some(log) => {
                 let _ = writeln!(out, "audit log: {}", log.describe());
+                if log.recovered_from_journal() > 0 {
+                    let _ = writeln!(
+                        out,
+                        "audit log: {} records of requests answered before a crash moved from the journal to the day files",
+                        log.recovered_from_journal()
+                    );
+                }
                 if let Some(torn) = log.recovered_torn_tail() {
                     let _ = writeln!(
                         out,

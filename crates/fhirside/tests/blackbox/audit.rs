@@ -105,8 +105,20 @@ fn audit_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("audit")
 }
 
-/// The day files of the audit directory, oldest first.
+/// Waits until the server has moved every record from its journal to the day files, which it
+/// does within a few milliseconds of answering: the journal is all zeros when nothing is pending.
+fn settled(data_dir: &Path) {
+    let journal = audit_dir(data_dir).join("journal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read(&journal).is_ok_and(|bytes| bytes.iter().any(|&b| b != 0)) {
+        assert!(std::time::Instant::now() < deadline, "the journal still holds records after 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The day files of the audit directory, oldest first, once every record is in them.
 fn audit_files(data_dir: &Path) -> Vec<PathBuf> {
+    settled(data_dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(audit_dir(data_dir))
         .expect("the audit directory exists")
         .map(|e| e.unwrap().path())
@@ -1030,7 +1042,8 @@ fn count_patients(server: &Server, caller: &Caller, identifier: &str) -> usize {
 
 #[test]
 fn a_request_whose_record_cannot_be_written_is_not_run() {
-    let mut server = Server::start_secure(&[]);
+    // `always`: each record is in its day file (and synced) before the request goes on.
+    let mut server = Server::start_secure(&["--audit-sync", "always"]);
     let writer = Caller::new(&server, "Audit refused", &["FHIR Data Contributor"]);
     // The log opens the day's file at its first record. Nothing has been recorded yet (apps are
     // made on the data directory, tokens by the authority beside the FHIR API), so a directory in
@@ -1055,6 +1068,31 @@ fn a_request_whose_record_cannot_be_written_is_not_run() {
     assert_eq!(count_patients(&server, &writer, "refused"), 1);
     server.kill();
     assert_eq!(verify(&server.data_dir).0, 0);
+}
+
+#[test]
+fn records_wait_in_the_journal_until_their_day_file_can_be_written() {
+    // `interval` (the default): an append is in the journal, a file of reserved blocks, when the
+    // request goes on; the writer thread moves it to the day file, and keeps it until it can.
+    let mut server = Server::start_secure(&[]);
+    let writer = Caller::new(&server, "Audit waits", &["FHIR Data Contributor"]);
+    let file = todays_file(&server.data_dir);
+    assert!(!file.exists(), "no record yet");
+    std::fs::create_dir(&file).unwrap();
+
+    let body = patient("waiting").to_string();
+    let headers = [("x-request-id", "waiting")];
+    send(&server, Some(&writer.token), "POST", "/Patient", &headers, Some((FHIR_JSON, body.as_bytes()))).expect(201);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(file.is_dir(), "nothing could be written to the day file");
+
+    std::fs::remove_dir(&file).unwrap();
+    let waited = records_of(&server.data_dir, "waiting");
+    let results: Vec<&str> = waited.iter().map(|r| r["ResultType"].as_str().unwrap()).collect();
+    assert_eq!(results, ["Started", "Succeeded"], "the records reached the day file once it could be written");
+    server.kill();
+    let (code, report) = verify(&server.data_dir);
+    assert_eq!(code, 0, "{report:#}");
 }
 
 /// A small tmpfs mounted on a directory, unmounted (lazily: the server may still hold its files)
@@ -1121,9 +1159,10 @@ fn a_full_disk_refuses_requests_until_the_log_can_write_again_with_sync_always()
 fn full_disk(args: &[&str]) {
     let data_dir = temp_dir("data");
     // CI runs as root, so a failed mount is a broken test set-up, not a reason to pass.
-    let Some(_tmpfs) = Tmpfs::mount(&audit_dir(&data_dir), &data_dir, "256k") else {
+    let Some(_tmpfs) = Tmpfs::mount(&audit_dir(&data_dir), &data_dir, "4m") else {
         panic!("cannot mount a tmpfs on the audit directory (the test needs root)");
     };
+    let always = args.contains(&"always");
     let mut server = Server::launch(&data_dir, args, None);
     let writer = Caller::new(&server, "Audit disk", &["FHIR Data Contributor"]);
     create(&server, &writer, &patient("before"));
@@ -1131,29 +1170,39 @@ fn full_disk(args: &[&str]) {
     let filler = audit_dir(&data_dir).join("filler");
     fill(&filler);
     // The day's file may still have room in its last page: short records (`/metadata` without a
-    // token) use it up until one cannot be written; a create's record is longer.
+    // token) use it up until one cannot be written; a create's record is longer. With `interval`
+    // they first fill the journal (its blocks were reserved at start), about a thousand requests,
+    // which the file system has room for once the filler goes.
     let mut refused = None;
-    for _ in 0..50 {
+    let mut answered = 0;
+    for _ in 0..5000 {
         let response = send(&server, None, "GET", "/metadata", &[], None);
         if response.status >= 500 {
             refused = Some(response.status);
             break;
         }
         assert_eq!(response.status, 200);
+        answered += 1;
     }
     assert!(matches!(refused, Some(500 | 503)), "the full disk refused a record: {refused:?}");
+    if !always {
+        assert!(answered > 100, "the journal took the records while the disk was full: {answered}");
+    }
 
     let body = patient("disk-full").to_string();
     let headers = [("x-request-id", "disk-full")];
     let response = send(&server, Some(&writer.token), "POST", "/Patient", &headers, Some((FHIR_JSON, body.as_bytes())));
     assert_refused(&response);
 
-    // Room again: the log reopens its file, cut back to its last complete line, and goes on.
+    // Room again: the log reopens its file, cut back to its last complete line, and goes on; the
+    // records the journal held reach it first.
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(count_patients(&server, &writer, "disk-full"), 0, "the refused create was not run");
     assert!(records_of(&data_dir, "disk-full").is_empty());
     send(&server, Some(&writer.token), "POST", "/Patient", &headers, Some((FHIR_JSON, body.as_bytes()))).expect(201);
     assert_eq!(records_of(&data_dir, "disk-full").len(), 2);
+    let metadata = records(&data_dir).iter().filter(|r| r["OperationName"] == "capabilities").count();
+    assert!(metadata >= answered, "every answered request is on record: {metadata} of {answered}");
     server.kill();
     let (code, report) = verify(&data_dir);
     assert_eq!(code, 0, "the chain survived the failed writes: {report:#}");

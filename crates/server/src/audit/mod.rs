@@ -288,7 +288,7 @@ mod tests {
         let generated = headers["x-correlation-id"].to_str().unwrap().to_owned();
         assert_eq!(generated, headers["x-request-id"].to_str().unwrap(), "without a client id, the request id");
 
-        let records = fhirside_audit::query(&dir.join("audit"), &fhirside_audit::Filter::default(), 10).unwrap();
+        let records = log.query(fhirside_audit::Filter::default(), 10).await.unwrap();
         let summary: Vec<(&str, ResultType, Option<u16>, &str)> = records
             .iter()
             .map(|r| (r.operation_name.as_str(), r.result_type, r.status_code, r.correlation_id.as_str()))
