@@ -43,21 +43,21 @@ pub(crate) struct Journal {
 unsafe impl Send for Journal {}
 
 impl Journal {
-    /// Opens the journal of `dir` (creating it and reserving its blocks), returns it empty and the
-    /// complete lines it held: after a crash, lines that may not have reached the day files
-    /// (mixed with older lines that did, which the caller tells apart by their sequence).
-    pub(crate) fn open(dir: &Path, size: usize) -> io::Result<(Journal, Vec<Vec<u8>>)> {
+    /// Opens the journal of `dir` empty, creating it and reserving its blocks. Read what it held
+    /// first ([`held`]), and move that to the day files: opening discards it.
+    pub(crate) fn open(dir: &Path, size: usize) -> io::Result<Journal> {
         let path = dir.join(FILE_NAME);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
-        if file.metadata()?.len() != size as u64 {
-            file.set_len(size as u64)?;
-        }
+        // Start from zeros, so that the next recovery finds only lines written from now on (the
+        // caller has moved what `held` found): cut the file and reserve its blocks again.
+        file.set_len(0)?;
+        file.set_len(size as u64)?;
         // SAFETY: plain system call on a descriptor we own.
         let reserved = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
         if reserved != 0 {
             return Err(io::Error::from_raw_os_error(reserved));
         }
-        // SAFETY: a new shared mapping of `size` bytes of a file at least that long; checked below.
+        // SAFETY: a new shared mapping of `size` bytes of a file that long; checked below.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -71,12 +71,7 @@ impl Journal {
         if map == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let mut journal = Journal { map: map.cast(), size, written: 0, flushed: 0, _file: file };
-        let held = lines(journal.bytes());
-        // Start from zeros, so that the next recovery finds only lines written from now on (and
-        // the caller has moved those found now).
-        journal.bytes_mut().fill(0);
-        Ok((journal, held))
+        Ok(Journal { map: map.cast(), size, written: 0, flushed: 0, _file: file })
     }
 
     /// Copies `lines` (each ending with `\n`) in, contiguous; `false` when there is no room.
@@ -144,6 +139,22 @@ impl Journal {
     }
 }
 
+/// The complete lines the journal of `dir` holds (none if it has no journal): after a crash, lines
+/// that may not have reached the day files, mixed with older lines that did, which the caller
+/// tells apart by their sequence. Read through the page cache rather than a mapping: pages of a
+/// mapping count in the process's memory once touched, and an idle server touches none.
+pub(crate) fn held(dir: &Path, size: usize) -> io::Result<Vec<Vec<u8>>> {
+    use std::io::Read;
+    let file = match File::open(dir.join(FILE_NAME)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(size as u64).read_to_end(&mut bytes)?;
+    Ok(lines(&bytes))
+}
+
 impl Drop for Journal {
     fn drop(&mut self) {
         // SAFETY: unmapping the mapping made in `open`, which nothing references any more.
@@ -177,8 +188,8 @@ mod tests {
     #[test]
     fn lines_wrap_and_are_found_again_after_a_crash() {
         let tmp = crate::tests::TempDir::new("journal");
-        let (mut journal, held) = Journal::open(tmp.path(), 64).unwrap();
-        assert!(held.is_empty());
+        assert!(held(tmp.path(), 64).unwrap().is_empty());
+        let mut journal = Journal::open(tmp.path(), 64).unwrap();
         assert!(journal.push(b"aaaaaaaaaaaaaaaaaaa\n")); // 20 bytes at 0
         assert!(journal.push(b"bbbbbbbbbbbbbbbbbbb\n")); // 20 at 20
         assert!(!journal.push(&[b'x'; 40]), "no room before anything is released");
@@ -194,14 +205,14 @@ mod tests {
         assert!(!journal.push(b"eeeeeeeeeeeeeeeeeee\n"), "b and c are still unflushed");
         drop(journal);
         // Reopened (a crash): the lines not released are found, the released one is not.
-        let (mut journal, held) = Journal::open(tmp.path(), 64).unwrap();
-        let held: Vec<String> = held.into_iter().map(|l| String::from_utf8(l).unwrap()).collect();
-        assert_eq!(held, ["ddddddddd", "bbbbbbbbbbbbbbbbbbb", "ccccccccccccccccccc"]);
+        let found: Vec<String> =
+            held(tmp.path(), 64).unwrap().into_iter().map(|l| String::from_utf8(l).unwrap()).collect();
+        let mut journal = Journal::open(tmp.path(), 64).unwrap();
+        assert_eq!(found, ["ddddddddd", "bbbbbbbbbbbbbbbbbbb", "ccccccccccccccccccc"]);
         assert!(journal.is_empty());
         assert!(journal.push(b"ddddddddd\n"));
         journal.release(journal.written());
         drop(journal);
-        let (_, held) = Journal::open(tmp.path(), 64).unwrap();
-        assert!(held.is_empty(), "an open starts from zeros");
+        assert!(held(tmp.path(), 64).unwrap().is_empty(), "an open starts from zeros");
     }
 }

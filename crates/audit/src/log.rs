@@ -147,14 +147,13 @@ impl FileLog {
         };
         // Lines a crash left in the journal go to the day files first; `Always` then writes
         // without it.
-        let (journal, held) = Journal::open(&dir, journal::SIZE)?;
-        let recovered = writer.recover(held)?;
+        let recovered = writer.recover(journal::held(&dir, journal::SIZE)?)?;
         match config.sync {
-            SyncPolicy::Interval(_) => writer.journal = Some(journal),
-            SyncPolicy::Always => {
-                drop(journal);
-                std::fs::remove_file(dir.join(journal::FILE_NAME))?;
-            }
+            SyncPolicy::Interval(_) => writer.journal = Some(Journal::open(&dir, journal::SIZE)?),
+            SyncPolicy::Always => match std::fs::remove_file(dir.join(journal::FILE_NAME)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
         }
         let writer = Arc::new(Mutex::new(writer));
         let background = writer.clone();
