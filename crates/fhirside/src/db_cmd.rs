@@ -2,12 +2,14 @@
 //!
 //! `fhirside serve` migrates a database that is behind by itself (under an advisory lock, so that
 //! replicas starting together do not race); `db migrate` does the same ahead of a rollout, and
-//! `db status` shows where a database stands without changing it.
+//! `db status` shows where a database stands without changing it. On a Citus coordinator (a
+//! database with the `citus` extension) migrating also distributes the store's tables; both say
+//! which are.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use fhirside_store::{PostgresConfig, SchemaStatus};
+use fhirside_store::{PostgresConfig, PostgresDistribution, SchemaStatus};
 
 #[derive(Args, Debug)]
 pub struct DbArgs {
@@ -52,6 +54,7 @@ pub fn run(args: DbArgs) -> Result<(), String> {
                 println!("applied {version}: {description}");
             }
             println!("{}: schema version {} (newest {})", config.describe(), after.current, after.newest);
+            print_distribution(&after.distribution);
         } else {
             let status = fhirside_store::postgres_schema_status(&config).await.map_err(|e| e.to_string())?;
             print_status(&config, &status);
@@ -69,6 +72,22 @@ fn print_status(config: &PostgresConfig, status: &SchemaStatus) {
     } else {
         for (version, description) in &status.pending {
             println!("pending {version}: {description}");
+        }
+    }
+    print_distribution(&status.distribution);
+}
+
+fn print_distribution(distribution: &PostgresDistribution) {
+    match distribution {
+        PostgresDistribution::Plain => println!("plain PostgreSQL (no citus extension): no table is distributed"),
+        PostgresDistribution::Citus { distributed, pending } => {
+            println!("Citus: {} of the store's tables distributed", distributed.len());
+            for (table, column) in distributed {
+                println!("distributed {table} by {column}");
+            }
+            for table in pending {
+                println!("not distributed yet {table} (`fhirside db migrate` distributes it)");
+            }
         }
     }
 }

@@ -163,6 +163,7 @@ mod tests {
             deleted: false,
             method: Method::Post,
             body: Some(vec![b' '; size]),
+            patient_compartments: Vec::new(),
         }
     }
 

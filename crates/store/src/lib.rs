@@ -24,6 +24,7 @@ mod meta;
 mod model;
 mod postgres;
 mod query;
+mod shard;
 mod sql;
 mod sqlite;
 mod write;
@@ -36,6 +37,7 @@ pub use jobs::{JobEnd, JobFuture, JobQueue, JobRecord, JobStatus, NewJob, MAX_AT
 pub use meta::Unstamped;
 
 pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
+pub use postgres::Distribution as PostgresDistribution;
 pub use postgres::Importer as PostgresImporter;
 pub use postgres::{
     migrate as migrate_postgres, schema_status as postgres_schema_status, PostgresConfig, PostgresStore, SchemaStatus,

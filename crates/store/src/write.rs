@@ -25,23 +25,32 @@ pub(crate) struct NewVersion<'a> {
 
 /// The row operations a backend performs inside the transaction a write runs in.
 pub(crate) trait Rows {
+    /// Where a version's row is: a row id on SQLite; on PostgreSQL also its shard key, which every
+    /// statement on a version names so that a sharded database (Citus) routes it to one shard.
+    type Key;
     /// Serialises the writes to one resource until the transaction ends (concurrent writers only).
     fn lock_resource(&mut self, resource_type: &str, id: &str) -> Result<(), StoreError>;
     /// Serialises conditional interactions with the same criteria, so that two racing conditional
     /// creates cannot both find nothing and both create.
     fn lock_query(&mut self, resource_type: &str, query: &SearchQuery) -> Result<(), StoreError>;
-    /// The current version (possibly a deletion marker) with its row id.
-    fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<(i64, StoredVersion)>, StoreError>;
-    /// Up to `limit` current, live matches with their row ids, and whether there are more.
-    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError>;
+    /// The current version (possibly a deletion marker) with where its row is.
+    fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<(Self::Key, StoredVersion)>, StoreError>;
+    /// Up to `limit` current, live matches, and whether there are more.
+    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<StoredVersion>, bool), StoreError>;
     /// The `lastUpdated` of a new version: later than `previous` (the version it replaces) and than
     /// every timestamp this transaction handed out before.
     fn next_timestamp(&mut self, previous: Option<i64>) -> Result<i64, StoreError>;
-    /// Ends the version `rid` at `valid_to` and drops its index rows.
-    fn retire(&mut self, rid: i64, valid_to: i64) -> Result<(), StoreError>;
-    /// Inserts a version, returning its row id.
-    fn insert_version(&mut self, version: &NewVersion<'_>) -> Result<i64, StoreError>;
-    fn insert_index(&mut self, rid: i64, index: &IndexEntries) -> Result<(), StoreError>;
+    /// Ends the version at `key` at `valid_to` and drops its index rows.
+    fn retire(&mut self, key: &Self::Key, valid_to: i64) -> Result<(), StoreError>;
+    /// Inserts a version with its index rows (none for a deletion marker). It follows `previous`,
+    /// the resource's current version, where there is one (a sharded store keeps every version of a
+    /// resource on the shard of its first); a new resource is placed by its compartments in `index`.
+    fn insert_version(
+        &mut self,
+        version: &NewVersion<'_>,
+        previous: Option<&Self::Key>,
+        index: &IndexEntries,
+    ) -> Result<(), StoreError>;
 }
 
 /// Carries out one write inside the caller's transaction.
@@ -91,7 +100,7 @@ pub(crate) fn apply(rows: &mut impl Rows, op: WriteOp, cost: &mut Cost) -> Resul
                 }
             }
             match current {
-                Some((rid, v)) if !v.deleted => Ok(WriteResult::Deleted(vec![delete(rows, rid, &v, cost)?])),
+                Some((key, v)) if !v.deleted => Ok(WriteResult::Deleted(vec![delete(rows, &key, &v, cost)?])),
                 _ => Ok(WriteResult::Deleted(Vec::new())),
             }
         }
@@ -103,11 +112,11 @@ pub(crate) fn apply(rows: &mut impl Rows, op: WriteOp, cost: &mut Cost) -> Resul
                 return Err(StoreError::TooManyMatches { resource_type, matched: matches.len() + 1 });
             }
             let mut deleted = Vec::with_capacity(matches.len());
-            for (_, version) in matches {
+            for version in matches {
                 rows.lock_resource(&version.resource_type, &version.id)?;
                 // Re-read under the lock: another writer may have replaced it since the search.
                 match rows.current(&version.resource_type, &version.id)? {
-                    Some((rid, current)) if !current.deleted => deleted.push(delete(rows, rid, &current, cost)?),
+                    Some((key, current)) if !current.deleted => deleted.push(delete(rows, &key, &current, cost)?),
                     _ => {}
                 }
             }
@@ -129,7 +138,7 @@ fn single_match(
     if more {
         return Err(StoreError::TooManyMatches { resource_type: resource_type.to_owned(), matched: 2 });
     }
-    Ok(matches.pop().map(|(_, v)| v))
+    Ok(matches.pop())
 }
 
 /// Writes a new version of `resource_type/id` (version 1 if it never existed).
@@ -164,13 +173,12 @@ fn put(
     let last_updated = rows.next_timestamp(current.as_ref().map(|(_, v)| v.last_updated))?;
     let version = current.as_ref().map_or(1, |(_, v)| v.version + 1);
     let created = current.as_ref().is_none_or(|(_, v)| v.deleted);
-    if let Some((rid, _)) = &current {
-        rows.retire(*rid, last_updated)?;
+    if let Some((key, _)) = &current {
+        rows.retire(key, last_updated)?;
     }
     let body = meta::stamp(&resource, resource_type, id, version, &meta::format_instant(last_updated));
-    let rid =
-        rows.insert_version(&NewVersion { resource_type, id, version, last_updated, body: Some(&body), method })?;
-    rows.insert_index(rid, index)?;
+    let new = NewVersion { resource_type, id, version, last_updated, body: Some(&body), method };
+    rows.insert_version(&new, current.as_ref().map(|(key, _)| key), index)?;
     cost.rows_written += 1 + index.len() as u64;
     cost.bytes_written += body.len() as u64;
     let stored = StoredVersion {
@@ -185,24 +193,25 @@ fn put(
     Ok(if created { WriteResult::Created(stored) } else { WriteResult::Updated(stored) })
 }
 
-/// Writes a deletion marker after `current` (row `rid`), which the caller has locked.
-fn delete(
-    rows: &mut impl Rows,
-    rid: i64,
+/// Writes a deletion marker after `current` (at `key`), which the caller has locked.
+fn delete<R: Rows>(
+    rows: &mut R,
+    key: &R::Key,
     current: &StoredVersion,
     cost: &mut Cost,
 ) -> Result<StoredVersion, StoreError> {
     let last_updated = rows.next_timestamp(Some(current.last_updated))?;
-    rows.retire(rid, last_updated)?;
+    rows.retire(key, last_updated)?;
     let version = current.version + 1;
-    rows.insert_version(&NewVersion {
+    let marker = NewVersion {
         resource_type: &current.resource_type,
         id: &current.id,
         version,
         last_updated,
         body: None,
         method: Method::Delete,
-    })?;
+    };
+    rows.insert_version(&marker, Some(key), &IndexEntries::default())?;
     cost.rows_written += 1;
     Ok(StoredVersion {
         resource_type: current.resource_type.clone(),

@@ -11,6 +11,10 @@
 //! with no load under way also `VACUUM` tables that grew or churned by a fifth, which lets index-only
 //! scans skip the table; during a bulk load vacuuming would cost more than it saves. A session advisory
 //! lock lets one replica at a time do it; the others skip that round.
+//!
+//! On Citus the counters are the coordinator's: its distributed tables hold no rows and never look
+//! stale, so only its plain tables (jobs, settings) are analysed here; the shards' statistics are
+//! the workers' autovacuum's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};

@@ -5,18 +5,30 @@
 //! Row ids are the target's own, assigned in the source's row id order. Index rows are not copied:
 //! they are derived from the bodies, and the caller rebuilds them with the search parameters in
 //! force once every version is in.
+//!
+//! Each resource is placed on its shard (`crate::shard`) by the Patient compartments of its current
+//! version in the source's index, all its versions together, as a write would have placed them.
 
 use super::PostgresStore;
 use crate::model::StoreError;
+use crate::shard;
 use crate::sqlite::RawVersion;
 
 /// Every version of a batch in one statement (one transaction): one array per column, inserted
-/// in array order so that the target's row ids follow the source's.
-const INSERT_VERSIONS: &str = "INSERT INTO resource (type, id, version, last_updated, valid_to, deleted, method, body)
- SELECT t, i, v, l, vt, d, m, b
- FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int2[], $7::int2[], $8::bytea[])
-      WITH ORDINALITY AS u(t, i, v, l, vt, d, m, b, n)
- ORDER BY n";
+/// in array order so that the target's row ids follow the source's, and each resource's
+/// `resource_key` (once: its versions may span batches). Returns how many versions it inserted.
+const INSERT_VERSIONS: &str = "WITH
+ k AS (INSERT INTO resource_key (type, id, shard_key)
+       SELECT DISTINCT t, i, s FROM unnest($1::text[], $2::text[], $9::text[]) AS u(t, i, s)
+       ON CONFLICT (type, id) DO NOTHING),
+ r AS (INSERT INTO resource (shard_key, type, id, version, last_updated, valid_to, deleted, method, body)
+       SELECT s, t, i, v, l, vt, d, m, b
+       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int2[], $7::int2[],
+                   $8::bytea[], $9::text[])
+            WITH ORDINALITY AS u(t, i, v, l, vt, d, m, b, s, n)
+       ORDER BY n
+       RETURNING 1)
+ SELECT count(*) FROM r";
 
 /// An import into a store that held no resources when it began; see [`PostgresStore::begin_import`].
 pub struct Importer<'a> {
@@ -50,20 +62,23 @@ impl Importer<'_> {
             columns.push(version)?;
         }
         let mut conn = self.store.pool.get().await?;
-        conn.execute(
-            INSERT_VERSIONS,
-            &[
-                &columns.resource_type,
-                &columns.id,
-                &columns.version,
-                &columns.last_updated,
-                &columns.valid_to,
-                &columns.deleted,
-                &columns.method,
-                &columns.body,
-            ],
-        )
-        .await
+        let row = conn
+            .query_one(
+                INSERT_VERSIONS,
+                &[
+                    &columns.resource_type,
+                    &columns.id,
+                    &columns.version,
+                    &columns.last_updated,
+                    &columns.valid_to,
+                    &columns.deleted,
+                    &columns.method,
+                    &columns.body,
+                    &columns.shard_key,
+                ],
+            )
+            .await?;
+        Ok(row.try_get::<_, i64>(0)? as u64)
     }
 }
 
@@ -77,6 +92,7 @@ struct Columns {
     deleted: Vec<i16>,
     method: Vec<i16>,
     body: Vec<Option<Vec<u8>>>,
+    shard_key: Vec<String>,
 }
 
 impl Columns {
@@ -90,6 +106,7 @@ impl Columns {
             deleted: Vec::with_capacity(n),
             method: Vec::with_capacity(n),
             body: Vec::with_capacity(n),
+            shard_key: Vec::with_capacity(n),
         }
     }
 
@@ -97,6 +114,8 @@ impl Columns {
         let version = i64::try_from(v.version).map_err(|_| {
             StoreError::Invalid(format!("{}/{}: version {} is out of range", v.resource_type, v.id, v.version))
         })?;
+        let patients = v.patient_compartments.iter().map(String::as_str);
+        self.shard_key.push(shard::key(&v.resource_type, &v.id, patients));
         self.resource_type.push(v.resource_type);
         self.id.push(v.id);
         self.version.push(version);

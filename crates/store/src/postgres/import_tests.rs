@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::tests::Scratch;
 use super::PostgresStore;
-use crate::index::IndexEntries;
+use crate::index::{CompartmentEntry, IndexEntries};
 use crate::query::{HistoryQuery, HistoryScope};
 use crate::sqlite::{SqliteConfig, SqliteExport, SqliteStore};
 use crate::{ResourceStore, StoreError, StoredVersion, Unstamped, WriteOp, WriteResult};
@@ -20,6 +20,19 @@ fn put(id: &str, family: &str) -> WriteOp {
         id: id.into(),
         resource: patient(family),
         index: IndexEntries::default(),
+        if_match: None,
+    }
+}
+
+/// An Observation in the compartments of `patients`.
+fn observation(id: &str, patients: &[&str]) -> WriteOp {
+    let compartments =
+        patients.iter().map(|p| CompartmentEntry { compartment: "Patient".into(), id: (*p).into() }).collect();
+    WriteOp::Update {
+        resource_type: "Observation".into(),
+        id: id.into(),
+        resource: Unstamped::new(json!({"resourceType": "Observation"}).as_object().unwrap().clone()),
+        index: IndexEntries { compartments, ..IndexEntries::default() },
         if_match: None,
     }
 }
@@ -51,6 +64,10 @@ async fn import_keeps_every_version() {
         source.write(delete).await.unwrap();
     }
     source.write(put("p2", "Windsor again")).await.unwrap();
+    // Placed on the target by the compartments of their current versions.
+    for op in [observation("o1", &["p1"]), observation("o1", &["p1", "p1"]), observation("o2", &["p1", "p2"])] {
+        source.write(op).await.unwrap();
+    }
     let mut expected = Vec::new();
     for id in ["p1", "p2", "p3"] {
         expected.push((id, history(&source, id).await));
@@ -62,7 +79,7 @@ async fn import_keeps_every_version() {
     // The data directory's lock is held: a second reader (or a server) is refused.
     assert!(matches!(SqliteExport::open(&dir), Err(StoreError::Conflict(_))));
     let counts = export.counts().unwrap();
-    assert_eq!((counts.versions, counts.live), (7, 2));
+    assert_eq!((counts.versions, counts.live), (10, 4));
 
     let scratch = Scratch::new().await;
     let target = PostgresStore::open(&scratch.config).await.unwrap();
@@ -75,8 +92,22 @@ async fn import_keeps_every_version() {
         after = last;
         copied += importer.import_versions(batch.into_iter().map(|(_, v)| v).collect()).await.unwrap();
     }
-    assert_eq!(copied, 7);
+    assert_eq!(copied, 10);
     drop(export);
+    let placed: Vec<(String, i64, String)> = target
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT id, version, shard_key FROM resource WHERE type = 'Observation' ORDER BY id, version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let expected_placement = [("o1", 1, "p1"), ("o1", 2, "p1"), ("o2", 1, "Observation/o2")];
+    assert_eq!(placed, expected_placement.map(|(id, v, s)| (id.to_owned(), v, s.to_owned())));
+    assert_eq!(target.read("Observation", "o2").await.unwrap().value.unwrap().version, 1);
 
     for (id, versions) in &expected {
         let moved = history(&target, id).await;

@@ -8,13 +8,17 @@
 //! depends on is serialised across replicas by advisory locks ([`write`]).
 
 mod analyze;
+mod citus;
 mod import;
 #[cfg(test)]
 mod import_tests;
+mod index_rows;
 mod jobs;
 mod pool;
 mod read;
 mod schema;
+#[cfg(test)]
+mod upgrade_tests;
 mod write;
 
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use bytes::BytesMut;
 use tokio::runtime::Handle;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
+pub use citus::Distribution;
 pub use import::Importer;
 pub use schema::SchemaStatus;
 

@@ -1,4 +1,8 @@
 //! Reads on PostgreSQL: the same queries as the embedded store's, compiled for this dialect.
+//!
+//! A read of one resource (read, vread, its history) first finds the resource's shard key, then
+//! names it in the query, which on Citus is then a router query to the one shard that holds the
+//! resource. Searches, `$everything` and includes run on every shard (`crate::sql`).
 
 use bytes::Bytes;
 use tokio_postgres::types::{ToSql, Type};
@@ -7,6 +11,7 @@ use tokio_postgres::Row;
 use super::pool::Conn;
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
 use crate::query::{EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, KeyValue, Page, SearchQuery};
+use crate::shard;
 use crate::sql::{self, Dialect, Param, SearchRow};
 
 /// The columns [`version_row`] reads, in its order, then `type`.
@@ -48,15 +53,39 @@ async fn compiled_versions(conn: &mut Conn, compiled: &sql::Compiled) -> Result<
     versions(&rows)
 }
 
-/// The current version (possibly a deletion marker) with its row id.
-pub(super) async fn current_with_rid(
+/// The shard key of `resource_type/id`, or `None` if it was never written. A Patient's is its own
+/// id (`crate::shard`), which saves the lookup in `resource_key` for the most read type.
+pub(super) async fn shard_of(conn: &mut Conn, resource_type: &str, id: &str) -> Result<Option<String>, StoreError> {
+    if resource_type == shard::PATIENT {
+        return Ok(Some(id.to_owned()));
+    }
+    let row = conn
+        .query_opt("SELECT shard_key FROM resource_key WHERE type = $1 AND id = $2", &[&resource_type, &id])
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    })
+}
+
+/// The current version (possibly a deletion marker) with its shard key and row id: found in
+/// `resource_key`, then read on its shard.
+pub(super) async fn current_located(
     conn: &mut Conn,
     resource_type: &str,
     id: &str,
-) -> Result<Option<(i64, StoredVersion)>, StoreError> {
-    let sql = concat!("SELECT ", columns!(), " FROM resource WHERE type = $1 AND id = $2 AND valid_to IS NULL");
-    match conn.query_opt(sql, &[&resource_type, &id]).await? {
-        Some(row) => Ok(Some(version_row(&row)?)),
+) -> Result<Option<(String, i64, StoredVersion)>, StoreError> {
+    let Some(shard_key) = shard_of(conn, resource_type, id).await? else { return Ok(None) };
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM resource WHERE shard_key = $1 AND type = $2 AND id = $3 AND valid_to IS NULL"
+    );
+    match conn.query_opt(sql, &[&shard_key, &resource_type, &id]).await? {
+        Some(row) => {
+            let (rid, version) = version_row(&row)?;
+            Ok(Some((shard_key, rid, version)))
+        }
         None => Ok(None),
     }
 }
@@ -66,7 +95,7 @@ pub(super) async fn current(
     resource_type: &str,
     id: &str,
 ) -> Result<Outcome<Option<StoredVersion>>, StoreError> {
-    let found = current_with_rid(conn, resource_type, id).await?.map(|(_, v)| v);
+    let found = current_located(conn, resource_type, id).await?.map(|(_, _, v)| v);
     let cost = cost_of(found.as_slice());
     Ok(Outcome { value: found, cost })
 }
@@ -77,9 +106,16 @@ pub(super) async fn version(
     id: &str,
     version: u64,
 ) -> Result<Outcome<Option<StoredVersion>>, StoreError> {
-    let sql = concat!("SELECT ", columns!(), " FROM resource WHERE type = $1 AND id = $2 AND version = $3");
-    let found = match conn.query_opt(sql, &[&resource_type, &id, &(version as i64)]).await? {
-        Some(row) => Some(version_row(&row)?.1),
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM resource WHERE shard_key = $1 AND type = $2 AND id = $3 AND version = $4"
+    );
+    let found = match shard_of(conn, resource_type, id).await? {
+        Some(shard_key) => match conn.query_opt(sql, &[&shard_key, &resource_type, &id, &(version as i64)]).await? {
+            Some(row) => Some(version_row(&row)?.1),
+            None => None,
+        },
         None => None,
     };
     let cost = cost_of(found.as_slice());
@@ -136,16 +172,6 @@ fn key_value(row: &Row, index: usize) -> Result<KeyValue, StoreError> {
     })
 }
 
-/// Up to `limit` matches with their row ids, and whether more exist.
-pub(super) async fn search_rids(
-    conn: &mut Conn,
-    query: &SearchQuery,
-    limit: u32,
-) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError> {
-    let (rows, more) = search_rows(conn, query, limit).await?;
-    Ok((rows.into_iter().map(|row| (row.rid, row.version)).collect(), more))
-}
-
 /// Current, live versions after row id `after`, in row id order: the input of a reindex.
 pub(super) async fn live_after(
     conn: &mut Conn,
@@ -183,6 +209,11 @@ pub(super) async fn history(
         HistoryScope::System => {}
         HistoryScope::Type(t) => bind(&mut sql, " AND type = #", Param::Text(t.clone())),
         HistoryScope::Instance(t, id) => {
+            // Every version of a resource is on the shard of its first.
+            let Some(shard_key) = shard_of(conn, t, id).await? else {
+                return Ok(sql::keyset_page(Vec::new(), query.count, |_, _| String::new()));
+            };
+            bind(&mut sql, " AND shard_key = #", Param::Text(shard_key));
             bind(&mut sql, " AND type = #", Param::Text(t.clone()));
             bind(&mut sql, " AND id = #", Param::Text(id.clone()));
         }

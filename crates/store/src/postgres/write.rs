@@ -8,15 +8,22 @@
 //! everything committed by the transaction that held it. A deadlock between two transactions that
 //! lock the same resources in opposite orders is detected by PostgreSQL; the loser fails with a
 //! conflict (`StoreError::Conflict`) and nothing of it is written.
+//!
+//! Every statement on a version names its shard key with its row id ([`RowKey`]), so that on Citus
+//! it runs on the one shard that holds the version and its index rows. A new resource is placed by
+//! its compartments (`crate::shard`) and recorded in `resource_key`; its later versions stay where
+//! its first went.
 
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 
+use super::index_rows::{self, IndexArrays};
 use super::pool::Conn;
 use super::read;
 use crate::index::IndexEntries;
 use crate::model::{Cost, StoreError, StoredVersion, WriteOp, WriteResult};
 use crate::query::SearchQuery;
+use crate::shard;
 use crate::write::{self, NewVersion, Rows};
 use crate::Transaction;
 
@@ -48,61 +55,39 @@ impl<'c> SyncTx<'c> {
         Ok(())
     }
 
-    fn index_rows(&mut self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
-        let rows = IndexArrays::of(index);
-        let text = index.text.as_ref();
-        let params: [&(dyn ToSql + Sync); 37] = [
-            &rid,
-            &rows.token.grp,
-            &rows.token.param,
-            &rows.token.system,
-            &rows.token.code,
-            &rows.date.grp,
-            &rows.date.param,
-            &rows.date.low,
-            &rows.date.high,
-            &rows.reference.grp,
-            &rows.reference.param,
-            &rows.reference.target_type,
-            &rows.reference.target_id,
-            &rows.reference.url,
-            &rows.string.grp,
-            &rows.string.param,
-            &rows.string.normalized,
-            &rows.string.exact,
-            &rows.number.grp,
-            &rows.number.param,
-            &rows.number.value,
-            &rows.quantity.grp,
-            &rows.quantity.param,
-            &rows.quantity.system,
-            &rows.quantity.code,
-            &rows.quantity.low,
-            &rows.quantity.high,
-            &rows.quantity.canonical_unit,
-            &rows.quantity.canonical_low,
-            &rows.quantity.canonical_high,
-            &rows.compartment,
-            &rows.compartment_id,
-            &text.map(|t| t.narrative.as_str()),
-            &text.map(|t| t.content.as_str()),
-            &rows.uri.grp,
-            &rows.uri.param,
-            &rows.uri.uri,
-        ];
-        self.handle.block_on(self.conn.execute(INSERT_INDEX, &params))?;
+    /// Writes the index rows of the version at `key`.
+    fn index_rows(&mut self, key: &RowKey, index: &IndexEntries) -> Result<(), StoreError> {
+        let arrays = IndexArrays::of(index);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&key.shard_key, &key.rid];
+        params.extend(arrays.params());
+        self.handle.block_on(self.conn.execute(index_rows::insert_index(), &params))?;
         Ok(())
     }
 
+    /// New index rows for the versions (by row id) that are still current and live. The versions
+    /// are found by row id first (one query over every shard), then each is locked and rewritten
+    /// on its shard.
     fn replace_index(&mut self, rows: Vec<(i64, IndexEntries)>, cost: &mut Cost) -> Result<(), StoreError> {
+        let rids: Vec<i64> = rows.iter().map(|(rid, _)| *rid).collect();
+        let located = self.handle.block_on(self.conn.query(
+            "SELECT rid, shard_key FROM resource WHERE rid = ANY($1) AND valid_to IS NULL AND deleted = 0",
+            &[&rids],
+        ))?;
+        let mut shards = std::collections::HashMap::with_capacity(located.len());
+        for row in &located {
+            shards.insert(row.try_get::<_, i64>(0)?, row.try_get::<_, String>(1)?);
+        }
         for (rid, index) in rows {
+            let Some(shard_key) = shards.remove(&rid) else { continue };
+            let key = RowKey { shard_key, rid };
             let current = self.handle.block_on(self.conn.query_opt(
-                "SELECT 1 FROM resource WHERE rid = $1 AND valid_to IS NULL AND deleted = 0 FOR UPDATE",
-                &[&rid],
+                "SELECT 1 FROM resource WHERE shard_key = $1 AND rid = $2 AND valid_to IS NULL AND deleted = 0 \
+                 FOR UPDATE",
+                &[&key.shard_key, &key.rid],
             ))?;
             if current.is_some() {
-                self.handle.block_on(self.conn.execute(DROP_INDEX, &[&rid]))?;
-                self.index_rows(rid, &index)?;
+                self.handle.block_on(self.conn.execute(index_rows::DROP_INDEX, &[&key.shard_key, &key.rid]))?;
+                self.index_rows(&key, &index)?;
                 cost.rows_written += index.len() as u64;
             }
         }
@@ -110,179 +95,16 @@ impl<'c> SyncTx<'c> {
     }
 }
 
-/// Every index row of a version in one statement: one array per column, unnested per table.
-/// Empty arrays insert nothing, so the statement is the same for every resource.
-const INSERT_INDEX: &str = "WITH
- t AS (INSERT INTO token_index (rid, grp, param, system, code)
-       SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])),
- d AS (INSERT INTO date_index (rid, grp, param, low, high)
-       SELECT $1, * FROM unnest($6::bigint[], $7::text[], $8::bigint[], $9::bigint[])),
- r AS (INSERT INTO reference_index (rid, grp, param, target_type, target_id, url)
-       SELECT $1, * FROM unnest($10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[])),
- s AS (INSERT INTO string_index (rid, grp, param, normalized, exact)
-       SELECT $1, * FROM unnest($15::bigint[], $16::text[], $17::text[], $18::text[])),
- n AS (INSERT INTO number_index (rid, grp, param, value)
-       SELECT $1, * FROM unnest($19::bigint[], $20::text[], $21::float8[])),
- q AS (INSERT INTO quantity_index (rid, grp, param, system, code, low, high, canonical_unit, canonical_low, canonical_high)
-       SELECT $1, * FROM unnest($22::bigint[], $23::text[], $24::text[], $25::text[], $26::float8[], $27::float8[],
-                                $28::text[], $29::float8[], $30::float8[])),
- c AS (INSERT INTO compartment_index (rid, compartment, id)
-       SELECT $1, * FROM unnest($31::text[], $32::text[])),
- u AS (INSERT INTO uri_index (rid, grp, param, uri)
-       SELECT $1, * FROM unnest($35::bigint[], $36::text[], $37::text[]))
- INSERT INTO text_index (rid, narrative, content)
- SELECT $1, to_tsvector('simple', $33::text), to_tsvector('simple', $34::text) WHERE $33::text IS NOT NULL";
-
-/// Drops every index row of a version in one statement.
-const DROP_INDEX: &str = "WITH
- t AS (DELETE FROM token_index WHERE rid = $1),
- d AS (DELETE FROM date_index WHERE rid = $1),
- r AS (DELETE FROM reference_index WHERE rid = $1),
- s AS (DELETE FROM string_index WHERE rid = $1),
- n AS (DELETE FROM number_index WHERE rid = $1),
- q AS (DELETE FROM quantity_index WHERE rid = $1),
- c AS (DELETE FROM compartment_index WHERE rid = $1),
- u AS (DELETE FROM uri_index WHERE rid = $1)
- DELETE FROM text_index WHERE rid = $1";
-
-/// [`DROP_INDEX`] that also ends the version (`$2` is its `valid_to`): one round trip.
-static RETIRE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-#[derive(Default)]
-struct Tokens {
-    grp: Vec<i64>,
-    param: Vec<String>,
-    system: Vec<Option<String>>,
-    code: Vec<String>,
-}
-#[derive(Default)]
-struct Dates {
-    grp: Vec<i64>,
-    param: Vec<String>,
-    low: Vec<i64>,
-    high: Vec<i64>,
-}
-#[derive(Default)]
-struct References {
-    grp: Vec<i64>,
-    param: Vec<String>,
-    target_type: Vec<Option<String>>,
-    target_id: Vec<Option<String>>,
-    url: Vec<Option<String>>,
-}
-#[derive(Default)]
-struct Strings {
-    grp: Vec<i64>,
-    param: Vec<String>,
-    normalized: Vec<String>,
-    exact: Vec<String>,
-}
-#[derive(Default)]
-struct Numbers {
-    grp: Vec<i64>,
-    param: Vec<String>,
-    value: Vec<f64>,
-}
-#[derive(Default)]
-struct Quantities {
-    grp: Vec<i64>,
-    param: Vec<String>,
-    system: Vec<Option<String>>,
-    code: Vec<Option<String>>,
-    low: Vec<f64>,
-    high: Vec<f64>,
-    canonical_unit: Vec<Option<String>>,
-    canonical_low: Vec<Option<f64>>,
-    canonical_high: Vec<Option<f64>>,
-}
-
-#[derive(Default)]
-struct Uris {
-    grp: Vec<i64>,
-    param: Vec<String>,
-    uri: Vec<String>,
-}
-
-/// A version's index rows as columns, composites' components in groups numbered from 1.
-#[derive(Default)]
-struct IndexArrays {
-    token: Tokens,
-    date: Dates,
-    reference: References,
-    string: Strings,
-    number: Numbers,
-    quantity: Quantities,
-    uri: Uris,
-    compartment: Vec<String>,
-    compartment_id: Vec<String>,
-}
-
-impl IndexArrays {
-    fn of(index: &IndexEntries) -> IndexArrays {
-        let mut arrays = IndexArrays::default();
-        arrays.add(0, index);
-        for (group, composite) in index.composites.iter().enumerate() {
-            arrays.add(group as i64 + 1, composite);
-        }
-        for c in &index.compartments {
-            arrays.compartment.push(c.compartment.clone());
-            arrays.compartment_id.push(c.id.clone());
-        }
-        arrays
-    }
-
-    fn add(&mut self, grp: i64, index: &IndexEntries) {
-        for t in &index.tokens {
-            self.token.grp.push(grp);
-            self.token.param.push(t.param.clone());
-            self.token.system.push(t.system.clone());
-            self.token.code.push(t.code.clone());
-        }
-        for d in &index.dates {
-            self.date.grp.push(grp);
-            self.date.param.push(d.param.clone());
-            self.date.low.push(d.low);
-            self.date.high.push(d.high);
-        }
-        for r in &index.references {
-            self.reference.grp.push(grp);
-            self.reference.param.push(r.param.clone());
-            self.reference.target_type.push(r.target_type.clone());
-            self.reference.target_id.push(r.target_id.clone());
-            self.reference.url.push(r.url.clone());
-        }
-        for s in &index.strings {
-            self.string.grp.push(grp);
-            self.string.param.push(s.param.clone());
-            self.string.normalized.push(s.normalized.clone());
-            self.string.exact.push(s.exact.clone());
-        }
-        for n in &index.numbers {
-            self.number.grp.push(grp);
-            self.number.param.push(n.param.clone());
-            self.number.value.push(n.value);
-        }
-        for q in &index.quantities {
-            let canonical = q.canonical.as_ref();
-            self.quantity.grp.push(grp);
-            self.quantity.param.push(q.param.clone());
-            self.quantity.system.push(q.system.clone());
-            self.quantity.code.push(q.code.clone());
-            self.quantity.low.push(q.low);
-            self.quantity.high.push(q.high);
-            self.quantity.canonical_unit.push(canonical.map(|c| c.unit.clone()));
-            self.quantity.canonical_low.push(canonical.map(|c| c.low));
-            self.quantity.canonical_high.push(canonical.map(|c| c.high));
-        }
-        for u in &index.uris {
-            self.uri.grp.push(grp);
-            self.uri.param.push(u.param.clone());
-            self.uri.uri.push(u.uri.clone());
-        }
-    }
+/// Where a version's row is: its shard key and row id (unique by itself; the shard key routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RowKey {
+    pub shard_key: String,
+    pub rid: i64,
 }
 
 impl Rows for SyncTx<'_> {
+    type Key = RowKey;
+
     fn lock_resource(&mut self, resource_type: &str, id: &str) -> Result<(), StoreError> {
         self.lock(&format!("resource:{resource_type}/{id}"))
     }
@@ -292,12 +114,14 @@ impl Rows for SyncTx<'_> {
         self.lock(&format!("query:{resource_type}:{query:?}"))
     }
 
-    fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<(i64, StoredVersion)>, StoreError> {
-        self.handle.block_on(read::current_with_rid(self.conn, resource_type, id))
+    fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<(RowKey, StoredVersion)>, StoreError> {
+        let found = self.handle.block_on(read::current_located(self.conn, resource_type, id))?;
+        Ok(found.map(|(shard_key, rid, version)| (RowKey { shard_key, rid }, version)))
     }
 
-    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError> {
-        self.handle.block_on(read::search_rids(self.conn, query, limit))
+    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<StoredVersion>, bool), StoreError> {
+        let (rows, more) = self.handle.block_on(read::search_rows(self.conn, query, limit))?;
+        Ok((rows.into_iter().map(|row| row.version).collect(), more))
     }
 
     fn next_timestamp(&mut self, previous: Option<i64>) -> Result<i64, StoreError> {
@@ -313,37 +137,28 @@ impl Rows for SyncTx<'_> {
         Ok(self.last)
     }
 
-    fn retire(&mut self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
-        let retire = RETIRE.get_or_init(|| {
-            DROP_INDEX.replacen(
-                "WITH\n",
-                "WITH\n v AS (UPDATE resource SET valid_to = $2::bigint WHERE rid = $1),\n",
-                1,
-            )
-        });
-        self.handle.block_on(self.conn.execute(retire, &[&rid, &valid_to]))?;
+    fn retire(&mut self, key: &RowKey, valid_to: i64) -> Result<(), StoreError> {
+        self.handle.block_on(self.conn.execute(index_rows::RETIRE, &[&key.shard_key, &key.rid, &valid_to]))?;
         Ok(())
     }
 
-    fn insert_version(&mut self, v: &NewVersion<'_>) -> Result<i64, StoreError> {
-        let row = self.handle.block_on(self.conn.query_one(
-            "INSERT INTO resource (type, id, version, last_updated, valid_to, deleted, method, body) \
-             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7) RETURNING rid",
-            &[
-                &v.resource_type,
-                &v.id,
-                &(v.version as i64),
-                &v.last_updated,
-                &i16::from(v.body.is_none()),
-                &(v.method.to_db() as i16),
-                &v.body,
-            ],
-        ))?;
-        Ok(row.try_get(0)?)
-    }
-
-    fn insert_index(&mut self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
-        self.index_rows(rid, index)
+    fn insert_version(
+        &mut self,
+        v: &NewVersion<'_>,
+        previous: Option<&RowKey>,
+        index: &IndexEntries,
+    ) -> Result<(), StoreError> {
+        let (shard_key, sql) = match previous {
+            Some(previous) => (previous.shard_key.clone(), index_rows::insert_version()),
+            None => (shard::key_of(v.resource_type, v.id, index), index_rows::insert_resource()),
+        };
+        let (version, deleted, method) = (v.version as i64, i16::from(v.body.is_none()), v.method.to_db() as i16);
+        let arrays = IndexArrays::of(index);
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&shard_key, &v.resource_type, &v.id, &version, &v.last_updated, &deleted, &method, &v.body];
+        params.extend(arrays.params());
+        self.handle.block_on(self.conn.query_one(sql, &params))?;
+        Ok(())
     }
 }
 

@@ -9,7 +9,11 @@
 //! collecting every one of tens of thousands of matches.
 //!
 //! PostgreSQL reads the same two forms; it only lacks the `INDEXED BY` hints (its planner chooses
-//! indexes by their statistics) and spells a few functions differently.
+//! indexes by their statistics) and spells a few functions differently. Its rows are named by shard
+//! key and row id together ([`Builder::same_row`]), so that on Citus a resource meets its own index
+//! rows on its shard. What links a resource to another one — a reference in a chain or `_has` —
+//! is an uncorrelated `(type, id) IN (SELECT …)`, which Citus computes first and hands to every
+//! shard, since the two may be on different shards.
 
 use crate::query::{
     Clause, DateRange, NumberRange, Prefix, QuantityValue, ReferenceValue, StringMatch, TokenSystem, TokenValue,
@@ -57,6 +61,32 @@ pub(crate) enum Form {
 }
 
 impl Builder {
+    /// The columns that name the version a row of `alias` belongs to (a version of `resource`, or
+    /// an index row): its row id, and on PostgreSQL its shard key before it.
+    pub(super) fn row(&self, alias: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("{alias}.rid"),
+            Dialect::Postgres => format!("{alias}.shard_key, {alias}.rid"),
+        }
+    }
+
+    /// [`Builder::row`] as one value, the left side of an `IN (SELECT row …)`.
+    pub(super) fn row_value(&self, alias: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("{alias}.rid"),
+            Dialect::Postgres => format!("({alias}.shard_key, {alias}.rid)"),
+        }
+    }
+
+    /// The condition that rows `a` and `b` belong to the same version. On PostgreSQL the shard keys
+    /// are equated too: that is what lets Citus run the join (or correlation) on each shard.
+    pub(super) fn same_row(&self, a: &str, b: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("{a}.rid = {b}.rid"),
+            Dialect::Postgres => format!("{a}.shard_key = {b}.shard_key AND {a}.rid = {b}.rid"),
+        }
+    }
+
     /// `alias.type …`, current and live, and every clause.
     pub(super) fn live_matches(&mut self, alias: &str, types: &[String], clauses: &[Clause]) {
         self.live_matches_as(alias, types, clauses, &[]);
@@ -129,9 +159,10 @@ impl Builder {
                 let v = self.alias();
                 let not = if *missing { "NOT " } else { "" };
                 self.push(&format!(
-                    "{not}EXISTS (SELECT 1 FROM {} {v} {} WHERE {v}.rid = {alias}.rid AND {v}.param = ?)",
+                    "{not}EXISTS (SELECT 1 FROM {} {v} {} WHERE {} AND {v}.param = ?)",
                     table(*kind),
-                    by_rid(self.dialect, *kind)
+                    by_rid(self.dialect, *kind),
+                    self.same_row(&v, alias)
                 ));
                 self.bind_text(param);
             }
@@ -144,7 +175,8 @@ impl Builder {
                 let (x, s) = (self.alias(), self.alias());
                 self.push(&format!(
                     "({alias}.type, {alias}.id) IN (SELECT {x}.target_type, {x}.target_id FROM reference_index {x} \
-                     JOIN resource {s} ON {s}.rid = {x}.rid WHERE {x}.param = ? AND "
+                     JOIN resource {s} ON {} WHERE {x}.param = ? AND ",
+                    self.same_row(&s, &x)
                 ));
                 self.bind_text(param);
                 self.live_matches(&s, std::slice::from_ref(source_type), clauses);
@@ -153,7 +185,9 @@ impl Builder {
             Clause::Compartment { compartment, id } => {
                 let c = self.alias();
                 self.push(&format!(
-                    "{alias}.rid IN (SELECT {c}.rid FROM compartment_index {c} WHERE {c}.id = ? AND {c}.compartment = ?)"
+                    "{} IN (SELECT {} FROM compartment_index {c} WHERE {c}.id = ? AND {c}.compartment = ?)",
+                    self.row_value(alias),
+                    self.row(&c)
                 ));
                 self.bind_text(id);
                 self.bind_text(compartment);
@@ -172,8 +206,11 @@ impl Builder {
                     Dialect::Postgres => {
                         // `plainto_tsquery` requires every word and has no syntax to escape; the
                         // `simple` configuration matches how the column's vectors were built.
+                        let t = self.alias();
                         self.push(&format!(
-                            "{alias}.rid IN (SELECT rid FROM text_index WHERE {column} @@ plainto_tsquery('simple', ?))"
+                            "{} IN (SELECT {} FROM text_index {t} WHERE {t}.{column} @@ plainto_tsquery('simple', ?))",
+                            self.row_value(alias),
+                            self.row(&t)
                         ));
                         self.bind(Param::Text(words.join(" ")));
                     }
@@ -185,74 +222,87 @@ impl Builder {
         }
     }
 
-    /// `alias.rid IN (rows)` or `EXISTS (rows AND rid = alias.rid)`; `rows` writes a SELECT whose
-    /// WHERE clause can be extended and returns its row id column. A probe reads the index table by
-    /// row id: told which, SQLite cannot pick the value index instead and scan every row of the value
-    /// for each resource it tests.
-    fn rows_meet(&mut self, alias: &str, form: Form, rows: impl FnOnce(&mut Builder, bool) -> String) {
+    /// `alias.rid IN (rows)` or `EXISTS (rows AND rid = alias.rid)` (with the shard keys on
+    /// PostgreSQL, [`Builder::row`]); `rows` writes a SELECT of [`Builder::row`] whose WHERE clause
+    /// can be extended, and returns the alias of the rows it selects (`None`: it selects nothing).
+    /// A probe reads the index table by row id: told which, SQLite cannot pick the value index
+    /// instead and scan every row of the value for each resource it tests.
+    fn rows_meet(&mut self, alias: &str, form: Form, rows: impl FnOnce(&mut Builder, bool) -> Option<String>) {
         match form {
             Form::Collect => {
-                self.push(&format!("{alias}.rid IN ("));
+                self.push(&format!("{} IN (", self.row_value(alias)));
                 rows(self, false);
                 self.push(")");
             }
             Form::Probe => {
                 self.push("EXISTS (");
-                let rid = rows(self, true);
-                self.push(&format!(" AND {rid} = {alias}.rid)"));
+                if let Some(v) = rows(self, true) {
+                    self.push(&format!(" AND {}", self.same_row(&v, alias)));
+                }
+                self.push(")");
             }
         }
     }
 
     /// The index rows a parameter or chain clause matches: `SELECT v.rid … WHERE …`, reading the
-    /// table through its row id index for a `probe`.
-    pub(super) fn rows(&mut self, clause: &Clause, probe: bool) -> String {
+    /// table through its row id index for a `probe`; returns their alias.
+    pub(super) fn rows(&mut self, clause: &Clause, probe: bool) -> Option<String> {
         let dialect = self.dialect;
         let hint = |kind: ValueKind| if probe { by_rid(dialect, kind) } else { "" };
         match clause {
             Clause::Match { param, values } => {
                 let kind = values.first().map_or(ValueKind::Token, Value::kind);
                 let v = self.alias();
-                self.push(&format!("SELECT {v}.rid FROM {} {v} {} WHERE {v}.param = ?", table(kind), hint(kind)));
+                self.push(&format!(
+                    "SELECT {} FROM {} {v} {} WHERE {v}.param = ?",
+                    self.row(&v),
+                    table(kind),
+                    hint(kind)
+                ));
                 self.bind_text(param);
                 self.push(" AND ");
                 self.any(values.iter(), |b, value| b.value(&v, value));
-                format!("{v}.rid")
+                Some(v)
             }
             Clause::Chain { param, target_types, clauses } => {
+                // The targets may be on other shards: an uncorrelated list of `(type, id)`.
                 let (x, t) = (self.alias(), self.alias());
                 self.push(&format!(
-                    "SELECT {x}.rid FROM reference_index {x} {} WHERE {x}.param = ? AND \
+                    "SELECT {} FROM reference_index {x} {} WHERE {x}.param = ? AND \
                      ({x}.target_type, {x}.target_id) IN (SELECT {t}.type, {t}.id FROM resource {t} WHERE ",
+                    self.row(&x),
                     hint(ValueKind::Reference)
                 ));
                 self.bind_text(param);
                 self.live_matches(&t, target_types, clauses);
                 self.push(")");
-                format!("{x}.rid")
+                Some(x)
             }
             Clause::Composite { param, values } if values.len() == 1 => self.composite_rows(param, &values[0], probe),
             _ => {
                 self.no_rows();
-                "NULL".to_owned()
+                None
             }
         }
     }
 
-    /// A SELECT of no row ids. The cast gives its column a type: PostgreSQL would make an untyped
-    /// NULL text, which `rid IN (…)` cannot compare with.
+    /// A SELECT of no rows. The casts give its columns types: PostgreSQL would make an untyped NULL
+    /// text, which `rid IN (…)` cannot compare with.
     fn no_rows(&mut self) {
-        self.push("SELECT CAST(NULL AS BIGINT) WHERE FALSE");
+        self.push(match self.dialect {
+            Dialect::Sqlite => "SELECT CAST(NULL AS BIGINT) WHERE FALSE",
+            Dialect::Postgres => "SELECT CAST(NULL AS TEXT), CAST(NULL AS BIGINT) WHERE FALSE",
+        });
     }
 
     /// One composite value: rows of every component in one group of one resource.
-    fn composite_rows(&mut self, param: &str, components: &[Value], probe: bool) -> String {
+    fn composite_rows(&mut self, param: &str, components: &[Value], probe: bool) -> Option<String> {
         let aliases: Vec<String> = components.iter().map(|_| self.alias()).collect();
         let Some(first) = aliases.first().cloned() else {
             self.no_rows();
-            return "NULL".to_owned();
+            return None;
         };
-        self.push(&format!("SELECT {first}.rid FROM "));
+        self.push(&format!("SELECT {} FROM ", self.row(&first)));
         for (i, (component, a)) in components.iter().zip(&aliases).enumerate() {
             if i == 0 {
                 let hint = if probe { by_rid(self.dialect, component.kind()) } else { "" };
@@ -260,9 +310,10 @@ impl Builder {
             } else {
                 // The other components belong to the same resource: found by its row id.
                 self.push(&format!(
-                    " JOIN {} {a} {} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp AND {a}.param = ?",
+                    " JOIN {} {a} {} ON {} AND {a}.grp = {first}.grp AND {a}.param = ?",
                     table(component.kind()),
-                    by_rid(self.dialect, component.kind())
+                    by_rid(self.dialect, component.kind()),
+                    self.same_row(a, &first)
                 ));
                 self.bind(Param::Text(format!("{param}${i}")));
             }
@@ -274,7 +325,7 @@ impl Builder {
             self.value(a, component);
             self.push(")");
         }
-        format!("{first}.rid")
+        Some(first)
     }
 
     /// A condition on one index row `v` of the value's kind.

@@ -14,6 +14,8 @@
 mod clause;
 mod related;
 #[cfg(test)]
+mod shard_check;
+#[cfg(test)]
 pub(crate) mod tests;
 
 pub(crate) use clause::Form;
@@ -305,9 +307,20 @@ fn sort_expression(b: &mut Builder, key: &SortKey) {
         Dialect::Sqlite => format!(" INDEXED BY {table}_rid"),
         Dialect::Postgres => String::new(),
     };
-    b.push(&format!("(SELECT {aggregate}({column}) FROM {table} {s}{hint} WHERE {s}.rid = r.rid AND {s}.param = "));
+    b.push(&format!(
+        "(SELECT {aggregate}({column}) FROM {table} {s}{hint} WHERE {} AND {s}.param = ",
+        b.same_row(&s, "r")
+    ));
     b.placeholder_text(param);
-    b.push(")");
+    // Citus pushes an aggregate in a correlated subquery down to the shards when it is grouped by
+    // the distribution column; correlated on the shard key, that is one group, as without it.
+    b.push(
+        match b.dialect {
+            Dialect::Sqlite => ")".to_owned(),
+            Dialect::Postgres => format!(" GROUP BY {s}.shard_key)"),
+        }
+        .as_str(),
+    );
 }
 
 /// `SELECT count(*)` of every match of `query`, ignoring paging.

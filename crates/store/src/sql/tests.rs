@@ -366,8 +366,13 @@ fn placeholders_number_as_sqlite_does() {
 fn full_text_in_postgres_requires_every_word() {
     let query = search(&["Observation"], vec![Clause::Text { narrative: false, words: vec!["a".into(), "b".into()] }]);
     let compiled = compile_search(Dialect::Postgres, &query, 11, &[]);
-    assert!(compiled
-        .sql
-        .contains("r.rid IN (SELECT rid FROM text_index WHERE content @@ plainto_tsquery('simple', $2))"));
+    assert!(
+        compiled.sql.contains(
+            "(r.shard_key, r.rid) IN (SELECT a1.shard_key, a1.rid FROM text_index a1 \
+             WHERE a1.content @@ plainto_tsquery('simple', $2))"
+        ),
+        "{}",
+        compiled.sql
+    );
     assert_eq!(compiled.params[1], Param::Text("a b".into()));
 }

@@ -29,6 +29,10 @@ pub struct RawVersion {
     pub method: Method,
     /// The served JSON bytes, exactly as stored; `None` for a deletion marker.
     pub body: Option<Vec<u8>>,
+    /// Patients in whose compartments the resource's current version is, as the source's index has
+    /// them: one, two when there are several (which is all the placement rule asks), or none. A
+    /// sharded target places every version of the resource by them.
+    pub patient_compartments: Vec<String>,
 }
 
 /// A read-only view of a data directory's resource store, holding its lock.
@@ -88,8 +92,12 @@ impl SqliteExport {
     /// written), each with its row id so that the caller can ask for the next batch.
     pub fn versions_after(&self, after_rid: i64, limit: u32) -> Result<Vec<(i64, RawVersion)>, StoreError> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT rid, type, id, version, last_updated, valid_to, deleted, method, body FROM resource \
-             WHERE rid > ?1 ORDER BY rid LIMIT ?2",
+            "SELECT r.rid, r.type, r.id, r.version, r.last_updated, r.valid_to, r.deleted, r.method, r.body,
+                    (SELECT min(c.id) FROM resource cur JOIN compartment_index c ON c.rid = cur.rid
+                     WHERE cur.type = r.type AND cur.id = r.id AND cur.valid_to IS NULL AND c.compartment = 'Patient'),
+                    (SELECT max(c.id) FROM resource cur JOIN compartment_index c ON c.rid = cur.rid
+                     WHERE cur.type = r.type AND cur.id = r.id AND cur.valid_to IS NULL AND c.compartment = 'Patient')
+             FROM resource r WHERE r.rid > ?1 ORDER BY r.rid LIMIT ?2",
         )?;
         let rows = statement.query_map([after_rid, i64::from(limit)], |row| {
             Ok((
@@ -103,6 +111,11 @@ impl SqliteExport {
                     deleted: row.get::<_, i64>(6)? != 0,
                     method: Method::from_db(row.get(7)?),
                     body: row.get(8)?,
+                    patient_compartments: match (row.get::<_, Option<String>>(9)?, row.get::<_, Option<String>>(10)?) {
+                        (Some(low), Some(high)) if low != high => vec![low, high],
+                        (Some(low), _) => vec![low],
+                        _ => Vec::new(),
+                    },
                 },
             ))
         })?;

@@ -374,6 +374,8 @@ impl Writer {
 /// The writer is the only one: it needs no locks, and its clock is already strictly increasing
 /// across the store.
 impl Rows for Writer {
+    type Key = i64;
+
     fn lock_resource(&mut self, _resource_type: &str, _id: &str) -> Result<(), StoreError> {
         Ok(())
     }
@@ -386,23 +388,26 @@ impl Rows for Writer {
         read::current_with_rid(&self.conn, resource_type, id)
     }
 
-    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError> {
-        read::search_rids(&self.conn, query, limit)
+    fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<StoredVersion>, bool), StoreError> {
+        let (rows, more) = read::search_rids(&self.conn, query, limit)?;
+        Ok((rows.into_iter().map(|(_, version)| version).collect(), more))
     }
 
     fn next_timestamp(&mut self, _previous: Option<i64>) -> Result<i64, StoreError> {
         Ok(self.tick())
     }
 
-    fn retire(&mut self, rid: i64, valid_to: i64) -> Result<(), StoreError> {
-        self.retire_row(rid, valid_to)
+    fn retire(&mut self, rid: &i64, valid_to: i64) -> Result<(), StoreError> {
+        self.retire_row(*rid, valid_to)
     }
 
-    fn insert_version(&mut self, version: &NewVersion<'_>) -> Result<i64, StoreError> {
-        self.insert(version)
-    }
-
-    fn insert_index(&mut self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
+    fn insert_version(
+        &mut self,
+        version: &NewVersion<'_>,
+        _previous: Option<&i64>,
+        index: &IndexEntries,
+    ) -> Result<(), StoreError> {
+        let rid = self.insert(version)?;
         self.write_index(rid, index)
     }
 }
