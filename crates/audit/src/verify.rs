@@ -29,6 +29,19 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Nothing read yet.
+    pub(crate) fn empty() -> VerifyReport {
+        VerifyReport {
+            files: 0,
+            records: 0,
+            first_broken: None,
+            starts_after_retention: false,
+            first_sequence: None,
+            last_sequence: None,
+            last_hash: None,
+        }
+    }
+
     pub fn intact(&self) -> bool {
         self.first_broken.is_none()
     }
@@ -76,15 +89,7 @@ pub enum BreakKind {
 /// directory or a file could not be read (a missing directory is an error).
 pub fn verify(dir: &Path) -> Result<VerifyReport, AuditError> {
     let listed = files::list(dir)?;
-    let mut report = VerifyReport {
-        files: 0,
-        records: 0,
-        first_broken: None,
-        starts_after_retention: false,
-        first_sequence: None,
-        last_sequence: None,
-        last_hash: None,
-    };
+    let mut report = VerifyReport::empty();
     // The record before: its sequence and hash.
     let mut previous: Option<(u64, String)> = None;
     let mut line = Vec::with_capacity(4096);

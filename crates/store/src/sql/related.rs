@@ -156,6 +156,15 @@ pub(crate) fn compile_include(dialect: Dialect, query: &IncludeQuery) -> Compile
             ),
         )
     };
+    push_matches_and_filters(query, &mut sql, &mut params);
+    sql.push_str(&format!(" ORDER BY {returned}.rid LIMIT ?"));
+    params.push(Param::Integer(i64::from(query.limit)));
+    Compiled::new(dialect, sql, params)
+}
+
+/// The end of an include's inner condition: the matches' type and ids (closing the `IN` list), and
+/// the reference parameter and target type when the include names them.
+fn push_matches_and_filters(query: &IncludeQuery, sql: &mut String, params: &mut Vec<Param>) {
     params.push(Param::Text(query.matched_type.clone()));
     for (i, id) in query.matched_ids.iter().enumerate() {
         sql.push_str(if i == 0 { "?" } else { ", ?" });
@@ -170,9 +179,6 @@ pub(crate) fn compile_include(dialect: Dialect, query: &IncludeQuery) -> Compile
         sql.push_str(" AND x.target_type = ?");
         params.push(Param::Text(target_type.clone()));
     }
-    sql.push_str(&format!(" ORDER BY {returned}.rid LIMIT ?"));
-    params.push(Param::Integer(i64::from(query.limit)));
-    Compiled::new(dialect, sql, params)
 }
 
 /// `_include` and `_revinclude` on PostgreSQL. A `_revinclude` finds the referring resources' index
@@ -202,20 +208,7 @@ fn include_sharded(query: &IncludeQuery) -> Compiled {
         );
         params.push(Param::Text(query.source_type.clone()));
     }
-    params.push(Param::Text(query.matched_type.clone()));
-    for (i, id) in query.matched_ids.iter().enumerate() {
-        sql.push_str(if i == 0 { "?" } else { ", ?" });
-        params.push(Param::Text(id.clone()));
-    }
-    sql.push(')');
-    if let Some(param) = &query.param {
-        sql.push_str(" AND x.param = ?");
-        params.push(Param::Text(param.clone()));
-    }
-    if let Some(target_type) = &query.target_type {
-        sql.push_str(" AND x.target_type = ?");
-        params.push(Param::Text(target_type.clone()));
-    }
+    push_matches_and_filters(query, &mut sql, &mut params);
     sql.push_str(") ORDER BY r.rid LIMIT ?");
     params.push(Param::Integer(i64::from(query.limit)));
     Compiled::new(Dialect::Postgres, sql, params)
