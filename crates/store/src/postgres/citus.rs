@@ -24,7 +24,7 @@ use crate::model::StoreError;
 /// A distributed table: its distribution column and the table whose co-location group it joins
 /// (`none`: a group of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Distributed {
+pub(crate) struct Distributed {
     pub table: &'static str,
     pub column: &'static str,
     pub colocate_with: &'static str,
@@ -36,7 +36,7 @@ const fn by_shard(table: &'static str) -> Distributed {
 
 /// The store's distributed tables in the order they are distributed: `resource` first, since the
 /// index tables join its co-location group.
-pub(super) const TABLES: &[Distributed] = &[
+pub(crate) const TABLES: &[Distributed] = &[
     Distributed { table: "resource", column: "shard_key", colocate_with: "none" },
     by_shard("token_index"),
     by_shard("date_index"),

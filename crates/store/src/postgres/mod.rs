@@ -8,7 +8,7 @@
 //! depends on is serialised across replicas by advisory locks ([`write`]).
 
 mod analyze;
-mod citus;
+pub(crate) mod citus;
 mod import;
 #[cfg(test)]
 mod import_tests;

@@ -12,20 +12,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-/// The tables distributed on Citus (`postgres/citus.rs`).
-const DISTRIBUTED: &[&str] = &[
-    "resource",
-    "resource_key",
-    "token_index",
-    "date_index",
-    "reference_index",
-    "string_index",
-    "number_index",
-    "quantity_index",
-    "uri_index",
-    "compartment_index",
-    "text_index",
-];
+/// Whether `name` is a table distributed on Citus (`postgres/citus.rs`).
+fn distributed(name: &str) -> bool {
+    crate::postgres::citus::TABLES.iter().any(|table| table.table == name)
+}
 
 const KEYWORDS: &[&str] = &[
     "select", "from", "where", "join", "cross", "left", "inner", "on", "as", "union", "all", "order", "group", "limit",
@@ -267,9 +257,7 @@ impl Checker {
                         i += 1; // a function call such as unnest(…)
                         (false, name.clone())
                     }
-                    Node::Tok(Tok::Word(name)) => {
-                        (DISTRIBUTED.contains(&name.as_str()) && !ctes.contains(name), name.clone())
-                    }
+                    Node::Tok(Tok::Word(name)) => (distributed(name) && !ctes.contains(name), name.clone()),
                     Node::Group(query) if is_query(query) => {
                         self.subquery(query, chain, ctes);
                         (false, String::new())
