@@ -27,6 +27,7 @@ use fhirside_identity::validate::{Claims, Validator};
 pub use fhirside_identity::roles::{DataAction, DataActions};
 
 use crate::error::FhirError;
+use crate::smart::SmartAccess;
 use crate::AppState;
 
 /// The authenticated caller.
@@ -38,11 +39,13 @@ pub struct Principal {
     pub object_id: String,
     /// The token's verified claims; `None` when authentication is off or the route is anonymous.
     pub claims: Option<Arc<Claims>>,
+    /// The SMART limits of a caller holding the `smart` data action.
+    pub smart: Option<Arc<SmartAccess>>,
 }
 
 impl Principal {
     fn anonymous() -> Principal {
-        Principal { data_actions: DataActions::NONE, object_id: String::new(), claims: None }
+        Principal { data_actions: DataActions::NONE, object_id: String::new(), claims: None, smart: None }
     }
 }
 
@@ -115,7 +118,7 @@ impl Authentication {
 
 /// Routes answered without a token.
 fn is_anonymous_route(path: &str) -> bool {
-    path == "/metadata"
+    path == "/metadata" || path == "/.well-known/smart-configuration"
 }
 
 pub(crate) async fn authenticate(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Principal, FhirError> {
@@ -126,6 +129,7 @@ pub(crate) async fn authenticate(state: &AppState, path: &str, headers: &HeaderM
                 .union(DataActions::of(&[DataAction::Admin, DataAction::Audit])),
             object_id: String::new(),
             claims: None,
+            smart: None,
         });
     };
     if is_anonymous_route(path) {
@@ -151,11 +155,30 @@ pub(crate) async fn authenticate(state: &AppState, path: &str, headers: &HeaderM
     if auth.allowed_object_ids.iter().any(|id| id.eq_ignore_ascii_case(&object_id)) {
         actions = actions.union(DataActions::star());
     }
-    Ok(Principal { data_actions: actions, object_id, claims: Some(claims) })
+    let smart = match actions.contains(DataAction::Smart) {
+        true => Some(Arc::new(SmartAccess::from_claims(&claims)?)),
+        false => None,
+    };
+    Ok(Principal { data_actions: actions, object_id, claims: Some(claims), smart })
 }
 
-/// Fails with `403` unless the caller holds `action`.
+/// The data actions SMART scopes decide for a caller holding `smart`.
+const SCOPED: [DataAction; 7] = [
+    DataAction::Read,
+    DataAction::Write,
+    DataAction::Delete,
+    DataAction::Search,
+    DataAction::ReadById,
+    DataAction::Create,
+    DataAction::Update,
+];
+
+/// Fails with `403` unless the caller holds `action`. For a SMART caller the FHIR interactions are
+/// decided by its scopes, which the interaction checks on the resource types it touches.
 pub(crate) fn authorize(principal: &Principal, action: DataAction) -> Result<(), FhirError> {
+    if principal.smart.is_some() && SCOPED.contains(&action) {
+        return Ok(());
+    }
     if principal.data_actions.contains(action) {
         Ok(())
     } else {

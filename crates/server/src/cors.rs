@@ -37,6 +37,9 @@ pub(crate) async fn middleware(State(state): State<AppState>, request: Request, 
     let Some(cors) = state.config.cors.as_ref() else {
         return next.run(request).await;
     };
+    if is_token_endpoint(request.uri().path()) {
+        return next.run(request).await;
+    }
     let origin = request.headers().get(header::ORIGIN).cloned();
     if let Some(origin) = &origin {
         if request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -47,6 +50,13 @@ pub(crate) async fn middleware(State(state): State<AppState>, request: Request, 
     let mut response = next.run(request).await;
     decorate(cors, origin.as_ref(), response.headers_mut());
     response
+}
+
+/// The token endpoints answer their own preflights, open to every origin whatever the policy: a
+/// browser SMART app (a public client with PKCE) redeems its code there, from its own origin, and
+/// what it sends is a one-time code, not a credential a page on another origin could abuse.
+fn is_token_endpoint(path: &str) -> bool {
+    path.ends_with("/oauth2/v2.0/token") || path.ends_with("/oauth2/token") || path == "/AadSmartOnFhirProxy/token"
 }
 
 /// The answer to a preflight. A preflight that the policy refuses (origin, method or a header not

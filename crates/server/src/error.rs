@@ -27,6 +27,8 @@ pub enum FhirError {
     Unauthenticated { challenge: HeaderValue },
     /// `403`: the caller lacks the data action.
     Forbidden,
+    /// `403`: the caller's SMART scopes do not reach this; the reason says which.
+    ScopeForbidden(String),
     /// `404`: no route.
     RouteNotFound,
     /// `405`
@@ -117,6 +119,7 @@ impl FhirError {
             FhirError::Forbidden => {
                 (StatusCode::FORBIDDEN, issue("error", "forbidden", "Authorization failed.".into()))
             }
+            FhirError::ScopeForbidden(reason) => (StatusCode::FORBIDDEN, issue("error", "forbidden", reason.clone())),
             FhirError::RouteNotFound => {
                 (StatusCode::NOT_FOUND, issue("error", "not-found", "The requested route was not found.".into()))
             }

@@ -34,6 +34,7 @@ mod params;
 mod patching;
 mod response;
 pub mod search_params;
+pub mod smart;
 pub mod tls;
 
 pub use config::{AuthMode, CorsConfig, OAuthUris, ServerConfig};
@@ -124,6 +125,7 @@ pub fn router(state: AppState) -> Router {
     use interaction::*;
     let fhir = Router::new()
         .route("/metadata", get(capabilities::handle))
+        .route("/.well-known/smart-configuration", get(smart::configuration::handle))
         .route("/", get(system::get).post(system::post))
         .route(
             "/{segment}",
@@ -148,11 +150,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     // The built-in authority's endpoints: outside the context middleware, since they are how a
     // caller gets a token. Static path segments take precedence over the FHIR routes' captures.
+    // Azure's SMART proxy routes sit at the FHIR base, beside it.
     let app = match &state.authority {
-        Some(authority) => fhir.merge(Router::new().nest(
-            &format!("/{}", authority.tenant_id()),
-            fhirside_identity::authority::http::router(authority.clone()),
-        )),
+        Some(authority) => {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                authority.set_patient_directory(Arc::new(smart::directory::StorePatients::new(
+                    state.store.clone(),
+                    runtime,
+                )));
+            }
+            fhir.merge(Router::new().nest(
+                &format!("/{}", authority.tenant_id()),
+                fhirside_identity::authority::http::router(authority.clone()),
+            ))
+            .merge(fhirside_identity::authority::proxy::router(authority.clone()))
+        }
         None => fhir,
     };
     // Outside the context middleware (a later layer is an outer one): preflights need no token.

@@ -50,6 +50,11 @@ pub enum Clause {
     Text { narrative: bool, words: Vec<String> },
     /// Any of several clauses.
     Any(Vec<Clause>),
+    /// All of several clauses (what one alternative of an [`Clause::Any`] needs when it is more
+    /// than one condition, such as a SMART scope's compartment and its category).
+    All(Vec<Clause>),
+    /// The resource is of one of these types (to restrict one type of a multi-type search).
+    Types(Vec<String>),
 }
 
 /// One value a [`Clause::Match`] compares rows with.

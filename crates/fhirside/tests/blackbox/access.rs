@@ -232,7 +232,7 @@ const ROLES: [&str; 10] = [
     "FHIR Data Contributor",  // * (every action but smart)
     "FHIR Data Exporter",     // read export
     "FHIR Data Importer",     // read import
-    "FHIR SMART User",        // read smart
+    "FHIR SMART User",        // read smart: its token's clinical scopes decide, and a client-credentials token has none
     "Fhirside Administrator", // admin audit (Fhirside's own; `*` never includes them)
     "globalReader",           // read resourceValidate
     "globalAdmin",            // * (every action but smart)
@@ -271,11 +271,11 @@ use Interaction as I;
 #[rustfmt::skip]
 const TABLE: &[(Interaction, [u16; 10])] = &[
     //                      none Reader Writer Contrib Export Import SMART FsAdmin gReader gAdmin
-    (I::Read,              [F,   200,   200,   200,    200,   200,   200,  F,      200,    200]), // read | readById
-    (I::Vread,             [F,   200,   200,   200,    200,   200,   200,  F,      200,    200]), // read | readById
-    (I::SearchType,        [F,   200,   200,   200,    200,   200,   200,  F,      200,    200]), // read | search
-    (I::SearchSystem,      [F,   200,   200,   200,    200,   200,   200,  F,      200,    200]), // read | search
-    (I::History,           [F,   200,   200,   200,    200,   200,   200,  F,      200,    200]), // read | search
+    (I::Read,              [F,   200,   200,   200,    200,   200,   F,    F,      200,    200]), // read | readById
+    (I::Vread,             [F,   200,   200,   200,    200,   200,   F,    F,      200,    200]), // read | readById
+    (I::SearchType,        [F,   200,   200,   200,    200,   200,   F,    F,      200,    200]), // read | search
+    (I::SearchSystem,      [F,   200,   200,   200,    200,   200,   F,    F,      200,    200]), // read | search
+    (I::History,           [F,   200,   200,   200,    200,   200,   F,    F,      200,    200]), // read | search
     (I::Create,            [F,   F,     201,   201,    F,     F,     F,    F,      F,      201]), // write | create
     (I::ConditionalCreate, [F,   F,     201,   201,    F,     F,     F,    F,      F,      201]), // read+write | search+create
     (I::Update,            [F,   F,     200,   200,    F,     F,     F,    F,      F,      200]), // write | update
@@ -284,7 +284,7 @@ const TABLE: &[(Interaction, [u16; 10])] = &[
     (I::ConditionalPatch,  [F,   F,     200,   200,    F,     F,     F,    F,      F,      200]), // read+write | search+update
     (I::Delete,            [F,   F,     204,   204,    F,     F,     F,    F,      F,      204]), // delete
     (I::ConditionalDelete, [F,   F,     204,   204,    F,     F,     F,    F,      F,      204]), // read+delete | search+delete
-    (I::BatchRead,         [F,   200,   200,   200,    200,   200,   200,  F,      200,    200]), // as read, per entry
+    (I::BatchRead,         [F,   200,   200,   200,    200,   200,   F,    F,      200,    200]), // as read, per entry
     (I::BatchCreate,       [F,   F,     201,   201,    F,     F,     F,    F,      F,      201]), // as create, per entry
     (I::Transaction,       [F,   F,     200,   200,    F,     F,     F,    F,      F,      200]), // every entry's
     (I::Validate,          [F,   F,     200,   200,    F,     F,     F,    F,      200,    200]), // resourceValidate
@@ -401,10 +401,12 @@ fn forbidden_problem(outcome: &Value, exact: bool) -> Option<String> {
         && issues[0]["severity"] == "error"
         && issues[0]["code"] == "forbidden"
         && issues[0]["diagnostics"].as_str().is_some_and(|d| {
+            // A SMART caller's refusal names the scope it lacks.
+            let smart = d.contains("The token's SMART scopes do not permit");
             if exact {
-                d == "Authorization failed."
+                d == "Authorization failed." || smart
             } else {
-                d.ends_with("Authorization failed.")
+                d.ends_with("Authorization failed.") || smart
             }
         });
     (!ok).then(|| format!("not Azure's 403 (forbidden, \"Authorization failed.\"): {outcome}"))

@@ -16,13 +16,13 @@ use serde_json::{json, Value};
 
 use crate::harness::{form_encode, temp_dir, Response, Server};
 
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+pub(crate) const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const REDIRECT_URI: &str = "https://app.example/cb";
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     /// `/{tenant}/oauth2/…`
     V1,
     /// `/{tenant}/oauth2/v2.0/…`
@@ -33,7 +33,7 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-fn tenant(server: &Server) -> &str {
+pub(crate) fn tenant(server: &Server) -> &str {
     server.tenant.as_deref().expect("authentication is on")
 }
 
@@ -41,7 +41,7 @@ fn authority(server: &Server) -> &str {
     server.authority.as_deref().expect("authentication is on")
 }
 
-fn form<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
+pub(crate) fn form<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{}={}", form_encode(k.as_ref()), form_encode(v.as_ref())))
@@ -50,7 +50,7 @@ fn form<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (`+` is a space).
-fn form_decode(text: &str) -> String {
+pub(crate) fn form_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -83,7 +83,12 @@ fn authorize_path(server: &Server, endpoint: Endpoint) -> String {
 }
 
 /// POSTs a form to the token endpoint.
-fn token_request(server: &Server, endpoint: Endpoint, pairs: &[(&str, &str)], headers: &[(&str, &str)]) -> Response {
+pub(crate) fn token_request(
+    server: &Server,
+    endpoint: Endpoint,
+    pairs: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Response {
     let mut all = vec![FORM];
     all.extend_from_slice(headers);
     server.request("POST", &token_path(server, endpoint), &all, Some(form(pairs).as_bytes()))
@@ -97,7 +102,7 @@ fn access_token(response: Response) -> String {
 
 /// A JWT's header and claims, decoded (not verified).
 #[track_caller]
-fn jwt(token: &str) -> (Value, Value) {
+pub(crate) fn jwt(token: &str) -> (Value, Value) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "not a compact JWT: {token}");
     let part = |p: &str| -> Value { serde_json::from_slice(&b64::decode(p).expect("base64url")).expect("JSON") };
@@ -639,18 +644,18 @@ fn version_2_access_tokens_and_a_configured_lifetime() {
 // 3. Authorization code + PKCE
 
 /// A PKCE verifier and its S256 challenge.
-fn pkce() -> (String, String) {
+pub(crate) fn pkce() -> (String, String) {
     let verifier = random_text(32);
     let challenge = b64::encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
     (verifier, challenge)
 }
 
-fn authorize_get(server: &Server, endpoint: Endpoint, params: &[(&str, &str)]) -> Response {
+pub(crate) fn authorize_get(server: &Server, endpoint: Endpoint, params: &[(&str, &str)]) -> Response {
     server.get(&format!("{}?{}", authorize_path(server, endpoint), form(params)))
 }
 
 /// The hidden fields of an HTML form, unescaped.
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+pub(crate) fn hidden_inputs(html: &str) -> Vec<(String, String)> {
     let unescape = |s: &str| {
         s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
     };
@@ -665,7 +670,13 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
 
 /// Signs in as a browser would: GETs the authorization URL, then posts the page's form (its hidden
 /// fields with the name and password) to the same endpoint.
-fn sign_in(server: &Server, endpoint: Endpoint, params: &[(&str, &str)], login: &str, password: &str) -> Response {
+pub(crate) fn sign_in(
+    server: &Server,
+    endpoint: Endpoint,
+    params: &[(&str, &str)],
+    login: &str,
+    password: &str,
+) -> Response {
     let page = authorize_get(server, endpoint, params).expect(200);
     let html = String::from_utf8(page.body).unwrap();
     let mut fields = hidden_inputs(&html);
@@ -677,7 +688,7 @@ fn sign_in(server: &Server, endpoint: Endpoint, params: &[(&str, &str)], login: 
 
 /// The redirect's target (without its query) and query parameters.
 #[track_caller]
-fn redirect(response: &Response) -> (String, HashMap<String, String>) {
+pub(crate) fn redirect(response: &Response) -> (String, HashMap<String, String>) {
     assert_eq!(response.status, 302, "{}", String::from_utf8_lossy(&response.body));
     let location = response.header("location").expect("a Location");
     let (target, query) = location.split_once('?').unwrap_or((location, ""));
@@ -1007,13 +1018,13 @@ fn a_confidential_app_redeems_its_code_with_its_secret() {
 // 4. private_key_jwt
 
 /// An EC P-384 key pair for ES384 client assertions.
-struct EcKey {
+pub(crate) struct EcKey {
     pair: signature::EcdsaKeyPair,
     kid: String,
 }
 
 impl EcKey {
-    fn generate(kid: &str) -> EcKey {
+    pub(crate) fn generate(kid: &str) -> EcKey {
         let rng = SystemRandom::new();
         let alg = &signature::ECDSA_P384_SHA384_FIXED_SIGNING;
         let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
@@ -1021,7 +1032,7 @@ impl EcKey {
         EcKey { pair, kid: kid.to_owned() }
     }
 
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         let point = self.pair.public_key().as_ref();
         assert_eq!((point.len(), point[0]), (97, 4), "an uncompressed P-384 point");
         json!({
@@ -1034,7 +1045,7 @@ impl EcKey {
         })
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let header = json!({"alg": "ES384", "typ": "JWT", "kid": self.kid});
         let input = format!("{}.{}", b64::encode(header.to_string()), b64::encode(claims.to_string()));
         let signature = self.pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
@@ -1043,7 +1054,7 @@ impl EcKey {
 }
 
 /// Client-assertion claims as MSAL and SMART backend services make them.
-fn assertion_claims(client_id: &str, audience: &str, exp_in: i64) -> Value {
+pub(crate) fn assertion_claims(client_id: &str, audience: &str, exp_in: i64) -> Value {
     let t = now();
     json!({
         "iss": client_id,

@@ -27,6 +27,8 @@ mod patch;
 mod replicas;
 mod search;
 mod search_types;
+mod smart;
+mod smart_launch;
 mod startup;
 mod synthea;
 mod synthea_search;

@@ -8,9 +8,12 @@
 //! Errors before the client and its redirect URI are known good are shown on the page, never
 //! redirected: sending a browser to an unregistered URI is how codes get stolen. After that, errors
 //! go back to the client as `error`, `error_description` and `state`, as OAuth 2.0 specifies.
+//!
+//! SMART's `launch` parameter and the patient picker of `launch/patient` are in [`super::launch`].
 
-use serde_json::json;
+use serde_json::{Map, Value};
 
+use super::launch::{self, PatientStep, SignIn};
 use super::{Authority, EndpointVersion, ScopeTarget};
 use crate::secret;
 use crate::store::{AppKind, CodeGrant};
@@ -32,12 +35,12 @@ pub struct Credentials {
     pub password: String,
 }
 
-fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
 }
 
 /// Where and how to send a response back to the client.
-struct Reply<'a> {
+pub(super) struct Reply<'a> {
     redirect_uri: &'a str,
     state: Option<&'a str>,
     mode: &'a str,
@@ -73,13 +76,15 @@ impl Reply<'_> {
         AuthorizeOutcome::Redirect(format!("{}{separator}{encoded}", self.redirect_uri))
     }
 
-    fn error(&self, error: &str, code: u32, message: &str) -> AuthorizeOutcome {
+    pub(super) fn error(&self, error: &str, code: u32, message: &str) -> AuthorizeOutcome {
         self.send(vec![("error", error.to_owned()), ("error_description", format!("AADSTS{code}: {message}"))])
     }
 }
 
 impl Authority {
     /// Handles an authorization request; `credentials` are present when the sign-in form was posted.
+    /// A `signin` parameter (the patient picker's post, see [`super::launch`]) stands in for the
+    /// credentials: the HTTP layer takes it from a posted form only.
     pub fn authorize(
         &self,
         version: EndpointVersion,
@@ -161,16 +166,44 @@ impl Authority {
             Err((error, code, message)) => return Ok(reply.error(error, code, &message)),
         };
 
-        let Some(credentials) = credentials else {
-            return Ok(AuthorizeOutcome::Page(sign_in_page(params, get(params, "login_hint"), None)));
+        // A bad launch is refused before the user types a password for nothing.
+        let mut context = match get(params, "launch").map(launch::decode_launch) {
+            None => Map::new(),
+            Some(Ok(context)) => context,
+            Some(Err(e)) => {
+                return Ok(reply.error("invalid_request", 9002313, &format!("The launch parameter is not valid: {e}.")))
+            }
         };
-        let Some(user) = self.store.check_password(credentials.login.trim(), &credentials.password)? else {
-            return Ok(AuthorizeOutcome::Page(sign_in_page(
-                params,
-                Some(credentials.login.as_str()),
-                Some("AADSTS50126: Error validating credentials due to invalid username or password."),
-            )));
+
+        let (user, signin) = match (credentials, get(params, "signin")) {
+            (Some(credentials), _) => {
+                let Some(user) = self.store.check_password(credentials.login.trim(), &credentials.password)? else {
+                    return Ok(AuthorizeOutcome::Page(sign_in_page(
+                        params,
+                        Some(credentials.login.as_str()),
+                        Some("AADSTS50126: Error validating credentials due to invalid username or password."),
+                    )));
+                };
+                (user, None)
+            }
+            (None, Some(token)) => match self.verify_signin(token, &app.client_id, now)? {
+                Some(user) => (user, Some(token)),
+                None => {
+                    return Ok(AuthorizeOutcome::Page(sign_in_page(
+                        params,
+                        get(params, "login_hint"),
+                        Some("AADSTS50133: Your sign-in has expired. Please sign in again."),
+                    )))
+                }
+            },
+            (None, None) => return Ok(AuthorizeOutcome::Page(sign_in_page(params, get(params, "login_hint"), None))),
         };
+        let signed_in = SignIn { client_id: &app.client_id, user: &user, token: signin };
+        if let PatientStep::Answer(outcome) =
+            self.launch_patient(&reply, params, &scope, &signed_in, &mut context, now)?
+        {
+            return Ok(outcome);
+        }
         let code = secret::new_opaque_token();
         let grant = CodeGrant {
             client_id: app.client_id.clone(),
@@ -182,7 +215,7 @@ impl Authority {
             code_challenge_method: challenge.map(|_| "S256".to_owned()),
             nonce: get(params, "nonce").map(str::to_owned),
             endpoint_version: version.as_str().to_owned(),
-            context: json!({}),
+            context: Value::Object(context),
         };
         self.store.save_code(&code, &grant, now + self.config.code_lifetime)?;
         let mut fields = vec![("code", code)];
@@ -265,14 +298,26 @@ fn error_page(status: u16, message: &str) -> AuthorizeOutcome {
     }
 }
 
+/// Hidden fields carrying the request's parameters, each name once (the first, as [`get`] reads
+/// it: a posted form also arrives with its URL's query), except those named in `skip`.
+pub(super) fn hidden_inputs(params: &[(String, String)], skip: &[&str]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = String::new();
+    for (k, v) in params {
+        if skip.contains(&k.as_str()) || seen.contains(&k.as_str()) {
+            continue;
+        }
+        seen.push(k);
+        out.push_str(&format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">\n", html(k), html(v)));
+    }
+    out
+}
+
 /// The sign-in form: every request parameter travels in a hidden field so that the post is a
-/// complete authorization request on its own.
+/// complete authorization request on its own. The picker's fields stay out: a fresh sign-in
+/// starts the choice afresh.
 fn sign_in_page(params: &[(String, String)], login: Option<&str>, error: Option<&str>) -> String {
-    let hidden: String = params
-        .iter()
-        .filter(|(k, _)| k != "login" && k != "passwd")
-        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">\n", html(k), html(v)))
-        .collect();
+    let hidden = hidden_inputs(params, &launch::FORM_FIELDS);
     let error =
         error.map(|e| format!("<p id=\"error\" role=\"alert\" class=\"error\">{}</p>\n", html(e))).unwrap_or_default();
     let described = if error.is_empty() { "" } else { " aria-describedby=\"error\"" };
@@ -288,13 +333,14 @@ fn sign_in_page(params: &[(String, String)], login: Option<&str>, error: Option<
     page("Sign in to Fhirside", &body)
 }
 
-fn page(title: &str, body: &str) -> String {
+pub(super) fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}\
          input{{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}}\
+         input[type=radio]{{width:auto}}fieldset{{border:0;padding:0}}\
          button{{padding:.5rem 1.5rem;font-size:1rem}}.error{{color:#a00;font-weight:bold}}</style></head>\n\
          <body><main>\n{body}\n</main></body>\n</html>\n",
         html(title)
@@ -302,7 +348,7 @@ fn page(title: &str, body: &str) -> String {
 }
 
 /// Escapes text for HTML content and attribute values.
-fn html(text: &str) -> String {
+pub(super) fn html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

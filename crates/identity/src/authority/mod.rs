@@ -4,8 +4,10 @@
 //! - [`token`]: the token endpoint (`client_credentials`, `authorization_code` with PKCE,
 //!   `refresh_token`; client secrets and `private_key_jwt`);
 //! - [`authorize`]: the authorization endpoint and its sign-in page;
-//! - [`discovery`]: the OpenID Connect discovery documents and the JWKS;
-//! - [`http`]: the routes.
+//! - [`launch`]: SMART's `launch` context and the patient picker;
+//! - [`discovery`]: the OpenID Connect discovery documents, SMART's configuration and the JWKS;
+//! - [`http`]: the routes;
+//! - [`proxy`]: Azure's SMART on FHIR proxy routes, mounted at the FHIR base.
 //!
 //! Tokens follow Entra's claims. The access token's version (`ver` 1.0 or 2.0, which decides `iss`,
 //! `aud` and a few claim names) is a property of the resource, as in Entra, where the API's app
@@ -15,15 +17,21 @@ pub mod authorize;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod launch;
+pub mod proxy;
 pub mod token;
 
-use std::sync::{Arc, Mutex, RwLock};
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde_json::{json, Map, Value};
 
 use crate::keys::SigningKey;
 use crate::store::{IdentityError, IdentityStore};
 pub use error::OAuthError;
+pub use launch::PatientDirectory;
 
 /// The endpoint family a request came through: `/oauth2/…` (v1) or `/oauth2/v2.0/…` (v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +100,8 @@ pub struct Authority {
     keys: RwLock<KeyCache>,
     /// `jti`s of client assertions already used, with their expiry: an assertion is good once.
     seen_assertions: Mutex<std::collections::HashMap<String, i64>>,
+    /// The patients the SMART patient picker offers, set by the server.
+    patient_directory: OnceLock<Arc<dyn PatientDirectory>>,
 }
 
 struct KeyCache {
@@ -109,6 +119,7 @@ impl Authority {
             store,
             keys: RwLock::new(KeyCache { version: i64::MIN, keys: Arc::new(Vec::new()) }),
             seen_assertions: Mutex::default(),
+            patient_directory: OnceLock::new(),
         };
         authority.signing_keys()?;
         Ok(authority)
@@ -145,6 +156,13 @@ impl Authority {
             EndpointVersion::V1 => format!("{}/oauth2/token", self.authority_url()),
             EndpointVersion::V2 => format!("{}/oauth2/v2.0/token", self.authority_url()),
         }
+    }
+
+    /// The FHIR service's base URL (its canonical audience), without a trailing slash: where
+    /// `fhirUser` references and the SMART proxy's routes live.
+    pub fn fhir_base(&self) -> String {
+        let base = self.config.fhir_audiences.first().map(String::as_str).unwrap_or(&self.config.base);
+        base.trim_end_matches('/').to_owned()
     }
 
     pub fn authorization_endpoint(&self, version: EndpointVersion) -> String {

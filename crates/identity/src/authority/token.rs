@@ -4,6 +4,9 @@
 //! through [`super::authorize`], with PKCE) and `refresh_token`. Clients authenticate with a secret
 //! (in the body or HTTP Basic) or a signed assertion (`private_key_jwt`, as SMART backend services
 //! and MSAL's certificate credentials do); public clients do not authenticate and must use PKCE.
+//!
+//! SMART: user tokens carry `fhirUser` and the launch context's `patient`, and the response the
+//! launch context; `client_credentials` also takes SMART Backend Services' `system/` scopes.
 
 use serde_json::{json, Map, Value};
 
@@ -30,11 +33,11 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }
 
-    fn require(&self, name: &str) -> Result<&str, OAuthError> {
+    pub(super) fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.get(name).ok_or_else(|| OAuthError::missing(name))
     }
 }
@@ -101,6 +104,16 @@ impl Authority {
                     ));
                 }
                 let scope = request.require("scope")?;
+                if let Some(system) = system_scopes(scope)? {
+                    // SMART Backend Services: the scopes name no resource; they are the FHIR service's.
+                    let audience = self.fhir_base_audience();
+                    let subject = Subject { app: &app, client_auth, user: None };
+                    let access_token = self.access_token(&subject, &audience, Some(&system), &Value::Null, now)?;
+                    let scope = Some(system.join(" "));
+                    let body =
+                        self.response(version, &audience, access_token, scope.as_deref(), None, None, &Map::new(), now);
+                    return Ok(body);
+                }
                 let resources: Vec<&str> = scope
                     .split_whitespace()
                     .filter(|s| !OIDC_SCOPES.contains(s))
@@ -138,7 +151,7 @@ impl Authority {
         };
         let audience = self.audience(&resource)?;
         let subject = Subject { app: &app, client_auth, user: None };
-        let access_token = self.access_token(&subject, &audience, None, now)?;
+        let access_token = self.access_token(&subject, &audience, None, &Value::Null, now)?;
         Ok(self.response(version, &audience, access_token, None, None, None, &Map::new(), now))
     }
 
@@ -264,7 +277,7 @@ impl Authority {
         now: i64,
     ) -> Result<Value, OAuthError> {
         let scopes: Vec<&str> = scope.split_whitespace().collect();
-        let access_token = self.access_token(subject, resource, Some(&scopes), now)?;
+        let access_token = self.access_token(subject, resource, Some(&scopes), context, now)?;
         let id_token =
             if scopes.contains(&"openid") { Some(self.id_token(version, subject, &scopes, nonce, now)?) } else { None };
         // Entra's v1 endpoint always returns a refresh token to a code flow; v2 only for
@@ -336,12 +349,15 @@ impl Authority {
         body
     }
 
-    /// An access token for the FHIR service, with Entra's claims for the configured version.
+    /// An access token for the FHIR service, with Entra's claims for the configured version. A
+    /// user's carries SMART's `fhirUser` and the launch `context`'s `patient`; an app's has `scp`
+    /// only for SMART system scopes (`.default` grants roles, not scopes, as in Entra).
     fn access_token(
         &self,
         subject: &Subject,
         audience: &str,
         scopes: Option<&[&str]>,
+        context: &Value,
         now: i64,
     ) -> Result<String, OAuthError> {
         let v2 = self.config.access_token_version == 2;
@@ -379,10 +395,19 @@ impl Authority {
                     }
                 }
                 claims.insert("scp".into(), json!(scp.join(" ")));
+                if let Some(fhir_user) = &user.fhir_user {
+                    claims.insert("fhirUser".into(), json!(self.fhir_user_url(fhir_user)));
+                }
+                if let Some(patient) = context.get("patient").and_then(Value::as_str) {
+                    claims.insert("patient".into(), json!(patient));
+                }
                 claims.insert("sub".into(), json!(pairwise_subject(&user.object_id, &app.client_id)));
                 &user.object_id
             }
             None => {
+                if let Some(scopes) = scopes {
+                    claims.insert("scp".into(), json!(scopes.join(" ")));
+                }
                 claims.insert("sub".into(), json!(app.object_id));
                 &app.object_id
             }
@@ -440,8 +465,12 @@ impl Authority {
         if reference.contains("://") {
             return reference.to_owned();
         }
-        let base = self.config.fhir_audiences.first().map(String::as_str).unwrap_or(&self.config.base);
-        format!("{}/{reference}", base.trim_end_matches('/'))
+        format!("{}/{reference}", self.fhir_base())
+    }
+
+    /// The canonical FHIR audience, as configured (the audience of tokens that name no resource).
+    fn fhir_base_audience(&self) -> String {
+        self.config.fhir_audiences.first().cloned().unwrap_or_else(|| self.fhir_app_id().to_owned())
     }
 
     /// The FHIR audience a requested resource names (AADSTS500011 when none).
@@ -567,10 +596,12 @@ impl Authority {
         {
             return fail(700021, "The client assertion's 'iss' and 'sub' must both be the client id.");
         }
+        // Apps that redeem codes through Azure's SMART proxy address their assertion to it.
         let endpoints = [
             self.token_endpoint(version),
             self.token_endpoint(EndpointVersion::V1),
             self.token_endpoint(EndpointVersion::V2),
+            self.proxy_token_endpoint(),
         ];
         let audience_ok = match token.claims.get("aud") {
             Some(Value::String(aud)) => endpoints.contains(aud),
@@ -611,6 +642,28 @@ impl Authority {
         }
         Ok(())
     }
+}
+
+/// The scope of a `client_credentials` request when it asks for SMART system scopes
+/// (`system/*.read system/Observation.rs`, besides OpenID Connect's), `None` when it asks for none
+/// (a `/.default` request). Mixing the two is refused: one token cannot be both.
+fn system_scopes(scope: &str) -> Result<Option<Vec<&str>>, OAuthError> {
+    let scopes: Vec<&str> = scope.split_whitespace().filter(|s| !OIDC_SCOPES.contains(s)).collect();
+    let is_system = |s: &&str| s.strip_prefix("system/").is_some_and(|rest| !rest.is_empty());
+    if !scopes.iter().any(is_system) {
+        return Ok(None);
+    }
+    if !scopes.iter().all(is_system) {
+        return Err(OAuthError::new(
+            "invalid_scope",
+            70011,
+            format!(
+                "The provided value for scope {scope} is not valid. SMART system scopes cannot be combined with other \
+                 scopes such as <resource>/.default in one client credentials request."
+            ),
+        ));
+    }
+    Ok(Some(scopes))
 }
 
 fn check_same_client(granted_to: &str, app: &App) -> Result<(), OAuthError> {

@@ -422,6 +422,7 @@ mod tests {
             data_actions: crate::auth::DataActions::NONE,
             object_id: "0b6a1c1e-0000-4000-8000-000000000001".into(),
             claims: Some(Arc::new(fhirside_identity::validate::Claims { claims, expires_at: 1_900_000_000 })),
+            smart: None,
         };
         let (identity, issuer, object_id) = caller(Some(&principal));
         let keys: Vec<&str> = identity.keys().map(String::as_str).collect();

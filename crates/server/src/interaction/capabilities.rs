@@ -136,10 +136,10 @@ pub(crate) fn build(config: &ServerConfig, indexer: &fhir::index::Indexer) -> by
     if let Some(uris) = &config.oauth {
         statement["rest"][0]["security"] = json!({
             "cors": config.cors.is_some(),
-            "service": [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                "code": "OAuth",
-            }]}],
+            "service": [{"coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth"},
+                {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"},
+            ]}],
             "extension": [{
                 "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
                 "extension": [

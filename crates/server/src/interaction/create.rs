@@ -15,6 +15,7 @@ use crate::error::FhirError;
 use crate::indexing;
 use crate::params::Params;
 use crate::response::{self, ResourceResponse};
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::{needs, search, Call};
@@ -35,11 +36,18 @@ pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str) ->
             let text = value.to_str().map_err(|_| FhirError::bad_request("The If-None-Exist header is not valid."))?;
             // Either `identifier=x` or a full `Patient?identifier=x`.
             let query = text.split_once('?').map_or(text, |(_, q)| q);
-            Some(search::conditional(resource_type, &Params::parse(Some(query)))?)
+            let mut query = search::conditional(resource_type, &Params::parse(Some(query)))?;
+            call.restrict_conditional(&mut query)?;
+            Some(query)
         }
     };
+    call.require_scope(resource_type, Interaction::Create)?;
+    let smart = call.smart_shared();
     let mut resource = call.resource(resource_type, state.config.max_body_bytes).await?;
     let index = indexing::extract(resource_type, &mut resource);
+    if let Some(smart) = smart {
+        smart.check_write(resource_type, Interaction::Create, None, &index)?;
+    }
     let op = WriteOp::Create {
         resource_type: resource_type.to_owned(),
         id: crate::ids::new_id(),

@@ -17,6 +17,7 @@ use fhirside_store::{WriteOp, WriteResult};
 use crate::auth::DataAction;
 use crate::error::FhirError;
 use crate::response;
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::{needs, search, Call};
@@ -33,6 +34,12 @@ pub(crate) async fn handle(
     super::writable_id(&id)?;
     call.authorize(DataAction::Delete)?;
     let if_match = call.if_match()?;
+    if let Some(smart) = call.smart() {
+        smart.require(resource_type, Interaction::Delete)?;
+        if let Some(current) = state.store.read(resource_type, &id).await?.value {
+            smart.check_existing(&current, Interaction::Delete)?;
+        }
+    }
     let op = WriteOp::Delete { resource_type: resource_type.to_owned(), id, if_match };
     let outcome = state.store.write(op).await?;
     match &outcome.value {
@@ -50,7 +57,9 @@ pub(crate) async fn conditional(
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?;
     call.authorize_any_of(needs::CONDITIONAL_DELETE)?;
-    let query = search::conditional(resource_type, &call.params)?;
+    let mut query = search::conditional(resource_type, &call.params)?;
+    call.require_scope(resource_type, Interaction::Delete)?;
+    call.restrict_conditional(&mut query)?;
     let max = match call.params.get("_count") {
         None => 1,
         Some(text) => match text.parse::<u32>() {

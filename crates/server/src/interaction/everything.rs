@@ -14,6 +14,7 @@ use crate::auth::DataAction;
 use crate::bundle::BundleWriter;
 use crate::error::FhirError;
 use crate::response;
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::{search, Call};
@@ -34,6 +35,17 @@ pub(crate) async fn handle(
         });
     }
     call.authorize(DataAction::Read)?;
+    if let Some(smart) = call.smart() {
+        smart.require(resource_type, Interaction::Read)?;
+        // Bound to a patient: that patient's record only, never every patient's.
+        if let Some(patient) = smart.patient().filter(|_| !smart.reaches_all("Patient", Interaction::Read)) {
+            if id != Some(patient) {
+                return Err(FhirError::ScopeForbidden(format!(
+                    "The token's SMART scopes reach the record of Patient/{patient} only."
+                )));
+            }
+        }
+    }
     let format = call.format()?;
     if let Some((name, _)) = call.params.iter().find(|(name, _)| !PARAMETERS.contains(name)) {
         return Err(FhirError::bad_request(format!("The parameter '{name}' is not supported by $everything.")));
@@ -80,7 +92,7 @@ pub(crate) async fn handle(
     }
     let next = page.next.as_deref().map(|token| call.next_link(token));
     let mut bundle = BundleWriter::new("searchset", &call.self_link(), next.as_deref(), None);
-    for version in &page.versions {
+    for version in page.versions.iter().filter(|v| call.may_see(v, Interaction::Read)) {
         bundle.search_entry(version, "match");
     }
     response::document(StatusCode::OK, bundle.finish(), format, outcome.cost)

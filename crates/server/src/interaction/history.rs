@@ -14,6 +14,7 @@ use crate::bundle::BundleWriter;
 use crate::error::FhirError;
 use crate::negotiate::Handling;
 use crate::response;
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::{search, Call};
@@ -22,6 +23,24 @@ const PARAMETERS: &[&str] = &["_count", "_since", "_at", "ct", "_format", "_pret
 
 pub(crate) async fn handle(state: &AppState, call: Call, scope: HistoryScope) -> Result<Response, FhirError> {
     call.authorize(DataAction::Read)?;
+    // A SMART caller sees the versions its scopes reach: read for one resource's history, search
+    // for a type's or the system's.
+    let interaction = match &scope {
+        HistoryScope::Instance(..) => Interaction::Read,
+        _ => Interaction::Search,
+    };
+    if let Some(smart) = call.smart() {
+        match &scope {
+            HistoryScope::Instance(resource_type, _) | HistoryScope::Type(resource_type) => {
+                smart.require(resource_type, interaction)?
+            }
+            HistoryScope::System => {
+                if smart.searchable_types(interaction).is_empty() {
+                    return Err(FhirError::ScopeForbidden("The token's SMART scopes permit no search.".into()));
+                }
+            }
+        }
+    }
     let format = call.format()?;
     if call.prefer()?.handling == Handling::Strict {
         if let Some((name, _)) = call.params.iter().find(|(name, _)| !PARAMETERS.contains(name)) {
@@ -51,7 +70,8 @@ pub(crate) async fn handle(state: &AppState, call: Call, scope: HistoryScope) ->
     let page = outcome.value;
     let next = page.next.as_deref().map(|token| call.next_link(token));
     let mut bundle = BundleWriter::new("history", &call.self_link(), next.as_deref(), None);
-    for version in &page.versions {
+    // Filtered after the store's page: a SMART caller may get short pages, never others' versions.
+    for version in page.versions.iter().filter(|v| call.may_see(v, interaction)) {
         bundle.history_entry(version);
     }
     response::document(StatusCode::OK, bundle.finish(), format, outcome.cost)

@@ -31,6 +31,7 @@ use crate::auth::{self, DataAction, Principal};
 use crate::error::FhirError;
 use crate::negotiate::{self, Format, Prefer};
 use crate::params::Params;
+use crate::smart::{Interaction, SmartAccess};
 
 /// The parts of a request every interaction uses.
 pub(crate) struct Call {
@@ -67,6 +68,39 @@ impl Call {
         match &self.principal {
             Some(principal) if needs::met(principal, alternatives) => Ok(()),
             _ => Err(FhirError::Forbidden),
+        }
+    }
+
+    /// The caller's SMART limits, shared, for work that outlives the call (a store transaction).
+    pub fn smart_shared(&self) -> Option<std::sync::Arc<SmartAccess>> {
+        self.principal.as_ref().and_then(|p| p.smart.clone())
+    }
+
+    /// Adds a SMART caller's reach to the query of a conditional interaction, so that it can neither
+    /// match nor reveal what the caller may not search.
+    pub fn restrict_conditional(&self, query: &mut fhirside_store::SearchQuery) -> Result<(), FhirError> {
+        if let Some(smart) = self.smart() {
+            smart.restrict_clauses(&mut query.clauses)?;
+            query.clauses.extend(smart.search_clause(&query.types, Interaction::Search)?);
+        }
+        Ok(())
+    }
+
+    /// The caller's SMART limits, when it is a SMART caller.
+    pub fn smart(&self) -> Option<&SmartAccess> {
+        self.principal.as_ref().and_then(|p| p.smart.as_deref())
+    }
+
+    /// Whether a SMART caller's scopes reach this stored version (always, for other callers).
+    pub fn may_see(&self, version: &fhirside_store::StoredVersion, interaction: Interaction) -> bool {
+        self.smart().is_none_or(|smart| smart.permits_version(version, interaction))
+    }
+
+    /// Fails with `403` unless a SMART caller's scopes grant `interaction` on `resource_type`.
+    pub fn require_scope(&self, resource_type: &str, interaction: Interaction) -> Result<(), FhirError> {
+        match self.smart() {
+            Some(smart) => smart.require(resource_type, interaction),
+            None => Ok(()),
         }
     }
 
@@ -133,7 +167,7 @@ pub(crate) mod needs {
     pub const CONDITIONAL_DELETE: Requirement = &[&[A::Read, A::Delete], &[A::Search, A::Delete]];
 
     pub(crate) fn met(principal: &Principal, alternatives: &[&[A]]) -> bool {
-        alternatives.iter().any(|all| all.iter().all(|a| principal.data_actions.contains(*a)))
+        alternatives.iter().any(|all| all.iter().all(|a| crate::auth::authorize(principal, *a).is_ok()))
     }
 }
 

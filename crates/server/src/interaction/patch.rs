@@ -19,6 +19,7 @@ use crate::extract::Segments;
 use crate::patching::fhirpath_patch;
 use crate::patching::json_patch::{self, PatchError};
 use crate::response::{self, ResourceResponse};
+use crate::smart::{Interaction, SmartAccess};
 use crate::{indexing, AppState};
 
 use super::{needs, search, Call};
@@ -64,7 +65,8 @@ pub(crate) async fn conditional(
 ) -> Result<Response, FhirError> {
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?.to_owned();
-    let query = search::conditional(&resource_type, &call.params)?;
+    let mut query = search::conditional(&resource_type, &call.params)?;
+    call.restrict_conditional(&mut query)?;
     run(&state, call, resource_type, Target::Search(query)).await
 }
 
@@ -99,8 +101,12 @@ async fn run(state: &AppState, mut call: Call, resource_type: String, target: Ta
         return Err(FhirError::bad_request("A FHIRPath Patch must be a Parameters resource."));
     };
 
-    let (version, cost) =
-        super::in_transaction(state, move |tx| patch_in(tx, &resource_type, target, &patch, if_match)).await?;
+    call.require_scope(&resource_type, Interaction::Update)?;
+    let smart = call.smart_shared();
+    let (version, cost) = super::in_transaction(state, move |tx| {
+        patch_in(tx, &resource_type, target, &patch, if_match, smart.as_deref())
+    })
+    .await?;
     response::resource(ResourceResponse {
         status: StatusCode::OK,
         version: &version,
@@ -118,6 +124,7 @@ pub(crate) fn patch_in(
     target: Target,
     patch: &PatchDocument,
     if_match: Option<u64>,
+    smart: Option<&SmartAccess>,
 ) -> Result<StoredVersion, FhirError> {
     let current = match target {
         Target::Instance(id) => tx
@@ -133,6 +140,9 @@ pub(crate) fn patch_in(
     };
     if current.deleted {
         return Err(FhirError::Gone { resource_type: current.resource_type, id: current.id, version: current.version });
+    }
+    if let Some(smart) = smart {
+        smart.check_existing(&current, Interaction::Update)?;
     }
     if let Some(expected) = if_match {
         if expected != current.version {
@@ -156,6 +166,9 @@ pub(crate) fn patch_in(
     }
     let Value::Object(mut resource) = resource else { unreachable!("resourceType was checked") };
     let index = indexing::extract(resource_type, &mut resource);
+    if let Some(smart) = smart {
+        smart.check_write(resource_type, Interaction::Update, Some(&current.id), &index)?;
+    }
     let op = WriteOp::Update {
         resource_type: resource_type.to_owned(),
         id: current.id.clone(),

@@ -12,15 +12,21 @@ use crate::auth::DataAction;
 use crate::error::FhirError;
 use crate::negotiate::Return;
 use crate::response::{self, ResourceResponse};
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::{parse_etag, Call};
 
 pub(crate) async fn handle(state: &AppState, call: Call, resource_type: &str, id: &str) -> Result<Response, FhirError> {
     call.authorize(DataAction::Read)?;
+    call.require_scope(resource_type, Interaction::Read)?;
     let format = call.format()?;
     let outcome = state.store.read(resource_type, id).await?;
     let version = match outcome.value {
+        // Outside a SMART caller's reach reads as absent: it must not learn what exists there.
+        Some(v) if !call.may_see(&v, Interaction::Read) => {
+            return Err(FhirError::NotFound { resource_type: resource_type.into(), id: id.into() })
+        }
         None => return Err(FhirError::NotFound { resource_type: resource_type.into(), id: id.into() }),
         Some(v) if v.deleted => {
             return Err(FhirError::Gone { resource_type: resource_type.into(), id: id.into(), version: v.version })

@@ -19,6 +19,7 @@ use crate::auth::DataAction;
 use crate::error::FhirError;
 use crate::indexing;
 use crate::response::{self, ResourceResponse};
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::{needs, search, Call};
@@ -42,6 +43,7 @@ pub(crate) async fn handle(
             expression: None,
         });
     }
+    let smart = call.smart_shared();
     let mut resource = call.resource(resource_type, state.config.max_body_bytes).await?;
     match resource.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
@@ -61,6 +63,18 @@ pub(crate) async fn handle(
         }
     }
     let index = indexing::extract(resource_type, &mut resource);
+    if let Some(smart) = smart {
+        // The version replaced must be within reach too; an update that creates needs `create`.
+        let current = state.store.read(resource_type, &id).await?.value;
+        let interaction = match &current {
+            Some(v) if !v.deleted => {
+                smart.check_existing(v, Interaction::Update)?;
+                Interaction::Update
+            }
+            _ => Interaction::Create,
+        };
+        smart.check_write(resource_type, interaction, Some(&id), &index)?;
+    }
     let op = WriteOp::Update {
         resource_type: resource_type.to_owned(),
         id,
@@ -83,10 +97,21 @@ pub(crate) async fn conditional(
     let format = call.format()?;
     let prefer = call.prefer()?;
     let if_match = call.if_match()?;
-    let query = search::conditional(resource_type, &call.params)?;
+    let mut query = search::conditional(resource_type, &call.params)?;
+    call.restrict_conditional(&mut query)?;
+    let smart = call.smart_shared();
     let mut resource = call.resource(resource_type, state.config.max_body_bytes).await?;
     let body_id = resource.get("id").and_then(Value::as_str).map(str::to_owned);
     let index = indexing::extract(resource_type, &mut resource);
+    if let Some(smart) = smart {
+        // What it replaces is within reach (the query is restricted); what it writes must be, as an
+        // update or, when nothing matches, a create.
+        let mut probe = query.clone();
+        probe.count = 1;
+        let matched = !state.store.search(&probe).await?.value.versions.is_empty();
+        let interaction = if matched { Interaction::Update } else { Interaction::Create };
+        smart.check_write(resource_type, interaction, body_id.as_deref(), &index)?;
+    }
     let op = WriteOp::ConditionalUpdate {
         resource_type: resource_type.to_owned(),
         query,

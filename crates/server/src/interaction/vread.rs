@@ -12,6 +12,7 @@ use crate::auth::DataAction;
 use crate::error::FhirError;
 use crate::negotiate::Return;
 use crate::response::{self, ResourceResponse};
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::Call;
@@ -24,6 +25,7 @@ pub(crate) async fn handle(
     let call = Call::new(request);
     let resource_type = super::resource_type(&segment)?;
     call.authorize(DataAction::Read)?;
+    call.require_scope(resource_type, Interaction::Read)?;
     let format = call.format()?;
     let not_found =
         || FhirError::VersionNotFound { resource_type: resource_type.into(), id: id.clone(), version: vid.clone() };
@@ -31,6 +33,7 @@ pub(crate) async fn handle(
     let outcome = state.store.vread(resource_type, &id, version).await?;
     match outcome.value {
         None => Err(not_found()),
+        Some(v) if !call.may_see(&v, Interaction::Read) => Err(not_found()),
         Some(v) if v.deleted => Err(FhirError::Gone { resource_type: resource_type.into(), id, version: v.version }),
         Some(v) => response::resource(ResourceResponse {
             status: StatusCode::OK,

@@ -219,6 +219,27 @@ impl Builder {
             Clause::Any(clauses) => {
                 self.any(clauses.iter(), |b, c| b.clause(alias, c));
             }
+            Clause::All(clauses) => {
+                self.push("(");
+                for (i, clause) in clauses.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" AND ");
+                    }
+                    self.push("(");
+                    self.clause(alias, clause);
+                    self.push(")");
+                }
+                if clauses.is_empty() {
+                    self.push("TRUE");
+                }
+                self.push(")");
+            }
+            Clause::Types(types) if types.is_empty() => self.push("FALSE"),
+            Clause::Types(types) => {
+                self.push(&format!("{alias}.type IN ("));
+                self.list(types.iter(), |b, t| b.placeholder_text(t));
+                self.push(")");
+            }
         }
     }
 

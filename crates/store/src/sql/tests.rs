@@ -165,6 +165,9 @@ fn clauses() -> Vec<(&'static str, Clause)> {
         ("compartment", Clause::Compartment { compartment: "Patient".into(), id: "p1".into() }),
         ("any", Clause::Any(vec![code("a"), Clause::Not(Box::new(code("b")))])),
         ("any of nothing", Clause::Any(Vec::new())),
+        ("all", Clause::All(vec![code("a"), Clause::Compartment { compartment: "Patient".into(), id: "p1".into() }])),
+        ("all of nothing", Clause::All(Vec::new())),
+        ("types", Clause::Types(vec!["Observation".into(), "Patient".into()])),
     ]
 }
 

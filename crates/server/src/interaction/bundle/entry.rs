@@ -70,6 +70,8 @@ pub(crate) struct Entry {
     pub if_modified_since: Option<i64>,
     /// Set when the resource was rewritten and indexed before the transaction.
     pub prepared: Option<super::prepare::Prepared>,
+    /// The SMART limits of the caller, which every step of the entry respects.
+    pub smart: Option<std::sync::Arc<crate::smart::SmartAccess>>,
 }
 
 /// Parses entry `index` of the Bundle. `issues` are the validator's issues for this entry.
@@ -168,6 +170,7 @@ pub(crate) fn parse(index: usize, entry: Value, base: &str, issues: Vec<fhir::Is
         if_none_match: etag("ifNoneMatch")?,
         if_modified_since,
         prepared: None,
+        smart: None,
     })
 }
 

@@ -6,7 +6,7 @@
 //! [`resolve`] fixes the target id (conditional create and update search here), then [`apply`]
 //! rewrites references and writes.
 
-use fhirside_store::{StoredVersion, Transaction, Unstamped, WriteOp, WriteResult};
+use fhirside_store::{SearchQuery, StoredVersion, Transaction, Unstamped, WriteOp, WriteResult};
 use serde_json::Value;
 
 use super::entry::{Entry, Method, Target};
@@ -15,6 +15,7 @@ use crate::error::FhirError;
 use crate::indexing;
 use crate::interaction::{patch, search};
 use crate::negotiate::Handling;
+use crate::smart::{Interaction, SmartAccess};
 
 /// An entry whose target is fixed.
 pub(crate) struct Resolved {
@@ -33,7 +34,10 @@ pub(crate) enum Produced {
     Search(Vec<StoredVersion>),
 }
 
-pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) -> Result<Resolved, FhirError> {
+pub(crate) fn resolve(tx: &mut dyn Transaction, mut entry: Entry, new_id: String) -> Result<Resolved, FhirError> {
+    if let Some(query) = entry.if_none_exist.as_mut() {
+        restrict(entry.smart.as_deref(), query)?;
+    }
     let (id, existing) = match (&entry.method, &entry.target) {
         (Method::Post, Target::Type(t)) => match &entry.if_none_exist {
             None => (Some(new_id), None),
@@ -46,7 +50,8 @@ pub(crate) fn resolve(tx: &mut dyn Transaction, entry: Entry, new_id: String) ->
         (Method::Post, _) => return Err(FhirError::bad_request("A POST entry's url must name a resource type.")),
         (Method::Put, Target::Instance(_, id)) => (Some(id.clone()), None),
         (Method::Put, Target::Search(t, params)) => {
-            let query = search::conditional(t, params)?;
+            let mut query = search::conditional(t, params)?;
+            restrict(entry.smart.as_deref(), &mut query)?;
             let body_id = entry.body_id.as_deref();
             match tx.search(&query, 2)?.as_slice() {
                 [] => (Some(body_id.map_or(new_id, str::to_owned)), None),
@@ -78,6 +83,8 @@ pub(crate) fn apply(
 ) -> Result<Produced, FhirError> {
     let Resolved { entry, id, existing } = resolved;
     let resource_type = entry.target.resource_type().to_owned();
+    let smart = entry.smart.clone();
+    let smart = smart.as_deref();
     match entry.method {
         Method::Post | Method::Put => {
             if let Some(existing) = existing {
@@ -104,6 +111,18 @@ pub(crate) fn apply(
                 }
             };
             let id = id.expect("resolved");
+            if let Some(smart) = smart {
+                // A PUT replaces what is there (within reach, as an update) or creates.
+                let interaction = match (entry.method, tx.read(&resource_type, &id)?) {
+                    (Method::Put, Some(current)) if !current.deleted => {
+                        smart.check_existing(&current, Interaction::Update)?;
+                        Interaction::Update
+                    }
+                    _ => Interaction::Create,
+                };
+                let id = (entry.method == Method::Put).then_some(id.as_str());
+                smart.check_write(&resource_type, interaction, id, &index)?;
+            }
             let op = if entry.method == Method::Post {
                 WriteOp::Create { resource_type, id, resource, index, if_none_exist: None }
             } else {
@@ -117,12 +136,17 @@ pub(crate) fn apply(
         }
         Method::Delete => {
             let op = match entry.target {
-                Target::Instance(_, id) => WriteOp::Delete { resource_type, id, if_match: entry.if_match },
-                Target::Search(_, params) => WriteOp::ConditionalDelete {
-                    query: search::conditional(&resource_type, &params)?,
-                    resource_type,
-                    max: 1,
-                },
+                Target::Instance(_, id) => {
+                    if let (Some(smart), Some(current)) = (smart, tx.read(&resource_type, &id)?) {
+                        smart.check_existing(&current, Interaction::Delete)?;
+                    }
+                    WriteOp::Delete { resource_type, id, if_match: entry.if_match }
+                }
+                Target::Search(_, params) => {
+                    let mut query = search::conditional(&resource_type, &params)?;
+                    restrict(smart, &mut query)?;
+                    WriteOp::ConditionalDelete { query, resource_type, max: 1 }
+                }
                 _ => return Err(FhirError::bad_request("A DELETE entry's url must be Type/id or Type?criteria.")),
             };
             match tx.write(op)? {
@@ -132,17 +156,21 @@ pub(crate) fn apply(
                 other => Err(FhirError::Internal(format!("unexpected write result {other:?}"))),
             }
         }
-        Method::Get | Method::Head => read(tx, entry),
+        Method::Get | Method::Head => read(tx, entry, smart),
         Method::Patch => {
             let mut resource = entry.resource.expect("checked when parsed");
             refs.rewrite(tx, &mut resource)?;
             let document = patch_document(resource)?;
             let target = match entry.target {
                 Target::Instance(_, id) => patch::Target::Instance(id),
-                Target::Search(_, params) => patch::Target::Search(search::conditional(&resource_type, &params)?),
+                Target::Search(_, params) => {
+                    let mut query = search::conditional(&resource_type, &params)?;
+                    restrict(smart, &mut query)?;
+                    patch::Target::Search(query)
+                }
                 _ => return Err(FhirError::bad_request("A PATCH entry's url must be Type/id or Type?criteria.")),
             };
-            let version = patch::patch_in(tx, &resource_type, target, &document, entry.if_match)?;
+            let version = patch::patch_in(tx, &resource_type, target, &document, entry.if_match, smart)?;
             Ok(Produced::Version { status: 200, version: Some(version), location: false })
         }
     }
@@ -167,7 +195,16 @@ fn patch_document(resource: serde_json::Map<String, Value>) -> Result<patch::Pat
     Ok(patch::PatchDocument::Json(patch))
 }
 
-fn read(tx: &mut dyn Transaction, entry: Entry) -> Result<Produced, FhirError> {
+/// Adds a SMART caller's reach to a query an entry runs.
+fn restrict(smart: Option<&SmartAccess>, query: &mut SearchQuery) -> Result<(), FhirError> {
+    if let Some(smart) = smart {
+        smart.restrict_clauses(&mut query.clauses)?;
+        query.clauses.extend(smart.search_clause(&query.types, Interaction::Search)?);
+    }
+    Ok(())
+}
+
+fn read(tx: &mut dyn Transaction, entry: Entry, smart: Option<&SmartAccess>) -> Result<Produced, FhirError> {
     let found = match &entry.target {
         Target::Instance(t, id) => {
             tx.read(t, id)?.ok_or_else(|| FhirError::NotFound { resource_type: t.clone(), id: id.clone() })?
@@ -178,14 +215,19 @@ fn read(tx: &mut dyn Transaction, entry: Entry) -> Result<Produced, FhirError> {
             version: v.to_string(),
         })?,
         Target::Search(t, params) => {
-            let (query, _) = search::parse(t, params, Handling::Lenient)?;
+            let (mut query, _) = search::parse(t, params, Handling::Lenient)?;
+            restrict(smart, &mut query)?;
             return Ok(Produced::Search(tx.search(&query, 1000)?));
         }
         Target::Type(t) => {
-            let query = fhirside_store::SearchQuery { types: vec![t.clone()], ..Default::default() };
+            let mut query = SearchQuery { types: vec![t.clone()], ..Default::default() };
+            restrict(smart, &mut query)?;
             return Ok(Produced::Search(tx.search(&query, 1000)?));
         }
     };
+    if smart.is_some_and(|smart| !smart.permits_version(&found, Interaction::Read)) {
+        return Err(FhirError::NotFound { resource_type: found.resource_type, id: found.id });
+    }
     if found.deleted {
         return Err(FhirError::Gone { resource_type: found.resource_type, id: found.id, version: found.version });
     }

@@ -24,6 +24,7 @@ use crate::auth::DataAction;
 use crate::bundle::BundleWriter;
 use crate::error::FhirError;
 use crate::negotiate::Return;
+use crate::smart::Interaction;
 use crate::{context, response, AppState};
 
 use super::{needs, Call};
@@ -75,7 +76,18 @@ pub(crate) async fn handle(state: &AppState, call: Call) -> Result<Response, Fhi
             .enumerate()
             .map(|(i, e)| {
                 let parsed = entry::parse(i, e, &base, entry_issues.remove(&i).unwrap_or_default());
-                parsed.and_then(|e| call.authorize_any_of(requirement(&e)).map(|()| e)).map_err(|e| e.in_entry(i))
+                parsed
+                    .and_then(|e| call.authorize_any_of(requirement(&e)).map(|()| e))
+                    .and_then(|mut e| {
+                        if let Some(smart) = call.smart_shared() {
+                            for interaction in interactions(&e) {
+                                smart.require(e.target.resource_type(), *interaction)?;
+                            }
+                            e.smart = Some(smart);
+                        }
+                        Ok(e)
+                    })
+                    .map_err(|e| e.in_entry(i))
             })
             .collect(),
         _ => Vec::new(),
@@ -105,6 +117,25 @@ fn requirement(entry: &Entry) -> needs::Requirement {
         Method::Post | Method::Put => &[&[DataAction::Write]],
         Method::Delete if conditional => needs::CONDITIONAL_DELETE,
         Method::Delete => &[&[DataAction::Delete]],
+    }
+}
+
+/// The SMART interactions an entry needs on its resource type (a conditional one also searches;
+/// what a PUT or a conditional create turns out to do is checked when it runs).
+fn interactions(entry: &Entry) -> &'static [Interaction] {
+    use Interaction as I;
+    let conditional = matches!(entry.target, Target::Search(..));
+    match entry.method {
+        Method::Get | Method::Head if matches!(entry.target, Target::Search(..) | Target::Type(_)) => &[I::Search],
+        Method::Get | Method::Head => &[I::Read],
+        Method::Post if entry.if_none_exist.is_some() => &[I::Search, I::Create],
+        Method::Post => &[I::Create],
+        Method::Put if conditional => &[I::Search],
+        Method::Put => &[],
+        Method::Patch if conditional => &[I::Search, I::Update],
+        Method::Patch => &[I::Update],
+        Method::Delete if conditional => &[I::Search, I::Delete],
+        Method::Delete => &[I::Delete],
     }
 }
 

@@ -77,12 +77,14 @@ fn parse(indexer: &Indexer, params: &Params) -> Result<Vec<Include>, FhirError> 
     Ok(includes)
 }
 
-/// The resources the include parameters add to a page of `matches`.
+/// The resources the include parameters add to a page of `matches`: those `visible` keeps (a SMART
+/// caller's reach), which are also the only ones `:iterate` goes on from.
 pub(super) async fn resolve(
     state: &AppState,
     indexer: &Indexer,
     params: &Params,
     matches: &[StoredVersion],
+    visible: &(dyn Fn(&StoredVersion) -> bool + Sync),
 ) -> Result<(Vec<StoredVersion>, Cost), FhirError> {
     let includes = parse(indexer, params)?;
     let mut cost = Cost::default();
@@ -118,7 +120,7 @@ pub(super) async fn resolve(
                 let outcome = state.store.include(&query).await?;
                 cost.add(outcome.cost);
                 for version in outcome.value {
-                    if seen.insert((version.resource_type.clone(), version.id.clone())) {
+                    if visible(&version) && seen.insert((version.resource_type.clone(), version.id.clone())) {
                         found.push(version);
                     }
                 }

@@ -28,6 +28,7 @@ use crate::error::{operation_outcome, FhirError};
 use crate::negotiate::Handling;
 use crate::params::Params;
 use crate::response;
+use crate::smart::Interaction;
 use crate::AppState;
 
 use super::Call;
@@ -110,6 +111,18 @@ async fn search(
         query.clauses.push(list_clause(state, &query.types, list).await?);
     }
     query.sort = sort(&indexer, &query.types, call.params.get("_sort"))?;
+    if let Some(smart) = call.smart() {
+        // Only what the scopes reach, chains and `_has` included; a system-wide search covers the
+        // types they name.
+        if query.types.is_empty() {
+            query.types = smart.searchable_types(Interaction::Search);
+            if query.types.is_empty() {
+                return Err(FhirError::ScopeForbidden("The token's SMART scopes permit no search.".into()));
+            }
+        }
+        smart.restrict_clauses(&mut query.clauses)?;
+        query.clauses.extend(smart.search_clause(&query.types, Interaction::Search)?);
+    }
     query.count = super::page_size(&call.params, state.config.default_page_size, state.config.max_page_size)?;
     let summary = subset::Summary::parse(call.params.get("_summary"))?;
     // `_summary=count` and, as in Azure's service, `_count=0` ask for the total alone.
@@ -140,7 +153,10 @@ async fn search(
     let mut cost = outcome.cost;
     let next = page.next.as_deref().map(|token| call.next_link(token));
     let previous = page.previous.as_deref().map(|token| call.next_link(token));
-    let (included, include_cost) = includes::resolve(state, &indexer, &call.params, &page.versions).await?;
+    let smart = call.smart_shared();
+    let visible =
+        |v: &fhirside_store::StoredVersion| smart.as_ref().is_none_or(|s| s.permits_version(v, Interaction::Read));
+    let (included, include_cost) = includes::resolve(state, &indexer, &call.params, &page.versions, &visible).await?;
     cost.add(include_cost);
     let mut bundle =
         BundleWriter::paged("searchset", &call.self_link(), previous.as_deref(), next.as_deref(), page.total);
