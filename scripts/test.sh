@@ -24,6 +24,24 @@ cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 python3 -m pip --version >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-pip; }
 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
   python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+# The SMART app test (crates/fhirside/tests/blackbox/smart_app.rs) runs SMART's fhirclient in
+# Debian's Chromium, driven by playwright-core on Node.js (20 or later), with the npm packages
+# pinned in tests/smart-app/package-lock.json.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then apt-get update && apt-get install -y "${missing[@]}"; fi
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "error: Node.js $(node --version) is too old for playwright-core: the SMART app test needs 20 or later" >&2
+  exit 1
+fi
+# npm ci starts from an empty node_modules; skip it when the installed packages are the locked ones.
+lock_sum=$(cat tests/smart-app/package-lock.json tests/smart-app/.npmrc | sha256sum | cut -d' ' -f1)
+if [ "$(cat tests/smart-app/node_modules/.fhirside-lock-sum 2>/dev/null)" != "$lock_sum" ]; then
+  (cd tests/smart-app && npm ci --no-audit --no-fund)
+  echo "$lock_sum" >tests/smart-app/node_modules/.fhirside-lock-sum
+fi
 
 # The PostgreSQL backend's tests run on a real server; they fail, never skip, without one.
 bash scripts/ensure-postgres.sh

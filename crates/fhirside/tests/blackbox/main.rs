@@ -28,6 +28,7 @@ mod replicas;
 mod search;
 mod search_types;
 mod smart;
+mod smart_app;
 mod smart_launch;
 mod startup;
 mod synthea;
