@@ -170,3 +170,15 @@ pg_cpu_s() {
         END { printf "%.1f", s / hz }' "$1" "$2"
 }
 CLK_TCK=$(getconf CLK_TCK)
+
+# --- measurements shared by ingest.sh and export.sh -------------------------------------------
+cpu_s() { # user + system CPU seconds of a process (all its threads), or of one thread (/proc/PID/task/TID)
+    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "${2:-/proc/$1}/stat"
+}
+sub_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
+busy() { # busy CPU-SECONDS WALL-SECONDS: cores kept busy
+    awk -v c="$1" -v w="$2" 'BEGIN { printf "%.2f", c / w }'
+}
+store_label() { # store_label STORE REPLICAS
+    if [ "$1" = embedded ]; then echo embedded; elif [ "$2" = 1 ]; then echo PostgreSQL; else echo "PostgreSQL × $2"; fi
+}

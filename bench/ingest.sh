@@ -86,9 +86,6 @@ rss_cells() {
         | awk '{ for (i = 1; i <= 5; i++) c[i] = (NR == 1 ? "" : c[i] " + ") $i }
                END { printf "%s | %s | %s | %s | %s", c[1], c[2], c[3], c[4], c[5] }'
 }
-cpu_s() { # user + system CPU seconds of a process (all its threads), or of one thread (/proc/PID/task/TID)
-    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "${2:-/proc/$1}/stat"
-}
 cpu_sum_s() { # cpu_sum_s PID...: the sum of their CPU seconds
     local pid
     for pid in "$@"; do cpu_s "$pid"; echo; done | awk '{ s += $1 } END { printf "%.2f", s }'
@@ -107,13 +104,6 @@ size_mb() { # total size of the given files (missing ones count 0), in MB
 }
 field() { # field NAME RESULT-LINE
     printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
-}
-sub_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
-busy() { # busy CPU-SECONDS WALL-SECONDS: cores kept busy
-    awk -v c="$1" -v w="$2" 'BEGIN { printf "%.2f", c / w }'
-}
-store_label() { # store_label STORE REPLICAS
-    if [ "$1" = embedded ]; then echo embedded; elif [ "$2" = 1 ]; then echo PostgreSQL; else echo "PostgreSQL × $2"; fi
 }
 
 # --- one row -----------------------------------------------------------------------------------

@@ -106,6 +106,12 @@ pub struct ServeArgs {
     /// Turn auditing off: requests are not recorded. For development and benchmarks only.
     #[arg(long, env = "FHIRSIDE_NO_AUDIT", num_args = 0..=1, default_missing_value = "true")]
     pub no_audit: Option<bool>,
+    /// Bulk exports queued or running at once; one more is answered 429 [default: 4].
+    #[arg(long, env = "FHIRSIDE_EXPORT_MAX_CONCURRENT")]
+    pub export_max_concurrent: Option<u32>,
+    /// Bytes after which an export file is closed and the next one begun [default: 67108864].
+    #[arg(long, env = "FHIRSIDE_EXPORT_FILE_BYTES")]
+    pub export_file_bytes: Option<usize>,
 }
 
 /// The configuration file.
@@ -138,6 +144,8 @@ pub struct FileConfig {
     pub audit_location: Option<String>,
     pub no_audit: Option<bool>,
     pub job_lease_seconds: Option<u64>,
+    pub export_max_concurrent: Option<u32>,
+    pub export_file_bytes: Option<usize>,
 }
 
 /// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
@@ -310,6 +318,20 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
             None => defaults.job_lease,
             Some(seconds @ 1..=3600) => std::time::Duration::from_secs(seconds),
             Some(other) => return Err(format!("--job-lease-seconds must be between 1 and 3600, not {other}")),
+        },
+        export: fhirside_server::ExportConfig {
+            max_concurrent: match args.export_max_concurrent.or(file.export_max_concurrent) {
+                None => defaults.export.max_concurrent,
+                Some(n @ 1..=64) => n,
+                Some(other) => return Err(format!("--export-max-concurrent must be between 1 and 64, not {other}")),
+            },
+            file_bytes: match args.export_file_bytes.or(file.export_file_bytes) {
+                None => defaults.export.file_bytes,
+                Some(n @ 1024..=4_294_967_296) => n,
+                Some(other) => {
+                    return Err(format!("--export-file-bytes must be between 1024 and 4294967296, not {other}"))
+                }
+            },
         },
     };
     if server.default_page_size == 0 || server.default_page_size > server.max_page_size {

@@ -118,6 +118,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
         if let Some(log) = &audit {
             state = state.with_audit(log.clone());
         }
+        state = state.with_bulk(fhirside_server::BulkStorage::local(data_dir.join("bulk")));
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         // Background jobs from the store's job table (reindex, and what later issues add).

@@ -131,34 +131,10 @@ impl BundleWriter {
     /// `_summary`; it is asked without the `_` of a primitive's extension property), marked
     /// `SUBSETTED` as the spec requires.
     pub fn subsetted_entry(&mut self, v: &StoredVersion, mode: &str, keep: &dyn Fn(&str) -> bool) {
-        let Ok(serde_json::Value::Object(resource)) = serde_json::from_slice::<serde_json::Value>(&v.body) else {
-            return self.search_entry(v, mode);
-        };
-        let mut kept = serde_json::Map::new();
-        for (key, value) in resource {
-            let base = key.strip_prefix('_').unwrap_or(&key);
-            if keep(base) {
-                kept.insert(key, value);
-            }
+        match subsetted_body(&v.body, keep) {
+            Some(body) => self.search_entry(&StoredVersion { body, ..v.clone() }, mode),
+            None => self.search_entry(v, mode),
         }
-        let tag = serde_json::json!({
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-            "code": "SUBSETTED",
-            "display": "As requested, resource is not fully detailed."
-        });
-        if let Some(meta) = kept.get_mut("meta").and_then(serde_json::Value::as_object_mut) {
-            match meta.get_mut("tag").and_then(serde_json::Value::as_array_mut) {
-                Some(tags) => tags.push(tag),
-                None => {
-                    meta.insert("tag".into(), serde_json::Value::Array(vec![tag]));
-                }
-            }
-        }
-        let subset = StoredVersion {
-            body: serde_json::to_vec(&serde_json::Value::Object(kept)).unwrap_or_default().into(),
-            ..v.clone()
-        };
-        self.search_entry(&subset, mode);
     }
 
     /// An entry carrying an arbitrary resource (an OperationOutcome with `search.mode` `outcome`).
@@ -225,4 +201,33 @@ fn full_url(v: &StoredVersion) -> String {
 
 fn push_string(buf: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *buf, s).expect("writing to a Vec cannot fail");
+}
+
+/// A resource with only the top-level elements `keep` accepts (by name, without a leading `_`),
+/// tagged `SUBSETTED`; `None` when the body is not a JSON object.
+pub(crate) fn subsetted_body(body: &[u8], keep: &dyn Fn(&str) -> bool) -> Option<bytes::Bytes> {
+    let Ok(serde_json::Value::Object(resource)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return None;
+    };
+    let mut kept = serde_json::Map::new();
+    for (key, value) in resource {
+        let base = key.strip_prefix('_').unwrap_or(&key);
+        if keep(base) {
+            kept.insert(key, value);
+        }
+    }
+    let tag = serde_json::json!({
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "SUBSETTED",
+        "display": "As requested, resource is not fully detailed."
+    });
+    if let Some(meta) = kept.get_mut("meta").and_then(serde_json::Value::as_object_mut) {
+        match meta.get_mut("tag").and_then(serde_json::Value::as_array_mut) {
+            Some(tags) => tags.push(tag),
+            None => {
+                meta.insert("tag".into(), serde_json::Value::Array(vec![tag]));
+            }
+        }
+    }
+    Some(serde_json::to_vec(&serde_json::Value::Object(kept)).unwrap_or_default().into())
 }

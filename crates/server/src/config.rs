@@ -46,6 +46,23 @@ pub struct ServerConfig {
     /// How long a background job's lease lasts without renewal: how soon another replica resumes
     /// the job of one that died.
     pub job_lease: std::time::Duration,
+    /// Bulk export's limits.
+    pub export: ExportConfig,
+}
+
+/// Bulk export's limits.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// Exports queued or running at once; one more is `429` with `Retry-After`.
+    pub max_concurrent: u32,
+    /// An output file is closed once it holds this many bytes (one resource may cross it).
+    pub file_bytes: usize,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig { max_concurrent: 4, file_bytes: 64 * 1024 * 1024 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -63,6 +80,7 @@ impl Default for ServerConfig {
             cors: None,
             audit_location: "local".into(),
             job_lease: std::time::Duration::from_secs(30),
+            export: ExportConfig::default(),
         }
     }
 }

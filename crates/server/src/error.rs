@@ -29,6 +29,10 @@ pub enum FhirError {
     Forbidden,
     /// `403`: the caller's SMART scopes do not reach this; the reason says which.
     ScopeForbidden(String),
+    /// `429` with `Retry-After`: a limit on concurrent work (bulk exports) is reached.
+    TooManyRequests { diagnostics: String, retry_after: u32 },
+    /// `500`: a background job failed; the message is the job's error, safe to show its caller.
+    JobFailed(String),
     /// `404`: no route.
     RouteNotFound,
     /// `405`
@@ -120,6 +124,10 @@ impl FhirError {
                 (StatusCode::FORBIDDEN, issue("error", "forbidden", "Authorization failed.".into()))
             }
             FhirError::ScopeForbidden(reason) => (StatusCode::FORBIDDEN, issue("error", "forbidden", reason.clone())),
+            FhirError::TooManyRequests { diagnostics, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, issue("error", "throttled", diagnostics.clone()))
+            }
+            FhirError::JobFailed(message) => (StatusCode::INTERNAL_SERVER_ERROR, issue("error", "exception", message.clone())),
             FhirError::RouteNotFound => {
                 (StatusCode::NOT_FOUND, issue("error", "not-found", "The requested route was not found.".into()))
             }
@@ -292,6 +300,8 @@ impl IntoResponse for FhirError {
             }
         } else if let FhirError::Unauthenticated { challenge } = self {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        } else if let FhirError::TooManyRequests { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }

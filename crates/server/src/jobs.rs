@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::AppState;
 
 /// The kinds of job this build runs; a replica never leases a kind it does not know.
-const KINDS: &[&str] = &[crate::search_params::REINDEX];
+const KINDS: &[&str] = &[crate::search_params::REINDEX, crate::interaction::export::EXPORT];
 
 /// This process's worker: its identity in the job table and its timing.
 pub struct Worker {
@@ -39,6 +39,11 @@ impl Worker {
             wake: Notify::new(),
             followed: Mutex::new(None),
         }
+    }
+
+    /// How long a lease lasts without renewal.
+    pub(crate) fn lease(&self) -> Duration {
+        self.lease
     }
 
     /// How long a worker waits between polls.
@@ -92,6 +97,18 @@ impl Lease<'_> {
     }
 }
 
+impl Lease<'_> {
+    /// Extends the lease without moving the checkpoint; `Stop::Lost` when the job is no longer ours.
+    pub(crate) async fn renew(&self) -> Result<(), Stop> {
+        let worker = &self.state.jobs;
+        match self.state.store.jobs().renew(&self.job.id, &worker.owner, worker.lease, None).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Stop::Lost),
+            Err(error) => Err(Stop::store(error)),
+        }
+    }
+}
+
 /// Starts the worker loop; it runs until the process ends.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -119,6 +136,7 @@ async fn run(state: &AppState, job: JobRecord) {
     let lease = Lease { state, job };
     let outcome = match kind.as_str() {
         crate::search_params::REINDEX => crate::search_params::run_job(&lease).await,
+        crate::interaction::export::EXPORT => crate::interaction::export::job::run(&lease).await,
         other => Err(Stop::Failed(format!("this server does not run '{other}' jobs"))),
     };
     let owner = &state.jobs.owner;

@@ -18,6 +18,7 @@
 pub mod admin;
 mod audit;
 pub mod auth;
+mod bulk;
 mod bundle;
 mod config;
 mod context;
@@ -37,7 +38,8 @@ pub mod search_params;
 pub mod smart;
 pub mod tls;
 
-pub use config::{AuthMode, CorsConfig, OAuthUris, ServerConfig};
+pub use bulk::BulkStorage;
+pub use config::{AuthMode, CorsConfig, ExportConfig, OAuthUris, ServerConfig};
 pub use search_params::rebuild_index;
 
 use std::sync::Arc;
@@ -76,6 +78,8 @@ pub struct Shared {
     /// The audit log every request is recorded in, and `GET /_audit` reads; `None` when
     /// auditing is off.
     pub(crate) audit: Option<Arc<fhirside_audit::AuditLog>>,
+    /// Where bulk export writes its files; `None` when bulk data is off.
+    pub(crate) bulk: Option<Arc<BulkStorage>>,
 }
 
 impl AppState {
@@ -93,6 +97,7 @@ impl AppState {
             identity: None,
             authority: None,
             audit: None,
+            bulk: None,
         }))
     }
 
@@ -108,6 +113,13 @@ impl AppState {
         shared.authentication = authentication.map(Arc::new);
         shared.identity = identity;
         shared.authority = authority;
+        self
+    }
+
+    /// Turns bulk data on, with its files in `storage`.
+    pub fn with_bulk(mut self, storage: BulkStorage) -> AppState {
+        let shared = Arc::make_mut(&mut self.0);
+        shared.bulk = Some(Arc::new(storage));
         self
     }
 
@@ -141,7 +153,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{segment}/{id}/{op}", get(instance::get_sub).post(instance::post_sub).delete(instance::delete_sub))
         .route("/{segment}/{id}/_history/{vid}", get(vread::handle))
-        .route("/{segment}/{id}/{op}/{sub}", axum::routing::post(instance::post_compartment_search))
+        .route("/{segment}/{id}/{op}/{sub}", get(instance::get_file).post(instance::post_compartment_search))
         .merge(admin::routes())
         .merge(audit::query::routes())
         .fallback(fallback::route_not_found)

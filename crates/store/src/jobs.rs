@@ -115,6 +115,9 @@ pub trait JobQueue: Send + Sync {
     /// A job by id.
     fn job<'a>(&'a self, id: &'a str) -> JobFuture<'a, Option<JobRecord>>;
 
+    /// How many jobs of `kind` are queued or running (what a limit on concurrent exports counts).
+    fn active<'a>(&'a self, kind: &'a str) -> JobFuture<'a, i64>;
+
     /// Leases the oldest job of one of `kinds` that is queued, or running with an expired lease,
     /// to `owner` for `lease`. Expired jobs that used up [`MAX_ATTEMPTS`] are failed instead.
     fn lease<'a>(&'a self, kinds: &'a [&'a str], owner: &'a str, lease: Duration) -> JobFuture<'a, Option<JobRecord>>;
@@ -135,6 +138,10 @@ pub trait JobQueue: Send + Sync {
     /// Cancels a queued or running job (its worker stops at its next renewal) and returns it;
     /// a job that already ended is returned unchanged. `None` for an unknown id.
     fn cancel<'a>(&'a self, id: &'a str) -> JobFuture<'a, Option<JobRecord>>;
+
+    /// Forgets a job that has ended (a bulk export its client is done with); `false` when there
+    /// is no such ended job.
+    fn remove<'a>(&'a self, id: &'a str) -> JobFuture<'a, bool>;
 }
 
 pub(crate) fn millis(duration: Duration) -> i64 {

@@ -44,8 +44,8 @@ pub use postgres::{
 };
 pub use query::{
     Clause, Cursor, DateRange, EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, KeyValue, NumberRange, Page,
-    Prefix, QuantityValue, ReferenceValue, SearchQuery, SortBy, SortKey, StringMatch, TokenSystem, TokenValue,
-    UriMatch, Value, ValueKind,
+    Prefix, QuantityValue, ReferenceValue, SearchQuery, SnapshotQuery, SortBy, SortKey, StringMatch, TokenSystem,
+    TokenValue, UriMatch, Value, ValueKind,
 };
 pub use sqlite::{ExportCounts, RawVersion, SqliteExport};
 pub use sqlite::{SqliteConfig, SqliteStore};
@@ -118,6 +118,9 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// Up to `limit` current, non-deleted versions with a row id after `after`, in row id order,
     /// each with its row id: what a reindex walks through.
     fn live_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, StoredVersion)>>;
+
+    /// A page of a bulk export's snapshot ([`SnapshotQuery`]), each version with its row id.
+    fn snapshot<'a>(&'a self, query: &'a SnapshotQuery) -> StoreFuture<'a, Vec<(i64, StoredVersion)>>;
 
     /// Replaces the index rows of the given versions (by row id) if they are still current.
     fn reindex(&self, rows: Vec<(i64, IndexEntries)>) -> StoreFuture<'_, ()>;

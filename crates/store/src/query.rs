@@ -46,6 +46,9 @@ pub enum Clause {
     Has { source_type: String, param: String, clauses: Vec<Clause> },
     /// Membership of a compartment (`GET /Patient/1/Observation`).
     Compartment { compartment: String, id: String },
+    /// Membership of the compartment of any of `ids` (of any one at all, when `None`): what a
+    /// patient- or group-level `$export` selects.
+    Compartments { compartment: String, ids: Option<Vec<String>> },
     /// `_text` (`narrative`) or `_content`: every word of `words` (lower case) occurs.
     Text { narrative: bool, words: Vec<String> },
     /// Any of several clauses.
@@ -271,6 +274,32 @@ impl Cursor {
             .collect::<Option<Vec<_>>>()?;
         Some(Cursor { keys, rid, backward })
     }
+}
+
+/// One page of a bulk export's snapshot of one type: the versions that were current, and not
+/// deleted, at `as_of`, in `(last_updated, rid)` order.
+///
+/// Every version is visited once in that order whatever is written meanwhile: a version that is
+/// superseded during the export still was current at `as_of` (its `valid_to` is later), and
+/// versions written after `as_of` fall outside the range. So paging through it needs no lock and
+/// loses or repeats nothing.
+#[derive(Debug, Clone)]
+pub struct SnapshotQuery {
+    pub resource_type: String,
+    /// The export's `transactionTime`, in microseconds since the epoch.
+    pub as_of: i64,
+    /// `_since`: versions last updated at or after this instant.
+    pub since: Option<i64>,
+    /// Continue after this `(last_updated, rid)`.
+    pub after: Option<(i64, i64)>,
+    /// Conditions on the resource's current version (`_typeFilter`, compartment membership), all
+    /// of which must hold; the index rows of a superseded version are gone, so a resource is judged
+    /// by what it is now.
+    pub filter: Vec<Clause>,
+    /// Every version written by `as_of` (deletions aside), not only the current ones: an export
+    /// that includes history.
+    pub history: bool,
+    pub limit: u32,
 }
 
 /// `_include` / `_revinclude` for one page of matches.

@@ -19,6 +19,7 @@ mod durability;
 mod errors;
 mod everything;
 mod examples;
+mod export;
 mod history;
 mod log_hygiene;
 mod migrate_store;

@@ -9,6 +9,7 @@ pub(crate) mod capabilities;
 pub(crate) mod create;
 pub(crate) mod delete;
 pub(crate) mod everything;
+pub(crate) mod export;
 pub(crate) mod fallback;
 pub(crate) mod history;
 pub(crate) mod instance;
@@ -69,6 +70,11 @@ impl Call {
             Some(principal) if needs::met(principal, alternatives) => Ok(()),
             _ => Err(FhirError::Forbidden),
         }
+    }
+
+    /// The caller's object id (`oid`); empty when authentication is off.
+    pub fn caller(&self) -> &str {
+        self.principal.as_ref().map_or("", |p| p.object_id.as_str())
     }
 
     /// The caller's SMART limits, shared, for work that outlives the call (a store transaction).

@@ -10,7 +10,7 @@ use fhirside_store::HistoryScope;
 use crate::error::FhirError;
 use crate::AppState;
 
-use super::{create, history, reindex, resource_type, search, Call};
+use super::{create, export, history, reindex, resource_type, search, Call};
 
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -20,6 +20,7 @@ pub(crate) async fn get(
     let call = Call::new(request);
     match segment.as_str() {
         "_history" => history::handle(&state, call, HistoryScope::System).await,
+        "$export" => export::kick_off(&state, call, export::KickOffLevel::System).await,
         s if s.starts_with('$') || s.starts_with('_') => Err(FhirError::RouteNotFound),
         s => search::handle(&state, call, resource_type(s)?).await,
     }
@@ -33,6 +34,7 @@ pub(crate) async fn post(
     let mut call = Call::new(request);
     match segment.as_str() {
         "$reindex" => reindex::start(&state, call).await,
+        "$export" => export::kick_off(&state, call, export::KickOffLevel::System).await,
         "_search" => {
             super::merge_form_body(&state, &mut call).await?;
             search::system(&state, call).await

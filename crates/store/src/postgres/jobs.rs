@@ -76,6 +76,13 @@ impl JobQueue for PostgresJobs {
         })
     }
 
+    fn active<'a>(&'a self, kind: &'a str) -> JobFuture<'a, i64> {
+        Box::pin(async move {
+            let sql = "SELECT count(*) FROM job WHERE kind = $1 AND status IN ('queued', 'running')";
+            Ok(self.pool.get().await?.query_one(sql, &[&kind]).await?.try_get(0)?)
+        })
+    }
+
     fn lease<'a>(&'a self, kinds: &'a [&'a str], owner: &'a str, lease: Duration) -> JobFuture<'a, Option<JobRecord>> {
         Box::pin(async move {
             let mut conn = self.pool.get().await?;
@@ -143,6 +150,13 @@ impl JobQueue for PostgresJobs {
             conn.execute(&sql, &[&id]).await?;
             let sql = format!("SELECT {COLUMNS} FROM job WHERE id = $1");
             conn.query_opt(&sql, &[&id]).await?.as_ref().map(record).transpose()
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> JobFuture<'a, bool> {
+        Box::pin(async move {
+            let sql = "DELETE FROM job WHERE id = $1 AND status IN ('completed', 'failed', 'cancelled')";
+            Ok(self.pool.get().await?.execute(sql, &[&id]).await? > 0)
         })
     }
 }

@@ -33,8 +33,9 @@ pub use schema::SchemaStatus;
 
 use crate::index::IndexEntries;
 use crate::model::{Cost, Outcome, StoreError, WriteOp, WriteResult};
-use crate::query::{EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, Page, SearchQuery};
+use crate::query::{EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, Page, SearchQuery, SnapshotQuery};
 use crate::sql::Param;
+use crate::sql::{self, Dialect};
 use crate::{ResourceStore, StoreFuture, StoredVersion, TransactionWork};
 
 use pool::{Pool, Pooled};
@@ -202,6 +203,15 @@ impl ResourceStore for PostgresStore {
     fn live_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, StoredVersion)>> {
         Box::pin(async move {
             let rows = read::live_after(&mut *self.pool.get().await?, after, limit).await?;
+            let cost = read::cost_of(&rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+            Ok(Outcome { value: rows, cost })
+        })
+    }
+
+    fn snapshot<'a>(&'a self, query: &'a SnapshotQuery) -> StoreFuture<'a, Vec<(i64, StoredVersion)>> {
+        Box::pin(async move {
+            let compiled = sql::compile_snapshot(Dialect::Postgres, query);
+            let rows = read::compiled_versions(&mut *self.pool.get().await?, &compiled).await?;
             let cost = read::cost_of(&rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
             Ok(Outcome { value: rows, cost })
         })

@@ -48,7 +48,10 @@ fn bound(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
-async fn compiled_versions(conn: &mut Conn, compiled: &sql::Compiled) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+pub(super) async fn compiled_versions(
+    conn: &mut Conn,
+    compiled: &sql::Compiled,
+) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
     let rows = conn.query(&compiled.sql, &bound(&compiled.params)).await?;
     versions(&rows)
 }

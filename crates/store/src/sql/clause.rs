@@ -192,6 +192,25 @@ impl Builder {
                 self.bind_text(id);
                 self.bind_text(compartment);
             }
+            Clause::Compartments { compartment, ids } => {
+                let c = self.alias();
+                self.push(&format!(
+                    "{} IN (SELECT {} FROM compartment_index {c} WHERE {c}.compartment = ?",
+                    self.row_value(alias),
+                    self.row(&c)
+                ));
+                self.bind_text(compartment);
+                match ids {
+                    None => {}
+                    Some(ids) if ids.is_empty() => self.push(" AND FALSE"),
+                    Some(ids) => {
+                        self.push(&format!(" AND {c}.id IN ("));
+                        self.list(ids.iter(), |b, id| b.placeholder_text(id));
+                        self.push(")");
+                    }
+                }
+                self.push(")");
+            }
             Clause::Text { narrative, words } => {
                 let column = if *narrative { "narrative" } else { "content" };
                 match self.dialect {

@@ -15,11 +15,13 @@ mod clause;
 mod related;
 #[cfg(test)]
 mod shard_check;
+mod snapshot;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub(crate) use clause::Form;
 pub(crate) use related::{compile_everything, compile_include};
+pub(crate) use snapshot::compile_snapshot;
 
 use crate::query::{Clause, Cursor, KeyValue, SearchQuery, SortBy, SortKey, ValueKind};
 

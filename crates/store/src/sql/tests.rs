@@ -12,12 +12,13 @@
 //! and run them in a schema created with the backend's tables.
 
 use super::{
-    compile_count, compile_everything, compile_include, compile_probe, compile_search, numbered, Compiled, Dialect,
-    Form, Param,
+    compile_count, compile_everything, compile_include, compile_probe, compile_search, compile_snapshot, numbered,
+    Compiled, Dialect, Form, Param,
 };
 use crate::query::{
     Clause, Cursor, DateRange, EverythingQuery, IncludeQuery, KeyValue, NumberRange, Prefix, QuantityValue,
-    ReferenceValue, SearchQuery, SortBy, SortKey, StringMatch, TokenSystem, TokenValue, UriMatch, Value, ValueKind,
+    ReferenceValue, SearchQuery, SnapshotQuery, SortBy, SortKey, StringMatch, TokenSystem, TokenValue, UriMatch, Value,
+    ValueKind,
 };
 
 const PREFIXES: [Prefix; 9] =
@@ -168,6 +169,11 @@ fn clauses() -> Vec<(&'static str, Clause)> {
         ("all", Clause::All(vec![code("a"), Clause::Compartment { compartment: "Patient".into(), id: "p1".into() }])),
         ("all of nothing", Clause::All(Vec::new())),
         ("types", Clause::Types(vec!["Observation".into(), "Patient".into()])),
+        (
+            "compartments",
+            Clause::Compartments { compartment: "Patient".into(), ids: Some(vec!["p1".into(), "p2".into()]) },
+        ),
+        ("any compartment", Clause::Compartments { compartment: "Patient".into(), ids: None }),
     ]
 }
 
@@ -277,6 +283,27 @@ pub(crate) fn statements(dialect: Dialect) -> Vec<(String, Compiled)> {
         let query = EverythingQuery { types: Some(Vec::new()), ..EverythingQuery::default() };
         out.push((format!("$everything of {id:?}, no types"), compile_everything(dialect, "Patient", id, &query, 11)));
     }
+
+    let snapshot = |since, after, filter| SnapshotQuery {
+        resource_type: "Observation".into(),
+        as_of: 1_700_000_000_000_000,
+        since,
+        after,
+        filter,
+        history: false,
+        limit: 1000,
+    };
+    let with_history = SnapshotQuery { history: true, ..snapshot(None, None, Vec::new()) };
+    out.push(("export snapshot with history".into(), compile_snapshot(dialect, &with_history)));
+    out.push(("export snapshot".into(), compile_snapshot(dialect, &snapshot(None, None, Vec::new()))));
+    let filter = vec![
+        Clause::Compartments { compartment: "Patient".into(), ids: Some(vec!["p1".into()]) },
+        Clause::Any(vec![code("a"), code("b")]),
+    ];
+    out.push((
+        "export snapshot, since, after a row, filtered".into(),
+        compile_snapshot(dialect, &snapshot(Some(1_600_000_000_000_000), Some((1_650_000_000_000_000, 42)), filter)),
+    ));
     out
 }
 

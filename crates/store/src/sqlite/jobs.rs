@@ -114,6 +114,17 @@ impl JobQueue for SqliteJobs {
         self.run(move |conn| get(conn, &id))
     }
 
+    fn active<'a>(&'a self, kind: &'a str) -> JobFuture<'a, i64> {
+        let kind = kind.to_owned();
+        self.run(move |conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM job WHERE kind = ?1 AND status IN ('queued', 'running')",
+                [&kind],
+                |row| row.get(0),
+            )?)
+        })
+    }
+
     fn lease<'a>(&'a self, kinds: &'a [&'a str], owner: &'a str, lease: Duration) -> JobFuture<'a, Option<JobRecord>> {
         let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
         let owner = owner.to_owned();
@@ -185,6 +196,15 @@ impl JobQueue for SqliteJobs {
                 params![now(), id],
             )?;
             get(conn, &id)
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> JobFuture<'a, bool> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let removed = conn
+                .execute("DELETE FROM job WHERE id = ?1 AND status IN ('completed', 'failed', 'cancelled')", [&id])?;
+            Ok(removed > 0)
         })
     }
 }

@@ -25,7 +25,7 @@ pub use export::{ExportCounts, RawVersion, SqliteExport};
 
 use crate::index::IndexEntries;
 use crate::model::{StoreError, WriteOp, WriteResult};
-use crate::query::{HistoryQuery, HistoryScope, Page, SearchQuery};
+use crate::query::{HistoryQuery, HistoryScope, Page, SearchQuery, SnapshotQuery};
 use crate::{Outcome, ResourceStore, StoreFuture, StoredVersion};
 
 /// Settings of the embedded store.
@@ -196,6 +196,15 @@ impl ResourceStore for SqliteStore {
     fn live_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, StoredVersion)>> {
         let result = self.with_reader(|conn| {
             let rows = read::live_after(conn, after, limit)?;
+            let cost = read::cost_of(&rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+            Ok(Outcome { value: rows, cost })
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn snapshot<'a>(&'a self, query: &'a SnapshotQuery) -> StoreFuture<'a, Vec<(i64, StoredVersion)>> {
+        let result = self.with_reader(|conn| {
+            let rows = read::snapshot(conn, query)?;
             let cost = read::cost_of(&rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
             Ok(Outcome { value: rows, cost })
         });

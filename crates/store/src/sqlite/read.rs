@@ -6,7 +6,7 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row, ToSql};
 
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
-use crate::query::{HistoryQuery, HistoryScope, KeyValue, Page, SearchQuery};
+use crate::query::{HistoryQuery, HistoryScope, KeyValue, Page, SearchQuery, SnapshotQuery};
 use crate::sql::{self, Dialect, Param, SearchRow};
 
 impl ToSql for Param {
@@ -191,6 +191,11 @@ pub(super) fn live_after(conn: &Connection, after: i64, limit: u32) -> Result<Ve
          WHERE rid > ?1 AND valid_to IS NULL AND deleted = 0 ORDER BY rid LIMIT ?2",
         &[Param::Integer(after), Param::Integer(i64::from(limit))],
     )
+}
+
+pub(super) fn snapshot(conn: &Connection, query: &SnapshotQuery) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+    let compiled = sql::compile_snapshot(Dialect::Sqlite, query);
+    typed_versions(conn, &compiled.sql, &compiled.params)
 }
 
 pub(super) fn setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
