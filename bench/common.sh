@@ -1,4 +1,4 @@
-# Shared by run.sh, ingest.sh and search.sh (sourced, not run): building, a temporary work directory
+# Shared by run.sh, ingest.sh, search.sh and bulk.sh (sourced, not run): building, a temporary work directory
 # that is removed on exit with every server started in it, starting servers that print their URL,
 # PostgreSQL schemas made for a run (dropped on exit too), and the rows every report starts with.
 # Expects ROOT, TARGET_DIR and log() to be set by the sourcing script.
@@ -171,7 +171,7 @@ pg_cpu_s() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-# --- measurements shared by ingest.sh and export.sh -------------------------------------------
+# --- measurements shared by ingest.sh and bulk.sh ----------------------------------------------
 cpu_s() { # user + system CPU seconds of a process (all its threads), or of one thread (/proc/PID/task/TID)
     awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "${2:-/proc/$1}/stat"
 }

@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// Bytes after which an export file is closed and the next one begun [default: 67108864].
     #[arg(long, env = "FHIRSIDE_EXPORT_FILE_BYTES")]
     pub export_file_bytes: Option<usize>,
+    /// A directory `$import` may read local files from (besides <data dir>/bulk); repeatable.
+    #[arg(long = "import-root", env = "FHIRSIDE_IMPORT_ROOTS", value_delimiter = ',')]
+    pub import_roots: Vec<PathBuf>,
 }
 
 /// The configuration file.
@@ -146,6 +149,7 @@ pub struct FileConfig {
     pub job_lease_seconds: Option<u64>,
     pub export_max_concurrent: Option<u32>,
     pub export_file_bytes: Option<usize>,
+    pub import_roots: Option<Vec<PathBuf>>,
 }
 
 /// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
@@ -331,6 +335,11 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
                 Some(other) => {
                     return Err(format!("--export-file-bytes must be between 1024 and 4294967296, not {other}"))
                 }
+            },
+            import_roots: if args.import_roots.is_empty() {
+                file.import_roots.unwrap_or_default()
+            } else {
+                args.import_roots
             },
         },
     };

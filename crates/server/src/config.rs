@@ -57,11 +57,13 @@ pub struct ExportConfig {
     pub max_concurrent: u32,
     /// An output file is closed once it holds this many bytes (one resource may cross it).
     pub file_bytes: usize,
+    /// Directories `$import` may read local files from (besides the bulk storage's own).
+    pub import_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        ExportConfig { max_concurrent: 4, file_bytes: 64 * 1024 * 1024 }
+        ExportConfig { max_concurrent: 4, file_bytes: 64 * 1024 * 1024, import_roots: Vec::new() }
     }
 }
 

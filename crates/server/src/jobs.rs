@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 use crate::AppState;
 
 /// The kinds of job this build runs; a replica never leases a kind it does not know.
-const KINDS: &[&str] = &[crate::search_params::REINDEX, crate::interaction::export::EXPORT];
+const KINDS: &[&str] =
+    &[crate::search_params::REINDEX, crate::interaction::export::EXPORT, crate::interaction::import::IMPORT];
 
 /// This process's worker: its identity in the job table and its timing.
 pub struct Worker {
@@ -137,6 +138,7 @@ async fn run(state: &AppState, job: JobRecord) {
     let outcome = match kind.as_str() {
         crate::search_params::REINDEX => crate::search_params::run_job(&lease).await,
         crate::interaction::export::EXPORT => crate::interaction::export::job::run(&lease).await,
+        crate::interaction::import::IMPORT => crate::interaction::import::job::run(&lease).await,
         other => Err(Stop::Failed(format!("this server does not run '{other}' jobs"))),
     };
     let owner = &state.jobs.owner;

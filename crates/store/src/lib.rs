@@ -36,7 +36,7 @@ pub use index::{
 pub use jobs::{JobEnd, JobFuture, JobQueue, JobRecord, JobStatus, NewJob, MAX_ATTEMPTS as MAX_JOB_ATTEMPTS};
 pub use meta::Unstamped;
 
-pub use model::{Cost, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
+pub use model::{Cost, ImportedMeta, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 pub use postgres::Distribution as PostgresDistribution;
 pub use postgres::Importer as PostgresImporter;
 pub use postgres::{

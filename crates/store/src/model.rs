@@ -120,6 +120,26 @@ pub enum WriteOp {
     Delete { resource_type: String, id: String, if_match: Option<u64> },
     /// `DELETE /{type}?query`: delete up to `max` matches; more matches fail the whole operation.
     ConditionalDelete { resource_type: String, query: SearchQuery, max: u32 },
+    /// One resource of a `$import`. A resource identical to the current version (its `meta` aside)
+    /// is left as it is, so that a resumed import repeats nothing.
+    Import {
+        resource_type: String,
+        id: String,
+        resource: Unstamped,
+        index: IndexEntries,
+        /// `meta.versionId` and `meta.lastUpdated` (microseconds) to keep: `IncrementalLoad`.
+        /// `None` writes the next version now (`InitialLoad`, or a file without them).
+        keep: Option<ImportedMeta>,
+    },
+}
+
+/// The version and time an imported resource keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportedMeta {
+    /// `None`: the version after the current one.
+    pub version: Option<u64>,
+    /// `None`: now.
+    pub last_updated: Option<i64>,
 }
 
 /// The result of a [`WriteOp`].
@@ -133,6 +153,8 @@ pub enum WriteResult {
     Existing(StoredVersion),
     /// Deletion markers written (empty when there was nothing to delete).
     Deleted(Vec<StoredVersion>),
+    /// An import found this version already stored, as it is, and stored nothing.
+    Unchanged(StoredVersion),
 }
 
 /// Why a store call failed. The server maps each case to an HTTP status and an OperationOutcome.

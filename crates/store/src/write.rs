@@ -122,7 +122,87 @@ pub(crate) fn apply(rows: &mut impl Rows, op: WriteOp, cost: &mut Cost) -> Resul
             }
             Ok(WriteResult::Deleted(deleted))
         }
+        WriteOp::Import { resource_type, id, resource, index, keep } => {
+            import(rows, &resource_type, &id, resource, &index, keep, cost)
+        }
     }
+}
+
+/// One imported resource. Everything that can refuse it is decided before any row changes, so
+/// that the caller's transaction (a batch of lines) can go on after a refusal.
+///
+/// - Identical to the current version (its `meta` aside): nothing is written (`Unchanged`).
+/// - No version to keep: the next version, now, as an update would write it.
+/// - A version to keep that is after the current one (and, when given, a later `lastUpdated`):
+///   it becomes the current version with its own number and time. The same number again with the
+///   same content is `Unchanged`; anything older or conflicting is refused, since history before
+///   the current version is not rewritten.
+fn import(
+    rows: &mut impl Rows,
+    resource_type: &str,
+    id: &str,
+    resource: Unstamped,
+    index: &IndexEntries,
+    keep: Option<crate::model::ImportedMeta>,
+    cost: &mut Cost,
+) -> Result<WriteResult, StoreError> {
+    rows.lock_resource(resource_type, id)?;
+    cost.rows_read += 1;
+    let current = rows.current(resource_type, id)?;
+    if let Some((_, v)) = &current {
+        let same_version = keep.and_then(|k| k.version).is_none_or(|version| version == v.version);
+        if !v.deleted && same_version {
+            let restamped = meta::stamp(&resource, resource_type, id, v.version, &meta::format_instant(v.last_updated));
+            if restamped == v.body.as_ref() {
+                return Ok(WriteResult::Unchanged(v.clone()));
+            }
+        }
+    }
+    let previous = current.as_ref().map(|(_, v)| (v.version, v.last_updated));
+    let (version, last_updated) = match keep {
+        None | Some(crate::model::ImportedMeta { version: None, last_updated: None }) => {
+            (previous.map_or(1, |(v, _)| v + 1), rows.next_timestamp(previous.map(|(_, t)| t))?)
+        }
+        Some(crate::model::ImportedMeta { version, last_updated }) => {
+            let version = version.unwrap_or(previous.map_or(1, |(v, _)| v + 1));
+            if let Some((current_version, current_time)) = previous {
+                if version <= current_version {
+                    return Err(StoreError::Conflict(format!(
+                        "{resource_type}/{id} already has version {current_version}; version {version} with other                          content cannot be imported before it"
+                    )));
+                }
+                if last_updated.is_some_and(|t| t <= current_time) {
+                    return Err(StoreError::Conflict(format!(
+                        "{resource_type}/{id}: the imported lastUpdated is not after the current version's"
+                    )));
+                }
+            }
+            let last_updated = match last_updated {
+                Some(t) => t,
+                None => rows.next_timestamp(previous.map(|(_, t)| t))?,
+            };
+            (version, last_updated)
+        }
+    };
+    let created = current.as_ref().is_none_or(|(_, v)| v.deleted);
+    if let Some((key, _)) = &current {
+        rows.retire(key, last_updated)?;
+    }
+    let body = meta::stamp(&resource, resource_type, id, version, &meta::format_instant(last_updated));
+    let new = NewVersion { resource_type, id, version, last_updated, body: Some(&body), method: Method::Put };
+    rows.insert_version(&new, current.as_ref().map(|(key, _)| key), index)?;
+    cost.rows_written += 1 + index.len() as u64;
+    cost.bytes_written += body.len() as u64;
+    let stored = StoredVersion {
+        resource_type: resource_type.to_owned(),
+        id: id.to_owned(),
+        version,
+        last_updated,
+        deleted: false,
+        method: Method::Put,
+        body: body.into(),
+    };
+    Ok(if created { WriteResult::Created(stored) } else { WriteResult::Updated(stored) })
 }
 
 /// Zero or one match for a conditional interaction; more is an error.

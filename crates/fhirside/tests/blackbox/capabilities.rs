@@ -56,7 +56,11 @@ fn capability_statement_is_accurate_and_valid() {
     );
     let operations: Vec<&str> =
         patient["operation"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
-    assert_eq!(operations, ["validate", "everything"]);
+    assert_eq!(operations, ["validate", "everything", "export"]);
+    let system: Vec<&str> =
+        statement["rest"][0]["operation"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert!(system.contains(&"export"), "{system:?}");
+    assert_eq!(statement["instantiates"][0], "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data");
     assert!(response.header("x-ms-request-charge").is_some());
     // The statement is itself a valid R4 resource.
     let validated = server.post_json("/CapabilityStatement/$validate", &statement).expect(200).json();

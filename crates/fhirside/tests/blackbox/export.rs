@@ -321,3 +321,31 @@ fn an_export_interrupted_by_a_crash_resumes_without_losing_or_repeating() {
     let total: u64 = manifest["output"].as_array().unwrap().iter().map(|o| o["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 1000);
 }
+
+#[test]
+fn more_exports_than_the_limit_wait_their_turn_with_a_429() {
+    // A long import keeps the job worker busy, so the first export stays queued meanwhile.
+    let root = crate::harness::temp_dir("import-root");
+    let lines: Vec<String> = (0..5000)
+        .map(|i| json!({"resourceType": "Patient", "name": [{"family": format!("Busy{i}")}]}).to_string())
+        .collect();
+    std::fs::write(root.join("busy.ndjson"), lines.join("\n")).unwrap();
+    let server = Server::start_in(
+        &crate::harness::temp_dir("data"),
+        &["--http", "--export-max-concurrent", "1", "--import-root", root.to_str().unwrap()],
+    );
+    let import = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "inputFormat", "valueString": "application/fhir+ndjson"},
+        {"name": "input", "part": [{"name": "url", "valueUri": root.join("busy.ndjson").display().to_string()}]},
+    ]});
+    let headers = [("prefer", "respond-async"), ("content-type", "application/fhir+json")];
+    server.request("POST", "/$import", &headers, Some(import.to_string().as_bytes())).expect(202);
+    let first = kick_off(&server, "/$export?_type=Patient", None);
+    let refused = request(&server, "GET", "/$export?_type=Patient", None, None).expect(429);
+    assert!(refused.header("retry-after").is_some_and(|s| s.parse::<u32>().is_ok()));
+    let outcome = refused.json();
+    assert_eq!(outcome["issue"][0]["code"], "throttled");
+    // Once the first is done, another may start.
+    manifest_of(&server, &first, None);
+    kick_off(&server, "/$export?_type=Patient", None);
+}

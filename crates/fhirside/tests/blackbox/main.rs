@@ -21,6 +21,7 @@ mod everything;
 mod examples;
 mod export;
 mod history;
+mod import;
 mod log_hygiene;
 mod migrate_store;
 mod negotiation;

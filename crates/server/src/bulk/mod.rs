@@ -6,6 +6,8 @@
 //! (the manifest's `requiresAccessToken` is then true). Several replicas need storage they all
 //! reach; that is what the object-store backends are for.
 
+pub(crate) mod source;
+
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
@@ -37,6 +39,24 @@ impl BulkStorage {
     /// Whether the server itself serves the files (so the manifest's URLs are its own).
     pub(crate) fn served_here(&self) -> bool {
         matches!(self.kind, Kind::Local { .. })
+    }
+
+    /// The object at `container`/`key` as an import's input.
+    pub(crate) fn open(&self, container: &str, key: &str) -> Result<source::Source, String> {
+        match &self.kind {
+            Kind::Local { root } => {
+                let path = local_path(root, container, key)?;
+                let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {key}: {}", e.kind()))?;
+                Ok(source::Source::File(std::sync::Arc::new(std::sync::Mutex::new(file))))
+            }
+        }
+    }
+
+    /// The directory local files live in, when they do.
+    pub(crate) fn local_root(&self) -> Option<&Path> {
+        match &self.kind {
+            Kind::Local { root } => Some(root),
+        }
     }
 
     /// Where clients fetch `container`/`key` from, when the server does not serve it itself.

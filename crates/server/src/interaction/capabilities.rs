@@ -88,6 +88,10 @@ pub(crate) fn build(config: &ServerConfig, indexer: &fhir::index::Indexer) -> by
             let mut operations = vec![json!({"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"})];
             if t == "Patient" {
                 operations.push(json!({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}));
+                operations.push(json!({"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}));
+            }
+            if t == "Group" {
+                operations.push(json!({"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}));
             }
             json!({
                 "type": t,
@@ -113,6 +117,7 @@ pub(crate) fn build(config: &ServerConfig, indexer: &fhir::index::Indexer) -> by
         "date": fhir::datetime::format_instant(fhir::datetime::now_micros()),
         "publisher": "Fhirside",
         "kind": "instance",
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "software": {"name": "Fhirside", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "Fhirside FHIR R4 service"},
         "fhirVersion": "4.0.1",
@@ -125,6 +130,7 @@ pub(crate) fn build(config: &ServerConfig, indexer: &fhir::index::Indexer) -> by
             "operation": [
                 {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
                 {"name": "reindex", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-reindex"},
+                {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
             ],
         }],
     });

@@ -58,6 +58,7 @@ pub(crate) async fn get_sub(
     match (segment.as_str(), id.as_str()) {
         ("_operations", "reindex") => return super::reindex::status(&state, call, &op).await,
         ("_operations", "export") => return export::status::get(&state, call, &op).await,
+        ("_operations", "import") => return super::import::status::get(&state, call, &op).await,
         _ => {}
     }
     let resource_type = resource_type(&segment)?;
@@ -82,6 +83,7 @@ pub(crate) async fn delete_sub(
     match (segment.as_str(), id.as_str()) {
         ("_operations", "reindex") => return super::reindex::cancel(&state, call, &op).await,
         ("_operations", "export") => return export::status::cancel(&state, call, &op).await,
+        ("_operations", "import") => return super::import::status::cancel(&state, call, &op).await,
         _ => {}
     }
     resource_type(&segment)?;
@@ -111,6 +113,7 @@ pub(crate) async fn get_file(
     let call = Call::new(request);
     match (segment.as_str(), id.as_str()) {
         ("_operations", "export") => export::status::file(&state, call, &op, &sub).await,
+        ("_operations", "import") => super::import::status::file(&state, call, &op, &sub).await,
         _ => Err(FhirError::RouteNotFound),
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod everything;
 pub(crate) mod export;
 pub(crate) mod fallback;
 pub(crate) mod history;
+pub(crate) mod import;
 pub(crate) mod instance;
 pub(crate) mod patch;
 pub(crate) mod read;

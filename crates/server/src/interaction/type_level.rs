@@ -35,6 +35,7 @@ pub(crate) async fn post(
     match segment.as_str() {
         "$reindex" => reindex::start(&state, call).await,
         "$export" => export::kick_off(&state, call, export::KickOffLevel::System).await,
+        "$import" => super::import::kick_off(&state, call).await,
         "_search" => {
             super::merge_form_body(&state, &mut call).await?;
             search::system(&state, call).await

@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# Bulk export benchmark: loads Synthea-120 (92,114 resources) into a fresh server, then times
-# system-level `$export` runs from kick-off to the manifest. Not part of the test suite: run it by
-# hand.
+# Bulk data benchmark: loads Synthea-120 (92,114 resources) into a fresh server, times
+# system-level `$export` runs from kick-off to the manifest, then `$import`s the last export's
+# files into fresh servers (InitialLoad, then IncrementalLoad) from kick-off to the result. Not part
+# of the test suite: run it by hand.
 #
-#   bench/export.sh                       # embedded store, 3 exports, about 2 minutes
-#   EXPORT_STORES="embedded postgres" bench/export.sh
+#   bench/bulk.sh                         # embedded store, 3 exports and 2 imports, about 3 minutes
+#   EXPORT_STORES="embedded postgres" bench/bulk.sh
 #
 # Builds release binaries, starts `fhirside serve` (plain HTTP, --auth none, --no-audit) on an
 # empty temporary data directory (on PostgreSQL, a fresh schema), loads the dataset with the
 # `ingest` client (4 connections), then runs EXPORT_RUNS exports one after another, polling the
 # status URL every 20 ms. Each run reports the wall time, the resources and bytes written (from the
 # manifest and the files), resources/s, and the server's CPU seconds (and PostgreSQL's, on
-# PostgreSQL) per resource. Writes bench/results/export.md, also printed.
+# PostgreSQL) per resource. The imports read the files from the exporting server's data directory
+# (`--import-root`). Writes bench/results/bulk.md, also printed.
 #
 # Environment (all optional):
 #   EXPORT_STORES=embedded       `embedded` and/or `postgres`
 #   EXPORT_RUNS=3                exports per store
 #   EXPORT_DATABASE=postgres://… PostgreSQL for the postgres rows (default postgres://root@127.0.0.1:5432/test)
 #   EXPORT_DATASET=DIR           the dataset (default ../shared/datasets/synthea-120)
-#   EXPORT_OUT=path.md           the report (default bench/results/export.md)
+#   EXPORT_OUT=path.md           the report (default bench/results/bulk.md)
 #   BENCH_SKIP_BUILD=1, BENCH_KEEP=1, CARGO_TARGET_DIR as for the other scripts
 set -euo pipefail
 export LC_ALL=C
@@ -28,13 +30,13 @@ STORES=${EXPORT_STORES:-embedded}
 RUNS=${EXPORT_RUNS:-3}
 PG_BASE=${EXPORT_DATABASE:-postgres://root@127.0.0.1:5432/test}
 DATASET=${EXPORT_DATASET:-$ROOT/../shared/datasets/synthea-120}
-OUT=${EXPORT_OUT:-$ROOT/bench/results/export.md}
+OUT=${EXPORT_OUT:-$ROOT/bench/results/bulk.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 SERVER_ARGS=(--http --auth none --no-audit --listen 127.0.0.1:0 --max-bundle-entries 10000 --max-body-bytes 67108864)
 CLK_TCK=$(getconf CLK_TCK)
 
-log() { printf '[export] %s\n' "$*" >&2; }
+log() { printf '[bulk] %s\n' "$*" >&2; }
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 
@@ -46,6 +48,7 @@ build_release fhirside ingest
 make_workdir fhirside-export
 
 ROWS=()
+IMPORT_ROWS=()
 for store in $STORES; do
     db_args=()
     schema=""
@@ -90,18 +93,70 @@ for store in $STORES; do
         cpu=$(sub_s "$cpu_after" "$cpu_before")
         ROWS+=("| $(store_label "$store" 1) | $run | $resources | $files | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') | $wall | $(awk -v r="$resources" -v w="$wall" 'BEGIN { printf "%.0f", r / w }') | $cpu | $pg_cpu | $(awk -v c="$cpu" -v p="$pg_cpu" -v r="$resources" 'BEGIN { printf "%.1f", 1000000 * (c + p) / r }') |")
         log "$store run $run: $resources resources in $wall s"
-        # The next run starts from an empty bulk directory (and the job's files are not counted twice).
-        curl -sS -o /dev/null -X DELETE "$status"
+        # The next run starts from an empty bulk directory (the last run's files are imported below).
+        if [ "$run" != "$RUNS" ]; then curl -sS -o /dev/null -X DELETE "$status"; fi
     done
     stop_server "$pid"
+
+    # Imports of the last export's files into fresh servers (schemas), one per mode.
+    inputs=$(find "$data/bulk" -name '*.ndjson' | sort | python3 -c '
+import json, sys
+parts = [{"name": "input", "part": [{"name": "type", "valueString": p.rsplit("/", 1)[1].split("-")[0]},
+                                    {"name": "url", "valueUri": "file://" + p.strip()}]} for p in sys.stdin if p.strip()]
+print(json.dumps(parts))')
+    for mode in InitialLoad IncrementalLoad; do
+        import_db=()
+        import_schema=""
+        if [ "$store" = postgres ]; then
+            import_schema=fhirside_bench_import
+            pg_fresh_schema "$PG_BASE" "$import_schema"
+            import_db=(--database "$(pg_schema_url "$PG_BASE" "$import_schema")")
+        fi
+        target=$WORK/import-$store-$mode
+        start_server "$WORK/fhirside-import-$store-$mode.log" "$BIN/fhirside" serve "${SERVER_ARGS[@]}" "${import_db[@]}" \
+            --data-dir "$target" --import-root "$data/bulk"
+        ipid=$SERVER_PID
+        iurl=$SERVER_URL
+        body=$(python3 -c 'import json, sys; print(json.dumps({"resourceType": "Parameters", "parameter":
+            [{"name": "inputFormat", "valueString": "application/fhir+ndjson"}, {"name": "mode", "valueString": sys.argv[1]}]
+            + json.loads(sys.argv[2])}))' "$mode" "$inputs")
+        cpu_before=$(cpu_s "$ipid")
+        if [ "$store" = postgres ]; then pg_cpu_snapshot >"$WORK/pg-cpu.before"; fi
+        start=$(date +%s.%N)
+        status=$(curl -sS -o /dev/null -D - -H 'Prefer: respond-async' -H 'Content-Type: application/fhir+json' \
+            --data-binary "$body" "$iurl/\$import" | tr -d '\r' | sed -n 's/^[Cc]ontent-[Ll]ocation: //p')
+        [ -n "$status" ] || die "the import kick-off returned no Content-Location"
+        while :; do
+            code=$(curl -sS -o "$WORK/result.json" -w '%{http_code}' "$status")
+            [ "$code" = 200 ] && break
+            [ "$code" = 202 ] || { cat "$WORK/result.json" >&2; die "import status answered $code"; }
+            sleep 0.05
+        done
+        end=$(date +%s.%N)
+        cpu_after=$(cpu_s "$ipid")
+        pg_cpu=0
+        if [ "$store" = postgres ]; then
+            pg_skip=$(pg_foreign_backends "$PG_BASE") || pg_skip=""
+            pg_cpu_snapshot >"$WORK/pg-cpu.after"
+            pg_cpu=$(pg_cpu_s "$WORK/pg-cpu.before" "$WORK/pg-cpu.after" "$pg_skip")
+        fi
+        read -r imported errors <<<"$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sum(o["count"] for o in r["output"]), sum(e["count"] for e in r["error"]))' "$WORK/result.json")"
+        wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+        cpu=$(sub_s "$cpu_after" "$cpu_before")
+        IMPORT_ROWS+=("| $(store_label "$store" 1) | $mode | $imported | $errors | $wall | $(awk -v r="$imported" -v w="$wall" 'BEGIN { printf "%.0f", r / w }') | $cpu | $pg_cpu | $(awk -v c="$cpu" -v p="$pg_cpu" -v r="$imported" 'BEGIN { printf "%.1f", 1000000 * (c + p) / r }') |")
+        log "$store $mode: $imported resources in $wall s"
+        stop_server "$ipid"
+        if [ -n "$import_schema" ]; then pg_done_schema "$PG_BASE" "$import_schema"; fi
+    done
     if [ -n "$schema" ]; then pg_done_schema "$PG_BASE" "$schema"; fi
 done
 
 HEADER=$(report_header_rows "$LOAD_START")
 {
-    echo "# Bulk export benchmark"
+    echo "# Bulk data benchmark"
     echo
-    echo "System-level \`\$export\` of Synthea-120 (see bench/export.sh), from kick-off to the manifest."
+    echo "System-level \`\$export\` of Synthea-120 from kick-off to the manifest, and \`\$import\` of the exported files"
+    echo "into a fresh server from kick-off to the result (see bench/bulk.sh)."
     echo
     echo "| | |"
     echo "|---|---|"
@@ -110,5 +165,9 @@ HEADER=$(report_header_rows "$LOAD_START")
     echo "| Store | Run | Resources | Files | MB written | Wall s | Resources/s | Server CPU s | PostgreSQL CPU s | CPU µs per resource |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "| Store | Import mode | Resources | Refused lines | Wall s | Resources/s | Server CPU s | PostgreSQL CPU s | CPU µs per resource |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${IMPORT_ROWS[@]}"
 } >"$OUT"
 cat "$OUT"

@@ -1,0 +1,314 @@
+//! The import job: each input's lines, in batches. A batch is parsed, validated and indexed on a
+//! blocking thread while the previous one is written in one store transaction, so the two cores
+//! share the work. Lines a write refuses (a bad resource, a version conflict) go to an error file;
+//! the rest of the batch commits.
+//!
+//! After each batch the checkpoint records how many lines of the input are done. A job resumed
+//! after a crash reads its input again from the start, skips those lines and goes on; a batch that
+//! committed but was not checkpointed is written again, and finds every resource already stored
+//! as it is (the store leaves an identical version alone), so nothing is duplicated. A line
+//! without an `id` gets one made of the job, the input and the line number, for the same reason.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use fhirside_store::{ImportedMeta, StoreError, Unstamped, WriteOp, WriteResult};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{import_roots, ImportDefinition, Mode};
+use crate::bulk::source::{Lines, Source};
+use crate::error::FhirError;
+use crate::interaction::export::{ExportDefinition, EXPORT};
+use crate::jobs::{Lease, Stop};
+use crate::{indexing, AppState};
+
+/// Lines per batch: one store transaction each.
+const BATCH: usize = 1000;
+
+/// Where a job stands.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(crate) struct ImportProgress {
+    pub input_index: usize,
+    /// Lines of the current input done (imported or reported).
+    pub lines: u64,
+    /// Per input: resources imported by type.
+    pub imported: Vec<BTreeMap<String, u64>>,
+    pub error_files: Vec<ErrorFile>,
+    /// Numbers the error files.
+    pub batches: u64,
+}
+
+impl ImportProgress {
+    pub fn imported_total(&self) -> u64 {
+        self.imported.iter().flat_map(|m| m.values()).sum()
+    }
+}
+
+/// One error file: the OperationOutcomes of an input's refused lines in one batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ErrorFile {
+    pub input: usize,
+    pub key: String,
+    pub count: u64,
+}
+
+/// Whether `url` is an input this server can read (see [`crate::bulk::source`]).
+pub(crate) fn check_input(state: &AppState, url: &str) -> Result<(), String> {
+    match classify(url) {
+        Some(Location::Export { .. }) => Ok(()),
+        Some(Location::File(path)) => Source::file(&path, &import_roots(state)).map(|_| ()),
+        None => Err("only this server's export files and local files under --import-root can be imported".into()),
+    }
+}
+
+enum Location {
+    /// `…/_operations/export/{id}/{file}`: a file of one of this server's exports.
+    Export {
+        id: String,
+        file: String,
+    },
+    File(std::path::PathBuf),
+}
+
+fn classify(url: &str) -> Option<Location> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Some(Location::File(path.into()));
+    }
+    if url.starts_with('/') && !url.contains("/_operations/") {
+        return Some(Location::File(url.into()));
+    }
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest.split_once('/').map_or("", |(_, p)| p));
+    let path = path.split('?').next().unwrap_or(path).trim_start_matches('/');
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [.., "_operations", "export", id, file] if !file.is_empty() && !file.contains("..") => {
+            Some(Location::Export { id: (*id).to_owned(), file: (*file).to_owned() })
+        }
+        _ => None,
+    }
+}
+
+async fn open(state: &AppState, url: &str) -> Result<Source, String> {
+    match classify(url) {
+        Some(Location::File(path)) => Source::file(&path, &import_roots(state)),
+        Some(Location::Export { id, file }) => {
+            let job = state.store.jobs().job(&id).await.map_err(|e| e.to_string())?;
+            let job = job.filter(|j| j.kind == EXPORT).ok_or("no export of this server has that file")?;
+            let definition: ExportDefinition = serde_json::from_str(&job.definition).map_err(|e| e.to_string())?;
+            let storage = state.bulk.as_ref().ok_or("bulk storage is not configured")?;
+            storage.open(&definition.container, &format!("{}{file}", definition.prefix))
+        }
+        None => Err("this input cannot be read".into()),
+    }
+}
+
+pub(crate) async fn run(lease: &Lease<'_>) -> Result<String, Stop> {
+    let state = lease.state;
+    let definition: ImportDefinition = serde_json::from_str(&lease.job.definition)
+        .map_err(|e| Stop::Failed(format!("the import's definition is unreadable: {e}")))?;
+    let mut progress: ImportProgress =
+        lease.job.checkpoint.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+    progress.imported.resize(definition.input.len(), BTreeMap::new());
+    while progress.input_index < definition.input.len() {
+        let index = progress.input_index;
+        let input = &definition.input[index];
+        let source =
+            open(state, &input.url).await.map_err(|e| Stop::Failed(format!("input[{index}] {}: {e}", input.url)))?;
+        let mut lines = Lines::new(source);
+        // Lines done before a restart are read and dropped.
+        let mut number = 0u64;
+        while number < progress.lines {
+            if lines.next().await.map_err(Stop::Failed)?.is_none() {
+                break;
+            }
+            number += 1;
+        }
+        let context = Context {
+            job: lease.job.id.clone(),
+            input: index,
+            mode: definition.mode,
+            resource_type: input.resource_type.clone(),
+        };
+        let mut batch = read_batch(&mut lines, &mut number).await.map_err(Stop::Failed)?;
+        let mut preparing = spawn_prepare(&context, std::mem::take(&mut batch));
+        loop {
+            let prepared = preparing.await.map_err(|e| Stop::Failed(format!("a batch could not be prepared: {e}")))?;
+            if prepared.is_empty() {
+                break;
+            }
+            // The next batch is read and prepared while this one is written.
+            let next = read_batch(&mut lines, &mut number).await.map_err(Stop::Failed)?;
+            preparing = spawn_prepare(&context, next);
+            let last_line = prepared.last().map_or(progress.lines, |p| p.line);
+            let refused = write(state, prepared, &mut progress.imported[index]).await?;
+            if !refused.is_empty() {
+                progress.batches += 1;
+                let key = format!("{}-errors-{}.ndjson", index + 1, progress.batches);
+                let count = refused.len() as u64;
+                let mut body = Vec::new();
+                for (line, diagnostics) in refused {
+                    let outcome = json!({"resourceType": "OperationOutcome", "issue": [{
+                        "severity": "error", "code": "processing",
+                        "diagnostics": format!("Line {line}: {diagnostics}"),
+                    }]});
+                    body.extend_from_slice(outcome.to_string().as_bytes());
+                    body.push(b'\n');
+                }
+                let storage =
+                    state.bulk.as_ref().ok_or_else(|| Stop::Failed("bulk storage is not configured".into()))?;
+                storage.put(&definition.container, &key, Bytes::from(body)).await.map_err(Stop::Failed)?;
+                progress.error_files.push(ErrorFile { input: index, key, count });
+            }
+            progress.lines = last_line;
+            lease.checkpoint(&serde_json::to_string(&progress).unwrap_or_default()).await?;
+        }
+        progress.input_index += 1;
+        progress.lines = 0;
+        lease.checkpoint(&serde_json::to_string(&progress).unwrap_or_default()).await?;
+    }
+    Ok(serde_json::to_string(&progress).unwrap_or_default())
+}
+
+/// The next lines of an input, numbered from 1.
+async fn read_batch(lines: &mut Lines, number: &mut u64) -> Result<Vec<(u64, Bytes)>, String> {
+    let mut batch = Vec::with_capacity(BATCH);
+    while batch.len() < BATCH {
+        match lines.next().await? {
+            Some(line) => {
+                *number += 1;
+                batch.push((*number, line));
+            }
+            None => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// What every line of an input shares.
+#[derive(Clone)]
+struct Context {
+    job: String,
+    input: usize,
+    mode: Mode,
+    resource_type: Option<String>,
+}
+
+/// One line, ready to write or refused.
+struct Prepared {
+    line: u64,
+    op: Result<WriteOp, String>,
+}
+
+fn spawn_prepare(context: &Context, batch: Vec<(u64, Bytes)>) -> tokio::task::JoinHandle<Vec<Prepared>> {
+    let context = context.clone();
+    tokio::task::spawn_blocking(move || {
+        batch
+            .into_iter()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(line, bytes)| Prepared { line, op: prepare(&context, line, &bytes) })
+            .collect()
+    })
+}
+
+/// Parses, validates and indexes one line, as a write of it would.
+fn prepare(context: &Context, line: u64, bytes: &[u8]) -> Result<WriteOp, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    let resource_type = value.get("resourceType").and_then(Value::as_str).ok_or("the resource has no resourceType")?;
+    if !fhir::definitions().is_resource_type(resource_type) {
+        return Err(format!("'{resource_type}' is not a resource type"));
+    }
+    if context.resource_type.as_deref().is_some_and(|t| t != resource_type) {
+        return Err(format!(
+            "a {resource_type} in an input of type {}",
+            context.resource_type.as_deref().unwrap_or("")
+        ));
+    }
+    let resource_type = resource_type.to_owned();
+    let issues = fhir::validate::validate_resource(&value);
+    if fhir::validate::has_errors(&issues) {
+        let text: Vec<String> = issues
+            .iter()
+            .filter(|i| matches!(i.severity, fhir::validate::Severity::Error | fhir::validate::Severity::Fatal))
+            .map(|i| format!("{} ({})", i.diagnostics, i.expression))
+            .collect();
+        return Err(text.join("; "));
+    }
+    let Value::Object(mut resource) = value else { return Err("the line is not a JSON object".into()) };
+    let id = match resource.get("id").and_then(Value::as_str) {
+        Some(id) if fhir::is_valid_id(id) => id.to_owned(),
+        Some(id) => return Err(format!("'{id}' is not a valid id")),
+        // Made of the job, the input and the line: the same again when a resumed job redoes it.
+        None => format!("{}-{}-{line}", context.job, context.input + 1),
+    };
+    let keep = match context.mode {
+        Mode::InitialLoad => None,
+        Mode::IncrementalLoad => {
+            let meta = resource.get("meta");
+            let version = match meta.and_then(|m| m.get("versionId")).and_then(Value::as_str) {
+                None => None,
+                Some(text) => Some(
+                    text.parse::<u64>()
+                        .ok()
+                        .filter(|v| *v > 0)
+                        .ok_or(format!("meta.versionId '{text}' is not a version number"))?,
+                ),
+            };
+            let last_updated = match meta.and_then(|m| m.get("lastUpdated")).and_then(Value::as_str) {
+                None => None,
+                Some(text) => Some(
+                    crate::interaction::search::search_date(text)
+                        .map(|(low, _)| low)
+                        .ok_or(format!("meta.lastUpdated '{text}' is not an instant"))?,
+                ),
+            };
+            Some(ImportedMeta { version, last_updated })
+        }
+    };
+    let index = indexing::extract(&resource_type, &mut resource);
+    Ok(WriteOp::Import { resource_type, id, resource: Unstamped::new(resource), index, keep })
+}
+
+/// Writes a batch in one transaction; returns the refused lines with why. Counts what was
+/// imported (or found already imported) by type.
+async fn write(
+    state: &AppState,
+    batch: Vec<Prepared>,
+    imported: &mut BTreeMap<String, u64>,
+) -> Result<Vec<(u64, String)>, Stop> {
+    let mut refused = Vec::new();
+    let mut ops = Vec::with_capacity(batch.len());
+    for prepared in batch {
+        match prepared.op {
+            Ok(op) => ops.push((prepared.line, op)),
+            Err(reason) => refused.push((prepared.line, reason)),
+        }
+    }
+    let (outcomes, _) = crate::interaction::in_transaction(state, move |tx| {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for (line, op) in ops {
+            match tx.write(op) {
+                Ok(WriteResult::Created(v) | WriteResult::Updated(v) | WriteResult::Unchanged(v)) => {
+                    outcomes.push((line, Ok(v.resource_type)))
+                }
+                Ok(other) => return Err(FhirError::Internal(format!("an import produced {other:?}"))),
+                // Refused before anything was written: the batch goes on.
+                Err(StoreError::Conflict(reason) | StoreError::Invalid(reason)) => outcomes.push((line, Err(reason))),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(outcomes)
+    })
+    .await
+    .map_err(|e| {
+        Stop::Failed(format!("a batch could not be written: {}", e.status_and_outcome().1["issue"][0]["diagnostics"]))
+    })?;
+    for (line, outcome) in outcomes {
+        match outcome {
+            Ok(resource_type) => *imported.entry(resource_type).or_default() += 1,
+            Err(reason) => refused.push((line, reason)),
+        }
+    }
+    refused.sort_by_key(|(line, _)| *line);
+    Ok(refused)
+}
