@@ -22,8 +22,11 @@ cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 # The client-library tests (crates/fhirside/tests/blackbox/clients.rs) run tests/clients/*.py with
 # MSAL Python and azure-identity, pinned in tests/clients/requirements.txt (quick when installed).
 python3 -m pip --version >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-pip; }
+# The object storage tests (crates/objects/tests/backends) run moto's S3 server, pinned in
+# tests/objects/requirements.txt.
 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
-  python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt \
+  -r tests/objects/requirements.txt
 # The SMART app test (crates/fhirside/tests/blackbox/smart_app.rs) runs SMART's fhirclient in
 # Debian's Chromium, driven by playwright-core on Node.js (20 or later), with the npm packages
 # pinned in tests/smart-app/package-lock.json.
@@ -37,11 +40,14 @@ if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
   exit 1
 fi
 # npm ci starts from an empty node_modules; skip it when the installed packages are the locked ones.
-lock_sum=$(cat tests/smart-app/package-lock.json tests/smart-app/.npmrc | sha256sum | cut -d' ' -f1)
-if [ "$(cat tests/smart-app/node_modules/.fhirside-lock-sum 2>/dev/null)" != "$lock_sum" ]; then
-  (cd tests/smart-app && npm ci --no-audit --no-fund)
-  echo "$lock_sum" >tests/smart-app/node_modules/.fhirside-lock-sum
-fi
+# tests/objects holds Azurite, the Azure Storage emulator the object storage tests run.
+for dir in tests/smart-app tests/objects; do
+  lock_sum=$(cat "$dir/package-lock.json" "$dir/.npmrc" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$dir/node_modules/.fhirside-lock-sum" 2>/dev/null)" != "$lock_sum" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund)
+    echo "$lock_sum" >"$dir/node_modules/.fhirside-lock-sum"
+  fi
+done
 
 # The PostgreSQL backend's tests run on a real server; they fail, never skip, without one.
 bash scripts/ensure-postgres.sh

@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// Bytes after which an export file is closed and the next one begun [default: 67108864].
     #[arg(long, env = "FHIRSIDE_EXPORT_FILE_BYTES")]
     pub export_file_bytes: Option<usize>,
+    /// Where bulk data lives: a directory (`file:/path`), Azure Blob Storage
+    /// (`azure-blob:https://ACCOUNT.blob.core.windows.net` with FHIRSIDE_BLOB_ACCOUNT_KEY,
+    /// FHIRSIDE_BLOB_SAS or FHIRSIDE_BLOB_TOKEN) or S3 (`s3:https://s3.REGION.amazonaws.com?region=REGION`
+    /// with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: <data dir>/bulk].
+    #[arg(long, env = "FHIRSIDE_BULK_STORAGE")]
+    pub bulk_storage: Option<String>,
     /// A directory `$import` may read local files from (besides <data dir>/bulk); repeatable.
     #[arg(long = "import-root", env = "FHIRSIDE_IMPORT_ROOTS", value_delimiter = ',')]
     pub import_roots: Vec<PathBuf>,
@@ -150,6 +156,7 @@ pub struct FileConfig {
     pub export_max_concurrent: Option<u32>,
     pub export_file_bytes: Option<usize>,
     pub import_roots: Option<Vec<PathBuf>>,
+    pub bulk_storage: Option<String>,
 }
 
 /// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
@@ -205,6 +212,8 @@ pub struct Settings {
     pub server: fhirside_server::ServerConfig,
     pub auth: AuthSettings,
     pub audit: Option<AuditSettings>,
+    /// `--bulk-storage`, when set (else the data directory's `bulk/`).
+    pub bulk_storage: Option<String>,
 }
 
 pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
@@ -346,7 +355,8 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
     if server.default_page_size == 0 || server.default_page_size > server.max_page_size {
         return Err("default_page_size must be between 1 and max_page_size".into());
     }
-    Ok(Settings { data_dir, database, listen, http, tls_files, server, auth: auth_settings, audit })
+    let bulk_storage = args.bulk_storage.or(file.bulk_storage).filter(|s| !s.trim().is_empty());
+    Ok(Settings { data_dir, database, listen, http, tls_files, server, auth: auth_settings, audit, bulk_storage })
 }
 
 /// The database URL, if one is set: only PostgreSQL's schemes are accepted (the embedded store

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fhirside_identity::authority::{Authority, AuthorityConfig, EndpointVersion};
-use fhirside_identity::fetch::HttpClient;
+use fhirside_identity::fetch::Client;
 use fhirside_identity::oidc::OidcIssuer;
 use fhirside_identity::store::IdentityStore;
 use fhirside_identity::validate::{Trust, Validator};
@@ -107,7 +107,7 @@ pub async fn set_up(
         }
         AuthMode::External => {
             let issuer_url = settings.authority.clone().ok_or("--auth oidc needs --authority")?;
-            let client = HttpClient::new(settings.authority_ca.as_deref())?;
+            let client = Client::new(settings.authority_ca.as_deref())?;
             let issuer = Arc::new(OidcIssuer::new(&issuer_url, client));
             let mut banner = vec![
                 format!("authentication: tokens from {issuer_url}"),

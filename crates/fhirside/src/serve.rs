@@ -53,10 +53,12 @@ pub fn run(settings: Settings) -> Result<(), String> {
                 }
             })),
         };
+        let bulk = bulk_storage(settings.bulk_storage.as_deref(), &data_dir, settings.auth.authority_ca.as_deref())?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "Fhirside {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "data directory: {}", data_dir.display());
         let _ = writeln!(out, "resource store: {}", store.describe());
+        let _ = writeln!(out, "bulk data: {}", bulk.describe());
         match &audit {
             Some(log) => {
                 let _ = writeln!(out, "audit log: {}", log.describe());
@@ -118,7 +120,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
         if let Some(log) = &audit {
             state = state.with_audit(log.clone());
         }
-        state = state.with_bulk(fhirside_server::BulkStorage::local(data_dir.join("bulk")));
+        state = state.with_bulk(bulk);
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         // Background jobs from the store's job table (reindex, and what later issues add).
@@ -133,6 +135,25 @@ pub fn run(settings: Settings) -> Result<(), String> {
         println!("stopped");
         Ok(())
     })
+}
+
+/// Where bulk data lives: `--bulk-storage`, or the data directory's `bulk/`. Its credentials come
+/// from the environment, never from the command line (where other users of the machine see them).
+fn bulk_storage(
+    setting: Option<&str>,
+    data_dir: &std::path::Path,
+    extra_ca: Option<&std::path::Path>,
+) -> Result<fhirside_server::BulkStorage, String> {
+    let client = fhirside_fetch::Client::new(extra_ca)?;
+    match setting {
+        None => Ok(fhirside_server::BulkStorage::local(data_dir.join("bulk"), client)),
+        Some(setting) => {
+            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let objects = fhirside_objects::ObjectStore::from_setting(setting, &env, client.clone())
+                .map_err(|e| format!("--bulk-storage: {e}"))?;
+            Ok(fhirside_server::BulkStorage::new(objects, client))
+        }
+    }
 }
 
 /// The resource store in use: the embedded one, or PostgreSQL.

@@ -19,7 +19,6 @@
 pub mod admin;
 pub mod authority;
 pub mod b64;
-pub mod fetch;
 pub mod jwt;
 pub mod keys;
 pub mod oidc;
@@ -28,3 +27,7 @@ pub mod secret;
 pub mod store;
 pub mod time;
 pub mod validate;
+
+/// The outbound HTTP client, which moved to its own crate; `fhirside_identity::fetch::Client` still
+/// names it.
+pub use fhirside_fetch as fetch;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fetch::HttpClient;
 use crate::jwt::{Decoded, Jwk, JwkSet};
+use fhirside_fetch::Client;
 
 /// The shortest time between two JWKS refetches caused by unknown key ids (and between two
 /// attempts after a failed fetch).
@@ -38,7 +38,7 @@ pub struct Discovery {
 pub struct OidcIssuer {
     /// As configured, without a trailing slash.
     authority: String,
-    client: HttpClient,
+    client: Client,
     min_refetch: Duration,
     max_age: Duration,
     state: RwLock<State>,
@@ -72,7 +72,7 @@ impl OidcIssuer {
     /// `authority` is the issuer URL as configured (`https://login.microsoftonline.com/{tenant}/v2.0`,
     /// `https://fhir.example.org/{tenant}/v2.0`…); nothing is fetched until [`discover`](Self::discover)
     /// or the first [`keys_for`](Self::keys_for).
-    pub fn new(authority: &str, client: HttpClient) -> OidcIssuer {
+    pub fn new(authority: &str, client: Client) -> OidcIssuer {
         OidcIssuer {
             authority: authority.trim().trim_end_matches('/').to_owned(),
             client,
@@ -300,9 +300,9 @@ mod tests {
 
     use super::*;
     use crate::b64;
-    use crate::fetch::testing::{serve, temp_file, tls_fixture, TestRequest, TestResponse};
     use crate::jwt;
     use crate::keys::SigningKey;
+    use fhirside_fetch::testing::{serve, temp_file, tls_fixture, TestRequest, TestResponse};
 
     /// A test issuer at `http://127.0.0.1:{port}/tenant/v2.0` serving a discovery document and a
     /// JWKS that the test can change, counting requests.
@@ -325,11 +325,11 @@ mod tests {
                 Arc::new(move |request: TestRequest| match request.path.as_str() {
                     "/tenant/v2.0/.well-known/openid-configuration" => {
                         dh.fetch_add(1, Ordering::SeqCst);
-                        Some(TestResponse::json(&d.lock().unwrap()))
+                        Some(TestResponse::json(d.lock().unwrap()))
                     }
                     "/tenant/discovery/v2.0/keys" => {
                         jh.fetch_add(1, Ordering::SeqCst);
-                        Some(TestResponse::json(&json!({"keys": *k.lock().unwrap()})))
+                        Some(TestResponse::json(json!({"keys": *k.lock().unwrap()})))
                     }
                     _ => Some(TestResponse::new(404, "")),
                 }),
@@ -355,7 +355,7 @@ mod tests {
         fn issuer(&self) -> OidcIssuer {
             // Loopback http needs no CA; any trusted root makes a client.
             let ca = temp_file(&tls_fixture().0);
-            let client = HttpClient::new(Some(&ca)).unwrap();
+            let client = Client::new(Some(&ca)).unwrap();
             let _ = std::fs::remove_file(ca);
             OidcIssuer::new(&format!("{}/", self.authority), client)
         }

@@ -236,7 +236,8 @@ fn every_invalid_kick_off_is_a_400_and_importing_needs_the_importer_role() {
     bad(&mode, &json_async, "mode");
     bad(&parameters("InitialLoad", &[]), &json_async, "at least one input");
     bad(&parameters("InitialLoad", &[(None, "/etc/passwd".into())]), &json_async, "--import-root");
-    bad(&parameters("InitialLoad", &[(None, "https://elsewhere.example/x.ndjson".into())]), &json_async, "input[0]");
+    bad(&parameters("InitialLoad", &[(None, "ftp://elsewhere.example/x.ndjson".into())]), &json_async, "input[0]");
+    bad(&parameters("InitialLoad", &[(None, "relative/x.ndjson".into())]), &json_async, "https URL");
     bad(&parameters("InitialLoad", &[(Some("Unicorn"), "/x".into())]), &json_async, "Unicorn");
     bad(&json!({"resourceType": "Patient"}), &json_async, "Parameters");
     server.get("/_operations/import/no-such-job").expect(404);

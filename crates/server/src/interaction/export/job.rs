@@ -83,6 +83,7 @@ async fn export(lease: &Lease<'_>) -> Result<String, Stop> {
     let mut progress: ExportProgress =
         lease.job.checkpoint.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
     let patients = patients(state, &definition).await.map_err(failed)?;
+    storage.prepare(&definition.container).await.map_err(Stop::Failed)?;
     let as_of = definition.until.map_or(definition.transaction_time, |until| until.min(definition.transaction_time));
     let file_limit = state.config.export.file_bytes;
     let mut renewed = std::time::Instant::now();

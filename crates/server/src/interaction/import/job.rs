@@ -53,54 +53,55 @@ pub(crate) struct ErrorFile {
     pub count: u64,
 }
 
-/// Whether `url` is an input this server can read (see [`crate::bulk::source`]).
-pub(crate) fn check_input(state: &AppState, url: &str) -> Result<(), String> {
-    match classify(url) {
-        Some(Location::Export { .. }) => Ok(()),
-        Some(Location::File(path)) => Source::file(&path, &import_roots(state)).map(|_| ()),
-        None => Err("only this server's export files and local files under --import-root can be imported".into()),
+/// Whether `url` is an input this server can read: local files are opened now, so that a path
+/// outside the allowed directories fails the request; URLs are fetched by the job.
+pub(crate) async fn check_input(state: &AppState, url: &str) -> Result<(), String> {
+    if own_export(url).is_some() {
+        return Ok(());
+    }
+    if url.starts_with("file:") || url.starts_with('/') {
+        let storage = state.bulk.as_ref().ok_or("bulk storage is not configured")?;
+        return storage
+            .open_url(url, &import_roots(state))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e} (local files are read from the bulk directory and --import-root only)"));
+    }
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://") || url.starts_with("s3://");
+    if scheme_ok {
+        Ok(())
+    } else {
+        Err("an input is an https URL, an s3:// URL, a file: URL or an absolute path".into())
     }
 }
 
-enum Location {
-    /// `…/_operations/export/{id}/{file}`: a file of one of this server's exports.
-    Export {
-        id: String,
-        file: String,
-    },
-    File(std::path::PathBuf),
-}
-
-fn classify(url: &str) -> Option<Location> {
-    if let Some(path) = url.strip_prefix("file://") {
-        return Some(Location::File(path.into()));
+/// `…/_operations/export/{id}/{file}`: a file of one of this server's exports, read from the bulk
+/// storage directly (its own URL may need this server's token, which a job does not have).
+fn own_export(url: &str) -> Option<(String, String)> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return None;
     }
-    if url.starts_with('/') && !url.contains("/_operations/") {
-        return Some(Location::File(url.into()));
-    }
-    let path = url.split_once("://").map_or(url, |(_, rest)| rest.split_once('/').map_or("", |(_, p)| p));
-    let path = path.split('?').next().unwrap_or(path).trim_start_matches('/');
-    let parts: Vec<&str> = path.split('/').collect();
-    match parts.as_slice() {
+    let path = url.split_once("://").and_then(|(_, rest)| rest.split_once('/')).map_or("", |(_, p)| p);
+    let path = path.split('?').next().unwrap_or(path);
+    match path.split('/').collect::<Vec<_>>().as_slice() {
         [.., "_operations", "export", id, file] if !file.is_empty() && !file.contains("..") => {
-            Some(Location::Export { id: (*id).to_owned(), file: (*file).to_owned() })
+            Some(((*id).to_owned(), (*file).to_owned()))
         }
         _ => None,
     }
 }
 
 async fn open(state: &AppState, url: &str) -> Result<Source, String> {
-    match classify(url) {
-        Some(Location::File(path)) => Source::file(&path, &import_roots(state)),
-        Some(Location::Export { id, file }) => {
-            let job = state.store.jobs().job(&id).await.map_err(|e| e.to_string())?;
-            let job = job.filter(|j| j.kind == EXPORT).ok_or("no export of this server has that file")?;
+    let storage = state.bulk.as_ref().ok_or("bulk storage is not configured")?;
+    if let Some((id, file)) = own_export(url) {
+        let job = state.store.jobs().job(&id).await.map_err(|e| e.to_string())?;
+        if let Some(job) = job.filter(|j| j.kind == EXPORT) {
             let definition: ExportDefinition = serde_json::from_str(&job.definition).map_err(|e| e.to_string())?;
-            let storage = state.bulk.as_ref().ok_or("bulk storage is not configured")?;
-            storage.open(&definition.container, &format!("{}{file}", definition.prefix))
+            let key = format!("{}{file}", definition.prefix);
+            return storage.open(&definition.container, &key).await.map(Source::Object);
         }
-        None => Err("this input cannot be read".into()),
     }
+    storage.open_url(url, &import_roots(state)).await.map(Source::Object)
 }
 
 pub(crate) async fn run(lease: &Lease<'_>) -> Result<String, Stop> {
@@ -133,7 +134,11 @@ pub(crate) async fn run(lease: &Lease<'_>) -> Result<String, Stop> {
         let mut batch = read_batch(&mut lines, &mut number).await.map_err(Stop::Failed)?;
         let mut preparing = spawn_prepare(&context, std::mem::take(&mut batch));
         loop {
-            let prepared = preparing.await.map_err(|e| Stop::Failed(format!("a batch could not be prepared: {e}")))?;
+            let prepared = preparing
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|prepared| prepared)
+                .map_err(|e| Stop::Failed(format!("a batch could not be prepared: {e}")))?;
             if prepared.is_empty() {
                 break;
             }
@@ -157,6 +162,10 @@ pub(crate) async fn run(lease: &Lease<'_>) -> Result<String, Stop> {
                 }
                 let storage =
                     state.bulk.as_ref().ok_or_else(|| Stop::Failed("bulk storage is not configured".into()))?;
+                if progress.error_files.is_empty() {
+                    // The job's container, made when its first error file needs it.
+                    storage.prepare(&definition.container).await.map_err(Stop::Failed)?;
+                }
                 storage.put(&definition.container, &key, Bytes::from(body)).await.map_err(Stop::Failed)?;
                 progress.error_files.push(ErrorFile { input: index, key, count });
             }
@@ -200,14 +209,28 @@ struct Prepared {
     op: Result<WriteOp, String>,
 }
 
-fn spawn_prepare(context: &Context, batch: Vec<(u64, Bytes)>) -> tokio::task::JoinHandle<Vec<Prepared>> {
+/// Prepares a batch on two blocking threads at once, its halves in order: validation and index
+/// extraction are most of an import's work, and the store's writer needs little of a core.
+fn spawn_prepare(
+    context: &Context,
+    mut batch: Vec<(u64, Bytes)>,
+) -> tokio::task::JoinHandle<Result<Vec<Prepared>, String>> {
     let context = context.clone();
-    tokio::task::spawn_blocking(move || {
-        batch
-            .into_iter()
-            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|(line, bytes)| Prepared { line, op: prepare(&context, line, &bytes) })
-            .collect()
+    tokio::spawn(async move {
+        let second = batch.split_off(batch.len() / 2);
+        let half = |lines: Vec<(u64, Bytes)>, context: Context| {
+            tokio::task::spawn_blocking(move || {
+                lines
+                    .into_iter()
+                    .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                    .map(|(line, bytes)| Prepared { line, op: prepare(&context, line, &bytes) })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (first, second) = (half(batch, context.clone()), half(second, context));
+        let mut prepared = first.await.map_err(|e| e.to_string())?;
+        prepared.extend(second.await.map_err(|e| e.to_string())?);
+        Ok(prepared)
     })
 }
 

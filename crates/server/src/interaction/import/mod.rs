@@ -73,7 +73,7 @@ pub(crate) async fn kick_off(state: &AppState, call: Call) -> Result<Response, F
     let (mode, input) = parse_parameters(&body)?;
     for (i, input) in input.iter().enumerate() {
         // The same check the job makes, now, so that a wrong URL fails the request.
-        job::check_input(state, &input.url).map_err(|reason| FhirError::BadRequest {
+        job::check_input(state, &input.url).await.map_err(|reason| FhirError::BadRequest {
             code: "invalid",
             diagnostics: format!("input[{i}] '{}': {reason}", input.url),
             expression: Some(format!("Parameters.parameter[input][{i}].url")),

@@ -1,0 +1,331 @@
+//! The operator's one-line setting for the store, credentials coming from the environment (so
+//! that they are not in command lines or configuration files):
+//!
+//! - `file:/abs/dir`, `file:///abs/dir` or a plain path: a local directory;
+//! - `azure-blob:https://{account}.blob.core.windows.net` (or Azurite's
+//!   `azure-blob:http://127.0.0.1:10000/devstoreaccount1`), with, in this order of preference,
+//!   `FHIRSIDE_BLOB_ACCOUNT_KEY` (the account name is the URL's first host label, or its first
+//!   path segment for an IP address or `localhost`, unless `FHIRSIDE_BLOB_ACCOUNT_NAME` says),
+//!   `FHIRSIDE_BLOB_SAS` or `FHIRSIDE_BLOB_TOKEN`;
+//! - `s3:https://s3.{region}.amazonaws.com?region={region}` (or
+//!   `s3:http://127.0.0.1:9000?region=us-east-1&path_style=true`) with `AWS_ACCESS_KEY_ID`,
+//!   `AWS_SECRET_ACCESS_KEY` and, for temporary credentials, `AWS_SESSION_TOKEN`. Without
+//!   `region`, an `s3.{region}.amazonaws.com` host names it, else `us-east-1`; without
+//!   `path_style`, it is used for IP addresses and `localhost` only.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+
+use crate::text::percent_decode;
+use crate::{Backend, BlobAuth, ObjectError, S3Auth};
+
+pub(crate) fn parse(setting: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Backend, ObjectError> {
+    // An empty variable counts as unset.
+    let env = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let setting = setting.trim();
+    if let Some(url) = setting.strip_prefix("azure-blob:") {
+        return azure(url, &env);
+    }
+    if let Some(url) = setting.strip_prefix("s3:") {
+        return s3(url, &env);
+    }
+    let path = match setting.strip_prefix("file:") {
+        Some(rest) => file_url_path(rest)?,
+        None if looks_like_url(setting) => {
+            return Err(ObjectError::Invalid(
+                "unknown kind of object store: use file:/dir, a path, azure-blob:URL or s3:URL".into(),
+            ))
+        }
+        None => PathBuf::from(setting),
+    };
+    if path.as_os_str().is_empty() {
+        return Err(ObjectError::Invalid("the object store's directory is empty".into()));
+    }
+    let root = std::path::absolute(&path)
+        .map_err(|e| ObjectError::Invalid(format!("the object store's directory {}: {e}", path.display())))?;
+    Ok(Backend::Local { root })
+}
+
+/// The path of a `file:` URL given without its scheme: `/abs`, `///abs` or `//localhost/abs`.
+pub(crate) fn file_url_path(rest: &str) -> Result<PathBuf, ObjectError> {
+    let path = match rest.strip_prefix("//") {
+        Some(after) => match after.find('/') {
+            Some(at) if matches!(&after[..at], "" | "localhost") => &after[at..],
+            _ => return Err(ObjectError::Invalid("a file: URL must name a local absolute path".into())),
+        },
+        None => rest,
+    };
+    if !path.starts_with('/') {
+        return Err(ObjectError::Invalid("a file: URL must name an absolute path".into()));
+    }
+    let decoded = percent_decode(path).ok_or_else(|| ObjectError::Invalid("a malformed file: URL".into()))?;
+    Ok(PathBuf::from(decoded))
+}
+
+/// `scheme:` with a scheme of two or more letters (so `C:` or a relative path is not one).
+fn looks_like_url(setting: &str) -> bool {
+    setting.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.len() > 1 && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    })
+}
+
+fn azure(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Backend, ObjectError> {
+    let account_url = url.trim().trim_end_matches('/').to_owned();
+    if account_url.contains(['?', '#']) {
+        return Err(ObjectError::Invalid(
+            "the Azure Blob account URL must have no query: give a SAS in FHIRSIDE_BLOB_SAS".into(),
+        ));
+    }
+    let (host, path) = check_service_url(&account_url, "Azure Blob account")?;
+    let auth = if let Some(key) = env("FHIRSIDE_BLOB_ACCOUNT_KEY") {
+        if base64::engine::general_purpose::STANDARD.decode(&key).is_err() {
+            return Err(ObjectError::Invalid("FHIRSIDE_BLOB_ACCOUNT_KEY is not valid base64".into()));
+        }
+        let account = match env("FHIRSIDE_BLOB_ACCOUNT_NAME") {
+            Some(name) => name,
+            None => account_name(&host, &path).ok_or_else(|| {
+                ObjectError::Invalid(
+                    "cannot tell the storage account's name from the URL: set FHIRSIDE_BLOB_ACCOUNT_NAME".into(),
+                )
+            })?,
+        };
+        BlobAuth::SharedKey { account, key }
+    } else if let Some(sas) = env("FHIRSIDE_BLOB_SAS") {
+        BlobAuth::Sas(sas.trim_start_matches('?').to_owned())
+    } else if let Some(token) = env("FHIRSIDE_BLOB_TOKEN") {
+        BlobAuth::Bearer(token)
+    } else {
+        return Err(ObjectError::Invalid(
+            "no credentials for Azure Blob Storage: set FHIRSIDE_BLOB_ACCOUNT_KEY, FHIRSIDE_BLOB_SAS or FHIRSIDE_BLOB_TOKEN"
+                .into(),
+        ));
+    };
+    Ok(Backend::AzureBlob { account_url, auth })
+}
+
+/// `{account}.blob.core.windows.net` names the account first; an emulator on an IP address or
+/// `localhost` names it as the first path segment.
+fn account_name(host: &str, path: &str) -> Option<String> {
+    let name = if is_ip_or_localhost(host) {
+        path.trim_start_matches('/').split('/').next()?
+    } else {
+        host.split('.').next()?
+    };
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+fn s3(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Backend, ObjectError> {
+    let url = url.trim();
+    let (endpoint, query) = url.split_once('?').unwrap_or((url, ""));
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let (host, _) = check_service_url(&endpoint, "S3 endpoint")?;
+    let mut region = None;
+    let mut path_style = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "region" if !value.is_empty() => region = Some(value.to_owned()),
+            "path_style" => {
+                path_style = Some(match value {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ObjectError::Invalid("path_style must be true or false".into())),
+                })
+            }
+            _ => return Err(ObjectError::Invalid(format!("unknown S3 setting '{}'", name.escape_default()))),
+        }
+    }
+    let region = region.or_else(|| aws_region(&host)).unwrap_or_else(|| "us-east-1".to_owned());
+    if !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(ObjectError::Invalid("the S3 region has characters no region has".into()));
+    }
+    let path_style = path_style.unwrap_or_else(|| is_ip_or_localhost(&host));
+    let (Some(access_key_id), Some(secret_access_key)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+    else {
+        return Err(ObjectError::Invalid(
+            "no credentials for S3: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+        ));
+    };
+    let auth = S3Auth { access_key_id, secret_access_key, session_token: env("AWS_SESSION_TOKEN") };
+    Ok(Backend::S3 { endpoint, region, auth, path_style })
+}
+
+/// `s3.{region}.amazonaws.com` or `s3-{region}.amazonaws.com` (older hosts).
+fn aws_region(host: &str) -> Option<String> {
+    let rest = host.strip_suffix(".amazonaws.com")?;
+    let region = rest.strip_prefix("s3.").or_else(|| rest.strip_prefix("s3-"))?;
+    (!region.is_empty() && !region.contains('.')).then(|| region.to_owned())
+}
+
+/// Checks an http(s) URL of a service (plain http only for the loopback interface, as the
+/// client will insist) and returns its lower-case host (without port) and its path.
+fn check_service_url(url: &str, what: &str) -> Result<(String, String), ObjectError> {
+    let authority_and_path = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else {
+        return Err(ObjectError::Invalid(format!("the {what} URL must start with https:// (or http:// on loopback)")));
+    };
+    fhirside_fetch::host_header(url).map_err(|e| ObjectError::Invalid(format!("the {what} URL: {e}")))?;
+    let (authority, path) =
+        authority_and_path.split_at(authority_and_path.find('/').unwrap_or(authority_and_path.len()));
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or("").to_owned(),
+        None => authority.split(':').next().unwrap_or("").to_ascii_lowercase(),
+    };
+    if url.starts_with("http://") && !is_loopback(&host) {
+        return Err(ObjectError::Invalid(format!(
+            "the {what} URL must use https: plain http is only for emulators on the loopback interface"
+        )));
+    }
+    Ok((host, path.to_owned()))
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_ip_or_localhost(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+    }
+
+    const KEY: &str = "a2V5"; // base64 of "key"
+
+    #[test]
+    fn local_settings() {
+        let none = env(&[]);
+        for (setting, root) in [
+            ("file:/srv/exports", "/srv/exports"),
+            ("file:///srv/my%20exports", "/srv/my exports"),
+            ("file://localhost/srv/x", "/srv/x"),
+            ("/srv/exports/", "/srv/exports/"),
+        ] {
+            assert_eq!(parse(setting, &none).unwrap(), Backend::Local { root: PathBuf::from(root) }, "{setting}");
+        }
+        let Backend::Local { root } = parse("relative/dir", &none).unwrap() else { panic!() };
+        assert!(root.is_absolute() && root.ends_with("relative/dir"));
+        for bad in ["file:relative", "file://host/x", "ftp://x/y", "https://x/y", ""] {
+            assert!(matches!(parse(bad, &none), Err(ObjectError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn azure_settings() {
+        let with_key = env(&[("FHIRSIDE_BLOB_ACCOUNT_KEY", KEY), ("FHIRSIDE_BLOB_SAS", "sv=1&sig=x")]);
+        assert_eq!(
+            parse("azure-blob:https://acct.blob.core.windows.net/", &with_key).unwrap(),
+            Backend::AzureBlob {
+                account_url: "https://acct.blob.core.windows.net".into(),
+                auth: BlobAuth::SharedKey { account: "acct".into(), key: KEY.into() }
+            }
+        );
+        assert_eq!(
+            parse("azure-blob:http://127.0.0.1:10000/devstoreaccount1", &with_key).unwrap(),
+            Backend::AzureBlob {
+                account_url: "http://127.0.0.1:10000/devstoreaccount1".into(),
+                auth: BlobAuth::SharedKey { account: "devstoreaccount1".into(), key: KEY.into() }
+            }
+        );
+        let named = env(&[("FHIRSIDE_BLOB_ACCOUNT_KEY", KEY), ("FHIRSIDE_BLOB_ACCOUNT_NAME", "real")]);
+        let Backend::AzureBlob { auth, .. } = parse("azure-blob:https://blobs.example.org", &named).unwrap() else {
+            panic!()
+        };
+        assert_eq!(auth, BlobAuth::SharedKey { account: "real".into(), key: KEY.into() });
+        let sas = env(&[
+            ("FHIRSIDE_BLOB_ACCOUNT_KEY", ""),
+            ("FHIRSIDE_BLOB_SAS", "?sv=1&sig=x"),
+            ("FHIRSIDE_BLOB_TOKEN", "t"),
+        ]);
+        let Backend::AzureBlob { auth, .. } = parse("azure-blob:https://a.blob.core.windows.net", &sas).unwrap() else {
+            panic!()
+        };
+        assert_eq!(auth, BlobAuth::Sas("sv=1&sig=x".into()));
+        let token = env(&[("FHIRSIDE_BLOB_TOKEN", "t")]);
+        let Backend::AzureBlob { auth, .. } = parse("azure-blob:https://a.blob.core.windows.net", &token).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(auth, BlobAuth::Bearer("t".into()));
+
+        for (setting, vars) in [
+            ("azure-blob:https://a.blob.core.windows.net", &[][..]),
+            ("azure-blob:http://a.blob.core.windows.net", &[("FHIRSIDE_BLOB_TOKEN", "t")][..]),
+            ("azure-blob:https://a.blob.core.windows.net?sv=1&sig=secret", &[("FHIRSIDE_BLOB_TOKEN", "t")][..]),
+            ("azure-blob:https://a.blob.core.windows.net", &[("FHIRSIDE_BLOB_ACCOUNT_KEY", "not base64!")][..]),
+            ("azure-blob:http://127.0.0.1:10000", &[("FHIRSIDE_BLOB_ACCOUNT_KEY", KEY)][..]),
+        ] {
+            let error = parse(setting, &env(vars)).unwrap_err();
+            assert!(matches!(error, ObjectError::Invalid(_)), "{setting}");
+            assert!(!error.to_string().contains("secret") && !error.to_string().contains("not base64!"), "{error}");
+        }
+    }
+
+    #[test]
+    fn s3_settings() {
+        let creds =
+            env(&[("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "secret"), ("AWS_SESSION_TOKEN", "")]);
+        let auth = S3Auth { access_key_id: "AKID".into(), secret_access_key: "secret".into(), session_token: None };
+        assert_eq!(
+            parse("s3:https://s3.eu-west-1.amazonaws.com?region=eu-west-1", &creds).unwrap(),
+            Backend::S3 {
+                endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
+                region: "eu-west-1".into(),
+                auth: auth.clone(),
+                path_style: false
+            }
+        );
+        assert_eq!(
+            parse("s3:http://127.0.0.1:9000/?region=us-east-1&path_style=true", &creds).unwrap(),
+            Backend::S3 {
+                endpoint: "http://127.0.0.1:9000".into(),
+                region: "us-east-1".into(),
+                auth: auth.clone(),
+                path_style: true
+            }
+        );
+        let Backend::S3 { region, path_style, .. } = parse("s3:https://s3.ap-south-1.amazonaws.com", &creds).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((region.as_str(), path_style), ("ap-south-1", false));
+        let Backend::S3 { region, path_style, .. } = parse("s3:http://localhost:9000", &creds).unwrap() else {
+            panic!()
+        };
+        assert_eq!((region.as_str(), path_style), ("us-east-1", true));
+        let temporary = env(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S"), ("AWS_SESSION_TOKEN", "T")]);
+        let Backend::S3 { auth, .. } = parse("s3:https://minio.example.org?path_style=1", &temporary).unwrap() else {
+            panic!()
+        };
+        assert_eq!(auth.session_token.as_deref(), Some("T"));
+
+        for (setting, vars) in [
+            ("s3:https://s3.amazonaws.com", &[("AWS_ACCESS_KEY_ID", "A")][..]),
+            ("s3:http://s3.amazonaws.com", &[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")][..]),
+            (
+                "s3:https://s3.amazonaws.com?colour=blue",
+                &[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")][..],
+            ),
+            (
+                "s3:https://s3.amazonaws.com?path_style=maybe",
+                &[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")][..],
+            ),
+            (
+                "s3:https://s3.amazonaws.com?region=a/b",
+                &[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")][..],
+            ),
+            ("s3:s3.amazonaws.com", &[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")][..]),
+        ] {
+            assert!(matches!(parse(setting, &env(vars)), Err(ObjectError::Invalid(_))), "{setting}");
+        }
+    }
+}

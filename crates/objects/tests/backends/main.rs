@@ -1,0 +1,8 @@
+//! fhirside-objects against real storage: a local directory, Azurite (Azure Blob Storage) and
+//! moto (S3), the servers started by the tests themselves (see servers.rs).
+
+mod azure;
+mod local;
+mod s3;
+mod scenarios;
+mod servers;
