@@ -118,6 +118,9 @@ pub struct ServeArgs {
     /// with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: <data dir>/bulk].
     #[arg(long, env = "FHIRSIDE_BULK_STORAGE")]
     pub bulk_storage: Option<String>,
+    /// Hours a finished export or import (its status and files) is kept [default: 24].
+    #[arg(long, env = "FHIRSIDE_BULK_RETENTION_HOURS")]
+    pub bulk_retention_hours: Option<f64>,
     /// A directory `$import` may read local files from (besides <data dir>/bulk); repeatable.
     #[arg(long = "import-root", env = "FHIRSIDE_IMPORT_ROOTS", value_delimiter = ',')]
     pub import_roots: Vec<PathBuf>,
@@ -157,6 +160,7 @@ pub struct FileConfig {
     pub export_file_bytes: Option<usize>,
     pub import_roots: Option<Vec<PathBuf>>,
     pub bulk_storage: Option<String>,
+    pub bulk_retention_hours: Option<f64>,
 }
 
 /// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
@@ -343,6 +347,15 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
                 Some(n @ 1024..=4_294_967_296) => n,
                 Some(other) => {
                     return Err(format!("--export-file-bytes must be between 1024 and 4294967296, not {other}"))
+                }
+            },
+            retention: match args.bulk_retention_hours.or(file.bulk_retention_hours) {
+                None => defaults.export.retention,
+                Some(hours) if hours > 0.0 && hours <= 24.0 * 365.0 => {
+                    std::time::Duration::from_secs_f64(hours * 3600.0)
+                }
+                Some(other) => {
+                    return Err(format!("--bulk-retention-hours must be above 0 and at most 8760, not {other}"))
                 }
             },
             import_roots: if args.import_roots.is_empty() {

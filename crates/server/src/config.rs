@@ -59,11 +59,18 @@ pub struct ExportConfig {
     pub file_bytes: usize,
     /// Directories `$import` may read local files from (besides the bulk storage's own).
     pub import_roots: Vec<std::path::PathBuf>,
+    /// How long a finished export or import (its status and files) is kept; then it is `404`.
+    pub retention: std::time::Duration,
 }
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        ExportConfig { max_concurrent: 4, file_bytes: 64 * 1024 * 1024, import_roots: Vec::new() }
+        ExportConfig {
+            max_concurrent: 4,
+            file_bytes: 64 * 1024 * 1024,
+            import_roots: Vec::new(),
+            retention: std::time::Duration::from_secs(24 * 3600),
+        }
     }
 }
 

@@ -18,6 +18,9 @@ use crate::AppState;
 const KINDS: &[&str] =
     &[crate::search_params::REINDEX, crate::interaction::export::EXPORT, crate::interaction::import::IMPORT];
 
+/// How often a worker removes expired bulk jobs.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// This process's worker: its identity in the job table and its timing.
 pub struct Worker {
     /// Who holds a lease: unique per process, so that a restarted process is another owner.
@@ -113,7 +116,13 @@ impl Lease<'_> {
 /// Starts the worker loop; it runs until the process ends.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut swept = std::time::Instant::now();
         loop {
+            // Expired bulk jobs, now and then (their status URLs also expire them when asked).
+            if swept.elapsed() >= SWEEP_EVERY {
+                crate::bulk::expiry::sweep(&state).await;
+                swept = std::time::Instant::now();
+            }
             if let Err(error) = crate::search_params::follow(&state).await {
                 eprintln!("jobs: cannot read the announced search parameters: {error}");
             }

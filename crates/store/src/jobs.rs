@@ -139,6 +139,10 @@ pub trait JobQueue: Send + Sync {
     /// a job that already ended is returned unchanged. `None` for an unknown id.
     fn cancel<'a>(&'a self, id: &'a str) -> JobFuture<'a, Option<JobRecord>>;
 
+    /// Jobs of `kind` that ended (completed, failed or cancelled) more than `age` ago, oldest
+    /// first, at most `limit`: what expires.
+    fn ended_before<'a>(&'a self, kind: &'a str, age: Duration, limit: u32) -> JobFuture<'a, Vec<JobRecord>>;
+
     /// Forgets a job that has ended (a bulk export its client is done with); `false` when there
     /// is no such ended job.
     fn remove<'a>(&'a self, id: &'a str) -> JobFuture<'a, bool>;

@@ -349,3 +349,19 @@ fn more_exports_than_the_limit_wait_their_turn_with_a_429() {
     manifest_of(&server, &first, None);
     kick_off(&server, "/$export?_type=Patient", None);
 }
+
+#[test]
+fn a_finished_export_expires_with_its_files() {
+    // Kept about a second.
+    let server = Server::start_in(&crate::harness::temp_dir("data"), &["--http", "--bulk-retention-hours", "0.0003"]);
+    load(&server, 1, 1);
+    let status = kick_off(&server, "/$export?_container=short", None);
+    let manifest = manifest_of(&server, &status, None);
+    let file = manifest["output"][0]["url"].as_str().unwrap()[server.base.len()..].to_owned();
+    let container = server.data_dir.join("bulk/short");
+    assert!(std::fs::read_dir(&container).unwrap().count() > 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    server.request("GET", &file, &[], None).expect(404);
+    server.request("GET", &status, &[], None).expect(404);
+    assert_eq!(std::fs::read_dir(&container).unwrap().count(), 0, "the expired export's files are gone");
+}

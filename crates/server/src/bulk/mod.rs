@@ -7,6 +7,7 @@
 //! (the manifest's `requiresAccessToken` is then true when authentication is on). Several replicas
 //! need storage they all reach: Blob or S3, whose URLs the manifest gives.
 
+pub(crate) mod expiry;
 pub(crate) mod source;
 
 use std::path::{Path, PathBuf};

@@ -153,6 +153,17 @@ impl JobQueue for PostgresJobs {
         })
     }
 
+    fn ended_before<'a>(&'a self, kind: &'a str, age: Duration, limit: u32) -> JobFuture<'a, Vec<JobRecord>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM job WHERE kind = $1 AND status IN ('completed', 'failed', 'cancelled')
+                 AND updated < {NOW} - $2 ORDER BY updated LIMIT $3"
+            );
+            let rows = self.pool.get().await?.query(&sql, &[&kind, &millis(age), &i64::from(limit)]).await?;
+            rows.iter().map(record).collect()
+        })
+    }
+
     fn remove<'a>(&'a self, id: &'a str) -> JobFuture<'a, bool> {
         Box::pin(async move {
             let sql = "DELETE FROM job WHERE id = $1 AND status IN ('completed', 'failed', 'cancelled')";

@@ -199,6 +199,21 @@ impl JobQueue for SqliteJobs {
         })
     }
 
+    fn ended_before<'a>(&'a self, kind: &'a str, age: Duration, limit: u32) -> JobFuture<'a, Vec<JobRecord>> {
+        let kind = kind.to_owned();
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM job WHERE kind = ?1 AND status IN ('completed', 'failed', 'cancelled')
+                 AND updated < ?2 ORDER BY updated LIMIT ?3"
+            );
+            let mut statement = conn.prepare(&sql)?;
+            let rows = statement
+                .query_map(params![kind, now() - millis(age), limit], record)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().filter_map(|row| with_status(Some(row)).transpose()).collect()
+        })
+    }
+
     fn remove<'a>(&'a self, id: &'a str) -> JobFuture<'a, bool> {
         let id = id.to_owned();
         self.run(move |conn| {

@@ -235,6 +235,13 @@ fn subset(body: &[u8], resource_type: &str, elements: &[String]) -> Bytes {
     crate::bundle::subsetted_body(body, &keep).unwrap_or_else(|| Bytes::copy_from_slice(body))
 }
 
+/// Removes the files of an export job, whatever its state (an expired one).
+pub(crate) async fn discard_files(state: &AppState, job: &fhirside_store::JobRecord) {
+    if let Ok(definition) = serde_json::from_str::<ExportDefinition>(&job.definition) {
+        remove_files(state, &definition).await;
+    }
+}
+
 /// Removes an export's files (a cancelled or expired job).
 pub(crate) async fn remove_files(state: &AppState, definition: &ExportDefinition) {
     if let Some(storage) = &state.bulk {

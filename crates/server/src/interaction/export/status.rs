@@ -109,8 +109,13 @@ pub(crate) async fn file(state: &AppState, call: Call, id: &str, file: &str) -> 
     Ok(response)
 }
 
+/// The export job `id`; an expired one is removed and is `404` like an unknown one.
 async fn export_job(state: &AppState, id: &str) -> Result<JobRecord, FhirError> {
     match state.store.jobs().job(id).await? {
+        Some(job) if job.kind == EXPORT && crate::bulk::expiry::expired(state, &job) => {
+            crate::bulk::expiry::discard(state, &job).await;
+            Err(not_found(id))
+        }
         Some(job) if job.kind == EXPORT => Ok(job),
         _ => Err(not_found(id)),
     }

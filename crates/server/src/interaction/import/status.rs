@@ -69,14 +69,9 @@ pub(crate) async fn cancel(state: &AppState, call: Call, id: &str) -> Result<Res
     if job.status == JobStatus::Cancelled {
         return Err(not_found(id));
     }
-    let definition = definition(&job)?;
     if job.status.is_final() {
         state.store.jobs().remove(id).await?;
-        if let Some(storage) = &state.bulk {
-            if let Err(error) = storage.delete_prefix(&definition.container, "").await {
-                eprintln!("import: cannot remove the error files of a discarded import: {error}");
-            }
-        }
+        discard_files(state, &job).await;
     } else {
         state.store.jobs().cancel(id).await?;
     }
@@ -101,8 +96,21 @@ pub(crate) async fn file(state: &AppState, call: Call, id: &str, file: &str) -> 
     Ok(response)
 }
 
+/// Removes an import's error files.
+pub(crate) async fn discard_files(state: &AppState, job: &JobRecord) {
+    let (Some(storage), Ok(definition)) = (&state.bulk, definition(job)) else { return };
+    if let Err(error) = storage.delete_prefix(&definition.container, "").await {
+        eprintln!("import: cannot remove the error files of import {}: {error}", job.id);
+    }
+}
+
+/// The import job `id`; an expired one is removed and is `404` like an unknown one.
 async fn import_job(state: &AppState, id: &str) -> Result<JobRecord, FhirError> {
     match state.store.jobs().job(id).await? {
+        Some(job) if job.kind == IMPORT && crate::bulk::expiry::expired(state, &job) => {
+            crate::bulk::expiry::discard(state, &job).await;
+            Err(not_found(id))
+        }
         Some(job) if job.kind == IMPORT => Ok(job),
         _ => Err(not_found(id)),
     }
