@@ -20,6 +20,8 @@
 #   EXPORT_RUNS=3                exports per store
 #   EXPORT_DATABASE=postgres://… PostgreSQL for the postgres rows (default postgres://root@127.0.0.1:5432/test)
 #   EXPORT_DATASET=DIR           the dataset (default ../shared/datasets/synthea-120)
+#   EXPORT_SCALE=1               load this many renamed copies of the dataset (bench/scale-dataset.py;
+#                                10 makes 915,893 resources); the report is then bulk-Nx.md
 #   EXPORT_OUT=path.md           the report (default bench/results/bulk.md)
 #   BENCH_SKIP_BUILD=1, BENCH_KEEP=1, CARGO_TARGET_DIR as for the other scripts
 set -euo pipefail
@@ -30,7 +32,9 @@ STORES=${EXPORT_STORES:-embedded}
 RUNS=${EXPORT_RUNS:-3}
 PG_BASE=${EXPORT_DATABASE:-postgres://root@127.0.0.1:5432/test}
 DATASET=${EXPORT_DATASET:-$ROOT/../shared/datasets/synthea-120}
-OUT=${EXPORT_OUT:-$ROOT/bench/results/bulk.md}
+SCALE=${EXPORT_SCALE:-1}
+[[ $SCALE =~ ^[1-9][0-9]*$ ]] || { echo "EXPORT_SCALE must be a positive integer" >&2; exit 2; }
+if [ "$SCALE" = 1 ]; then OUT=${EXPORT_OUT:-$ROOT/bench/results/bulk.md}; else OUT=${EXPORT_OUT:-$ROOT/bench/results/bulk-${SCALE}x.md}; fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 SERVER_ARGS=(--http --auth none --no-audit --listen 127.0.0.1:0 --max-bundle-entries 10000 --max-body-bytes 67108864)
@@ -46,6 +50,13 @@ command -v python3 >/dev/null || die "python3 is required (to read the manifest)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 build_release fhirside ingest
 make_workdir fhirside-export
+
+COPIES=("$DATASET")
+if [ "$SCALE" -gt 1 ]; then
+    log "writing $((SCALE - 1)) renamed copies of $(basename "$DATASET") (bench/scale-dataset.py)"
+    python3 "$ROOT/bench/scale-dataset.py" --dataset "$DATASET" --copies "$SCALE" --out "$WORK/scaled"
+    for ((k = 1; k < SCALE; k++)); do COPIES+=("$(printf '%s/scaled/copy-%02d' "$WORK" "$k")"); done
+fi
 
 ROWS=()
 IMPORT_ROWS=()
@@ -63,9 +74,11 @@ for store in $STORES; do
     start_server "$WORK/fhirside-$store.log" "$BIN/fhirside" serve "${SERVER_ARGS[@]}" "${db_args[@]}" --data-dir "$data"
     pid=$SERVER_PID
     url=$SERVER_URL
-    log "$store: loading $DATASET"
-    "$BIN/ingest" --url "$url" --dataset "$DATASET" --clients 4 >"$WORK/ingest-$store.out" 2>"$WORK/ingest-$store.err" \
-        || { cat "$WORK/ingest-$store.err" >&2; die "ingest failed"; }
+    for copy in "${COPIES[@]}"; do
+        log "$store: loading $copy"
+        "$BIN/ingest" --url "$url" --dataset "$copy" --clients 4 >"$WORK/ingest-$store.out" 2>"$WORK/ingest-$store.err" \
+            || { cat "$WORK/ingest-$store.err" >&2; die "ingest failed"; }
+    done
     for run in $(seq 1 "$RUNS"); do
         cpu_before=$(cpu_s "$pid")
         if [ "$store" = postgres ]; then pg_cpu_snapshot >"$WORK/pg-cpu.before"; fi
@@ -155,7 +168,7 @@ HEADER=$(report_header_rows "$LOAD_START")
 {
     echo "# Bulk data benchmark"
     echo
-    echo "System-level \`\$export\` of Synthea-120 from kick-off to the manifest, and \`\$import\` of the exported files"
+    echo "System-level \`\$export\` of Synthea-120$([ "$SCALE" = 1 ] || echo " ($SCALE renamed copies)") from kick-off to the manifest, and \`\$import\` of the exported files"
     echo "into a fresh server from kick-off to the result (see bench/bulk.sh)."
     echo
     echo "| | |"

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit_cmd;
+mod bulk_cmd;
 mod config;
 mod db_cmd;
 mod identity;
@@ -42,6 +43,10 @@ enum Command {
     Db(db_cmd::DbArgs),
     /// Move an embedded installation's resources to PostgreSQL (`--from <data dir> --to postgres://…`).
     MigrateStore(migrate_cmd::MigrateArgs),
+    /// Export a running server's data to a directory (`$export`, with a progress bar).
+    Export(Box<bulk_cmd::ExportArgs>),
+    /// Import NDJSON files or URLs into a running server (`$import`, with a progress bar).
+    Import(Box<bulk_cmd::ImportArgs>),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Export(args) => bulk_cmd::run_export(*args),
+        Command::Import(args) => bulk_cmd::run_import(*args),
         Command::Admin(command) => match admin::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

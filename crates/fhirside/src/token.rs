@@ -49,6 +49,39 @@ enum TokenOutput {
 
 pub fn run(args: TokenArgs) -> Result<(), String> {
     let target = crate::config::admin_target(args.data_dir, args.database, args.config.as_deref())?;
+    let issued = issue(&target, &args.client_id, &args.client_secret, args.resource.as_deref())?;
+    match args.output {
+        TokenOutput::Tsv => println!("{}", issued.access_token),
+        TokenOutput::Json => {
+            let out: Value = json!({
+                "accessToken": issued.access_token,
+                "expiresOn": fhirside_identity::time::rfc3339(issued.expires_on),
+                "expires_on": issued.expires_on,
+                "tenant": issued.tenant,
+                "tokenType": "Bearer",
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// A token the built-in authority issued.
+pub struct Issued {
+    pub access_token: String,
+    /// Seconds since the epoch.
+    pub expires_on: i64,
+    pub tenant: String,
+}
+
+/// Issues an app's access token for `resource` (the FHIR service by default) from the identity
+/// store of `target`, as the token endpoint would: for `fhirside token` and the bulk commands.
+pub fn issue(
+    target: &crate::config::AdminTarget,
+    client_id: &str,
+    client_secret: &str,
+    resource: Option<&str>,
+) -> Result<Issued, String> {
     let store = Arc::new(crate::identity::open_store(target.database.as_deref(), &target.data_dir)?);
     let setting = |key: &str| store.setting(key).map_err(|e| e.to_string());
     let base = setting(AUTHORITY_BASE)?.ok_or_else(|| {
@@ -67,32 +100,21 @@ pub fn run(args: TokenArgs) -> Result<(), String> {
         config.token_lifetime = lifetime;
     }
     let authority = Authority::new(config, store.clone()).map_err(|e| e.to_string())?;
-    let resource = args.resource.unwrap_or_else(|| audiences[0].clone());
+    let resource = resource.map_or_else(|| audiences[0].clone(), str::to_owned);
     let request = TokenRequest {
         params: vec![
             ("grant_type".into(), "client_credentials".into()),
-            ("client_id".into(), args.client_id),
-            ("client_secret".into(), args.client_secret),
+            ("client_id".into(), client_id.to_owned()),
+            ("client_secret".into(), client_secret.to_owned()),
             ("scope".into(), format!("{}/.default", resource.trim_end_matches('/'))),
         ],
         basic: None,
     };
     let now = fhirside_identity::time::now();
     let response = authority.token(EndpointVersion::V2, &request, now).map_err(|e| e.description())?;
-    let token = response["access_token"].as_str().unwrap_or_default();
-    match args.output {
-        TokenOutput::Tsv => println!("{token}"),
-        TokenOutput::Json => {
-            let expires_on = now + response["expires_in"].as_i64().unwrap_or(0);
-            let out: Value = json!({
-                "accessToken": token,
-                "expiresOn": fhirside_identity::time::rfc3339(expires_on),
-                "expires_on": expires_on,
-                "tenant": store.tenant_id(),
-                "tokenType": "Bearer",
-            });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        }
-    }
-    Ok(())
+    Ok(Issued {
+        access_token: response["access_token"].as_str().unwrap_or_default().to_owned(),
+        expires_on: now + response["expires_in"].as_i64().unwrap_or(0),
+        tenant: store.tenant_id().to_owned(),
+    })
 }

@@ -9,6 +9,7 @@ mod access;
 mod admin_cli;
 mod audit;
 mod authority;
+mod bulk_cli;
 mod bulk_storage;
 mod bundles;
 mod capabilities;
