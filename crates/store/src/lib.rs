@@ -130,6 +130,21 @@ pub trait ResourceStore: Send + Sync + 'static {
 
     fn set_setting(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
 
+    /// Starts a bulk load (an `$import`). A store that holds no resources may then
+    /// defer the search indexes that only queries read, so that each written row is appended
+    /// instead of inserted into every index; searches stay correct meanwhile, only slower. Returns
+    /// whether it did, to be handed to [`ResourceStore::end_bulk_load`]. Stores without such a
+    /// fast path answer `false`.
+    fn begin_bulk_load(&self) -> StoreFuture<'_, bool> {
+        Box::pin(std::future::ready(Ok(Outcome { value: false, cost: Cost::default() })))
+    }
+
+    /// Ends a bulk load begun with [`ResourceStore::begin_bulk_load`]: once the last deferring load
+    /// has ended, the deferred indexes are built (in one sort each) before this returns.
+    fn end_bulk_load(&self, _deferred: bool) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(Outcome { value: (), cost: Cost::default() })))
+    }
+
     /// The job table in the same database ([`JobQueue`]).
     fn jobs(&self) -> &dyn JobQueue;
 }

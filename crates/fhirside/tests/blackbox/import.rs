@@ -286,6 +286,9 @@ fn an_import_interrupted_by_a_crash_resumes_without_duplicates() {
     assert_eq!(counts(&result), [("Patient".to_owned(), 6000)]);
     let total = server.get("/Patient?_summary=count").expect(200).json();
     assert_eq!(total["total"], 6000, "no resource twice");
+    // The search indexes the load deferred were built when the store reopened, or when it ended.
+    let found = server.get("/Patient?family=Many5999&active=true").expect(200).json();
+    assert_eq!(match_ids(&found).len(), 1, "{found}");
     // Every version in the history is a first one: no line was written twice.
     let mut page = Some("/Patient/_history?_count=1000".to_owned());
     let mut versions = 0;

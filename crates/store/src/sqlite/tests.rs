@@ -135,3 +135,107 @@ async fn a_reopened_store_resumes_running_jobs_at_once() {
     assert_eq!((job.attempts, job.checkpoint.as_deref()), (2, Some("{\"after\":5}")));
     assert!(!store.jobs().renew("j", "gone", hour, None).await.unwrap());
 }
+
+/// The deferrable indexes are exactly the index tables' value indexes, as the migrations define
+/// them: building them from the list after a bulk load restores the schema a migration made.
+#[test]
+fn deferrable_indexes_are_the_value_indexes_the_migrations_make() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    super::schema::migrate(&mut conn).unwrap();
+    let normalize = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ").replace("IF NOT EXISTS ", "");
+    let mut migrated: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+             AND tbl_name IN (SELECT value FROM json_each(?1)) AND name NOT LIKE '%\\_rid' ESCAPE '\\' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([serde_json::to_string(super::schema::INDEX_TABLES).unwrap()], |row| {
+            Ok((row.get(0)?, normalize(&row.get::<_, String>(1)?)))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut listed: Vec<(String, String)> = super::schema::DEFERRABLE_INDEXES
+        .iter()
+        .map(|create| (super::schema::index_name(create).to_owned(), normalize(create)))
+        .collect();
+    migrated.sort();
+    listed.sort();
+    assert_eq!(listed, migrated);
+}
+
+fn basic(id: &str, code_value: &str) -> WriteOp {
+    let resource = json!({"resourceType": "Basic", "code": {"text": "x"}});
+    WriteOp::Create {
+        resource_type: "Basic".into(),
+        id: id.into(),
+        resource: Unstamped::new(resource.as_object().unwrap().clone()),
+        index: IndexEntries {
+            tokens: vec![TokenEntry { param: "code".into(), system: None, code: code_value.into() }],
+            ..IndexEntries::default()
+        },
+        if_none_exist: None,
+    }
+}
+
+async fn count(store: &SqliteStore, value: &str) -> u64 {
+    let query =
+        SearchQuery { types: vec!["Basic".into()], clauses: vec![code(value)], total: true, ..SearchQuery::default() };
+    store.search(&query).await.unwrap().value.total.unwrap()
+}
+
+fn value_indexes(store: &SqliteStore) -> i64 {
+    store
+        .with_reader(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN \
+                 ('token_index_value', 'date_index_low', 'reference_index_target', 'uri_index_value')",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .unwrap()
+}
+
+/// A bulk load into an empty store drops the value indexes and builds them when it ends; searches
+/// find the same rows with and without them. A store with resources keeps its indexes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_bulk_load_into_an_empty_store_defers_its_value_indexes() {
+    let store = store_named("bulk-load");
+    let deferred = store.begin_bulk_load().await.unwrap().value;
+    assert!(deferred);
+    assert_eq!(value_indexes(&store), 0);
+    // A second load joins the first.
+    assert!(store.begin_bulk_load().await.unwrap().value);
+    for i in 0..300 {
+        store.write(basic(&format!("b{i}"), if i % 3 == 0 { "three" } else { "other" })).await.unwrap();
+    }
+    assert_eq!(count(&store, "three").await, 100);
+    store.end_bulk_load(deferred).await.unwrap();
+    assert_eq!(value_indexes(&store), 4);
+    assert_eq!(count(&store, "three").await, 100);
+
+    assert!(!store.begin_bulk_load().await.unwrap().value, "the store holds resources");
+    assert_eq!(value_indexes(&store), 4);
+    store.end_bulk_load(false).await.unwrap();
+    assert_eq!(value_indexes(&store), 4);
+    store.close();
+}
+
+/// A load that a crash interrupted leaves its indexes unbuilt; the next open builds them.
+#[tokio::test(flavor = "current_thread")]
+async fn indexes_a_crashed_bulk_load_deferred_are_built_at_open() {
+    let dir = std::env::temp_dir().join(format!("fhirside-store-test-{}-bulk-crash", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let store = SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap();
+        assert!(store.begin_bulk_load().await.unwrap().value);
+        store.write(basic("a", "three")).await.unwrap();
+        assert_eq!(value_indexes(&store), 0);
+    }
+    let store = SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap();
+    assert_eq!(value_indexes(&store), 4);
+    assert_eq!(count(&store, "three").await, 1);
+    store.close();
+}

@@ -22,9 +22,34 @@ use super::cache::VersionCache;
 use super::{read, schema};
 
 pub(super) enum Job {
-    Write { op: Box<WriteOp>, reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>> },
-    Transaction { work: TransactionWork, reply: oneshot::Sender<Result<Outcome<()>, StoreError>> },
-    Maintain { work: Maintenance, reply: oneshot::Sender<Result<Outcome<()>, StoreError>> },
+    Write {
+        op: Box<WriteOp>,
+        reply: oneshot::Sender<Result<Outcome<WriteResult>, StoreError>>,
+    },
+    Transaction {
+        work: TransactionWork,
+        reply: oneshot::Sender<Result<Outcome<()>, StoreError>>,
+    },
+    Maintain {
+        work: Maintenance,
+        reply: oneshot::Sender<Result<Outcome<()>, StoreError>>,
+    },
+    /// A step of a bulk load; see [`BulkLoadStep`].
+    BulkLoad {
+        step: BulkLoadStep,
+        reply: oneshot::Sender<Result<Outcome<bool>, StoreError>>,
+    },
+}
+
+/// The steps of a bulk load, each in a group of its own.
+pub(super) enum BulkLoadStep {
+    /// Defers the value indexes if it can; answers whether they are deferred.
+    Begin,
+    /// Builds one deferred index (its `CREATE INDEX IF NOT EXISTS`). One at a time, so that other
+    /// writers (a job renewing its lease) get their turn between them.
+    Build(&'static str),
+    /// The indexes are built: the writer's cache shrinks back.
+    Finish,
 }
 
 /// Writes that are not resource versions.
@@ -41,6 +66,7 @@ pub(super) enum Maintenance {
 enum Done {
     Write(oneshot::Sender<Result<Outcome<WriteResult>, StoreError>>, Result<Outcome<WriteResult>, StoreError>),
     Transaction(oneshot::Sender<Result<Outcome<()>, StoreError>>, Result<Outcome<()>, StoreError>),
+    BulkLoad(oneshot::Sender<Result<Outcome<bool>, StoreError>>, Result<Outcome<bool>, StoreError>),
 }
 
 /// How a job's writes are kept apart from the rest of its group's.
@@ -57,6 +83,7 @@ impl Done {
         match self {
             Done::Write(_, result) => result.is_err(),
             Done::Transaction(_, result) => result.is_err(),
+            Done::BulkLoad(_, result) => result.is_err(),
         }
     }
 
@@ -64,6 +91,7 @@ impl Done {
         match self {
             Done::Write(reply, result) => drop(reply.send(result)),
             Done::Transaction(reply, result) => drop(reply.send(result)),
+            Done::BulkLoad(reply, result) => drop(reply.send(result)),
         }
     }
 
@@ -72,9 +100,13 @@ impl Done {
         match self {
             Done::Write(reply, _) => drop(reply.send(Err(StoreError::Backend(message.to_owned())))),
             Done::Transaction(reply, _) => drop(reply.send(Err(StoreError::Backend(message.to_owned())))),
+            Done::BulkLoad(reply, _) => drop(reply.send(Err(StoreError::Backend(message.to_owned())))),
         }
     }
 }
+
+/// The writer's page cache during a bulk load, in KiB (negative, as `PRAGMA cache_size` takes it).
+const BULK_LOAD_CACHE_KIB: i64 = -262_144;
 
 pub(super) fn spawn(
     conn: Connection,
@@ -128,6 +160,7 @@ impl Writer {
                     Job::Transaction { reply, .. } | Job::Maintain { reply, .. } => {
                         drop(reply.send(Err(StoreError::Backend(message.clone()))))
                     }
+                    Job::BulkLoad { reply, .. } => drop(reply.send(Err(StoreError::Backend(message.clone())))),
                 }
             }
             return;
@@ -151,6 +184,20 @@ impl Writer {
                     self.isolated(isolation, |writer, cost| match work {
                         Maintenance::Reindex(rows) => writer.reindex(rows, cost),
                         Maintenance::SetSetting { key, value } => writer.set_setting(&key, &value),
+                    }),
+                ),
+                Job::BulkLoad { step, reply } => Done::BulkLoad(
+                    reply,
+                    self.isolated(isolation, |writer, _| match step {
+                        BulkLoadStep::Begin => writer.begin_bulk_load(),
+                        BulkLoadStep::Build(create) => {
+                            writer.conn.execute_batch(create)?;
+                            Ok(true)
+                        }
+                        BulkLoadStep::Finish => {
+                            writer.conn.pragma_update(None, "cache_size", super::WRITER_CACHE_KIB)?;
+                            Ok(false)
+                        }
                     }),
                 ),
             })
@@ -341,6 +388,27 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Defers the value indexes if the store holds no resources, or if another load already did.
+    /// Concurrent loads are not counted: the first to end builds the indexes, and the others go on
+    /// at the ordinary pace.
+    fn begin_bulk_load(&mut self) -> Result<bool, StoreError> {
+        let deferred: bool = self.conn.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'token_index_value')",
+            [],
+            |row| row.get(0),
+        )?;
+        if deferred {
+            return Ok(true);
+        }
+        let empty: bool = self.conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM resource)", [], |row| row.get(0))?;
+        if empty {
+            schema::defer(&self.conn)?;
+            // The sorts that build the indexes at the end keep their runs in this memory.
+            self.conn.pragma_update(None, "cache_size", BULK_LOAD_CACHE_KIB)?;
+        }
+        Ok(empty)
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {

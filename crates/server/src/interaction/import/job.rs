@@ -1,13 +1,19 @@
-//! The import job: each input's lines, in batches. A batch is parsed, validated and indexed on a
-//! blocking thread while the previous one is written in one store transaction, so the two cores
-//! share the work. Lines a write refuses (a bad resource, a version conflict) go to an error file;
-//! the rest of the batch commits.
+//! The import job: each input's lines, in batches. Batches are parsed, validated and indexed on
+//! blocking threads, up to [`AHEAD`] of them ahead of the one being written in one store
+//! transaction, so that the cores share the work and the store's writer is never kept waiting.
+//! Lines a write refuses (a bad resource, a version conflict) go to an error file; the rest of the
+//! batch commits.
 //!
-//! After each batch the checkpoint records how many lines of the input are done. A job resumed
+//! Every second or so the checkpoint records how many lines of which input are done. A job resumed
 //! after a crash reads its input again from the start, skips those lines and goes on; a batch that
 //! committed but was not checkpointed is written again, and finds every resource already stored
 //! as it is (the store leaves an identical version alone), so nothing is duplicated. A line
 //! without an `id` gets one made of the job, the input and the line number, for the same reason.
+//!
+//! An import brackets its work with [`fhirside_store::ResourceStore::begin_bulk_load`] and
+//! `end_bulk_load`: into an empty embedded store (an `InitialLoad` of a new installation, or an
+//! `IncrementalLoad` of another server's history), rows are then appended without their value
+//! indexes, which are built once at the end, before the job reports that it is done.
 
 use std::collections::BTreeMap;
 
@@ -108,18 +114,110 @@ pub(crate) async fn run(lease: &Lease<'_>) -> Result<String, Stop> {
     let state = lease.state;
     let definition: ImportDefinition = serde_json::from_str(&lease.job.definition)
         .map_err(|e| Stop::Failed(format!("the import's definition is unreadable: {e}")))?;
+    // The fast path of a first load, in either mode: an empty store may defer its value indexes
+    // until the end.
+    let deferred = state.store.begin_bulk_load().await.map_err(Stop::store)?.value;
+    let loaded = load(lease, &definition).await;
+    // Also after a failure or a cancel: the store is searchable at its ordinary speed again.
+    if deferred {
+        let ended = state.store.end_bulk_load(true);
+        tokio::pin!(ended);
+        // Building the indexes of a large load takes a while: the lease is renewed meanwhile (the
+        // store builds one index at a time, so the renewal gets its turn), or another worker would
+        // take the job over.
+        let mut renew = tokio::time::interval(state.jobs.lease() / 4);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                ended = &mut ended => {
+                    ended.map_err(Stop::store)?;
+                    break;
+                }
+                _ = renew.tick() => lease.renew().await?,
+            }
+        }
+    }
+    loaded
+}
+
+/// Prepared batches waiting for the writer: enough that it never waits for one while the
+/// preparing threads have work.
+const AHEAD: usize = 2;
+
+/// How often the checkpoint is written while an input is read. Each is a durable write of its
+/// own, on the store the batches are written to; a resumed job redoes at most this much, and
+/// notices a cancel within it.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn load(lease: &Lease<'_>, definition: &ImportDefinition) -> Result<String, Stop> {
+    let state = lease.state;
     let mut progress: ImportProgress =
         lease.job.checkpoint.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
     progress.imported.resize(definition.input.len(), BTreeMap::new());
-    while progress.input_index < definition.input.len() {
-        let index = progress.input_index;
-        let input = &definition.input[index];
-        let source =
-            open(state, &input.url).await.map_err(|e| Stop::Failed(format!("input[{index}] {}: {e}", input.url)))?;
+    let (batches, mut prepared) = tokio::sync::mpsc::channel(AHEAD);
+    // One reader goes through all the inputs, so that the next input's first batches are prepared
+    // while the last ones of this input are written.
+    let reader = read_inputs(lease, definition, progress.input_index, progress.lines, batches);
+    let writer = async {
+        // The first batch is checkpointed at once: the status shows progress from the start.
+        let mut checkpointed: Option<std::time::Instant> = None;
+        // Within a quarter of the lease, too, which the checkpoint renews.
+        let every = CHECKPOINT_EVERY.min(state.jobs.lease() / 4);
+        while let Some(item) = prepared.recv().await {
+            match item {
+                Read::Batch { input, last_line, prepared: batch } => {
+                    let refused = write(state, batch, &mut progress.imported[input]).await?;
+                    if !refused.is_empty() {
+                        report(state, definition, &mut progress, input, refused).await?;
+                    }
+                    progress.input_index = input;
+                    progress.lines = last_line;
+                }
+                Read::End { input } => {
+                    progress.input_index = input + 1;
+                    progress.lines = 0;
+                }
+            }
+            if checkpointed.is_none_or(|at| at.elapsed() >= every) {
+                lease.checkpoint(&serde_json::to_string(&progress).unwrap_or_default()).await?;
+                checkpointed = Some(std::time::Instant::now());
+            }
+        }
+        Ok(())
+    };
+    // A writer that stops drops its receiver, which stops the reader at its next batch.
+    let (read, written) = tokio::join!(reader, writer);
+    written?;
+    read?;
+    lease.checkpoint(&serde_json::to_string(&progress).unwrap_or_default()).await?;
+    Ok(serde_json::to_string(&progress).unwrap_or_default())
+}
+
+/// What the reader hands the writer, in input order.
+enum Read {
+    /// A prepared batch: the number of its last line, and its lines ready to write or refused.
+    Batch { input: usize, last_line: u64, prepared: Vec<Prepared> },
+    /// Every line of this input has been handed on.
+    End { input: usize },
+}
+
+/// Reads the inputs from `first`, skipping the first `done` lines of that one (those a restarted
+/// job had finished), and hands their lines on in prepared batches.
+async fn read_inputs(
+    lease: &Lease<'_>,
+    definition: &ImportDefinition,
+    first: usize,
+    mut done: u64,
+    batches: tokio::sync::mpsc::Sender<Read>,
+) -> Result<(), Stop> {
+    for (index, input) in definition.input.iter().enumerate().skip(first) {
+        let source = open(lease.state, &input.url)
+            .await
+            .map_err(|e| Stop::Failed(format!("input[{index}] {}: {e}", input.url)))?;
         let mut lines = Lines::new(source);
-        // Lines done before a restart are read and dropped.
         let mut number = 0u64;
-        while number < progress.lines {
+        let skip = std::mem::take(&mut done);
+        while number < skip {
             if lines.next().await.map_err(Stop::Failed)?.is_none() {
                 break;
             }
@@ -131,52 +229,57 @@ pub(crate) async fn run(lease: &Lease<'_>) -> Result<String, Stop> {
             mode: definition.mode,
             resource_type: input.resource_type.clone(),
         };
-        let mut batch = read_batch(&mut lines, &mut number).await.map_err(Stop::Failed)?;
-        let mut preparing = spawn_prepare(&context, std::mem::take(&mut batch));
         loop {
-            let prepared = preparing
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|prepared| prepared)
-                .map_err(|e| Stop::Failed(format!("a batch could not be prepared: {e}")))?;
-            if prepared.is_empty() {
+            let batch = read_batch(&mut lines, &mut number).await.map_err(Stop::Failed)?;
+            let item = if batch.is_empty() {
+                Read::End { input: index }
+            } else {
+                let (last_line, prepared) = prepare_batch(&context, batch)
+                    .await
+                    .map_err(|e| Stop::Failed(format!("a batch could not be prepared: {e}")))?;
+                Read::Batch { input: index, last_line, prepared }
+            };
+            let end = matches!(item, Read::End { .. });
+            if batches.send(item).await.is_err() {
+                // The writer stopped; it says why.
+                return Ok(());
+            }
+            if end {
                 break;
             }
-            // The next batch is read and prepared while this one is written.
-            let next = read_batch(&mut lines, &mut number).await.map_err(Stop::Failed)?;
-            preparing = spawn_prepare(&context, next);
-            let last_line = prepared.last().map_or(progress.lines, |p| p.line);
-            let refused = write(state, prepared, &mut progress.imported[index]).await?;
-            if !refused.is_empty() {
-                progress.batches += 1;
-                let key = format!("{}-errors-{}.ndjson", index + 1, progress.batches);
-                let count = refused.len() as u64;
-                let mut body = Vec::new();
-                for (line, diagnostics) in refused {
-                    let outcome = json!({"resourceType": "OperationOutcome", "issue": [{
-                        "severity": "error", "code": "processing",
-                        "diagnostics": format!("Line {line}: {diagnostics}"),
-                    }]});
-                    body.extend_from_slice(outcome.to_string().as_bytes());
-                    body.push(b'\n');
-                }
-                let storage =
-                    state.bulk.as_ref().ok_or_else(|| Stop::Failed("bulk storage is not configured".into()))?;
-                if progress.error_files.is_empty() {
-                    // The job's container, made when its first error file needs it.
-                    storage.prepare(&definition.container).await.map_err(Stop::Failed)?;
-                }
-                storage.put(&definition.container, &key, Bytes::from(body)).await.map_err(Stop::Failed)?;
-                progress.error_files.push(ErrorFile { input: index, key, count });
-            }
-            progress.lines = last_line;
-            lease.checkpoint(&serde_json::to_string(&progress).unwrap_or_default()).await?;
         }
-        progress.input_index += 1;
-        progress.lines = 0;
-        lease.checkpoint(&serde_json::to_string(&progress).unwrap_or_default()).await?;
     }
-    Ok(serde_json::to_string(&progress).unwrap_or_default())
+    Ok(())
+}
+
+/// Writes the refused lines of a batch, as OperationOutcomes, to an error file of their own.
+async fn report(
+    state: &AppState,
+    definition: &ImportDefinition,
+    progress: &mut ImportProgress,
+    index: usize,
+    refused: Vec<(u64, String)>,
+) -> Result<(), Stop> {
+    progress.batches += 1;
+    let key = format!("{}-errors-{}.ndjson", index + 1, progress.batches);
+    let count = refused.len() as u64;
+    let mut body = Vec::new();
+    for (line, diagnostics) in refused {
+        let outcome = json!({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "error", "code": "processing",
+            "diagnostics": format!("Line {line}: {diagnostics}"),
+        }]});
+        body.extend_from_slice(outcome.to_string().as_bytes());
+        body.push(b'\n');
+    }
+    let storage = state.bulk.as_ref().ok_or_else(|| Stop::Failed("bulk storage is not configured".into()))?;
+    if progress.error_files.is_empty() {
+        // The job's container, made when its first error file needs it.
+        storage.prepare(&definition.container).await.map_err(Stop::Failed)?;
+    }
+    storage.put(&definition.container, &key, Bytes::from(body)).await.map_err(Stop::Failed)?;
+    progress.error_files.push(ErrorFile { input: index, key, count });
+    Ok(())
 }
 
 /// The next lines of an input, numbered from 1.
@@ -209,29 +312,30 @@ struct Prepared {
     op: Result<WriteOp, String>,
 }
 
-/// Prepares a batch on two blocking threads at once, its halves in order: validation and index
-/// extraction are most of an import's work, and the store's writer needs little of a core.
-fn spawn_prepare(
-    context: &Context,
-    mut batch: Vec<(u64, Bytes)>,
-) -> tokio::task::JoinHandle<Result<Vec<Prepared>, String>> {
-    let context = context.clone();
-    tokio::spawn(async move {
-        let second = batch.split_off(batch.len() / 2);
-        let half = |lines: Vec<(u64, Bytes)>, context: Context| {
-            tokio::task::spawn_blocking(move || {
-                lines
-                    .into_iter()
-                    .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-                    .map(|(line, bytes)| Prepared { line, op: prepare(&context, line, &bytes) })
-                    .collect::<Vec<_>>()
-            })
-        };
-        let (first, second) = (half(batch, context.clone()), half(second, context));
-        let mut prepared = first.await.map_err(|e| e.to_string())?;
-        prepared.extend(second.await.map_err(|e| e.to_string())?);
-        Ok(prepared)
-    })
+/// Prepares a batch on blocking threads, one per core but one (left to the store's writer, which
+/// is the bottleneck of an import and must not wait for a core), its parts in order.
+async fn prepare_batch(context: &Context, mut batch: Vec<(u64, Bytes)>) -> Result<(u64, Vec<Prepared>), String> {
+    let last_line = batch.last().map_or(0, |(line, _)| *line);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+    let size = batch.len().div_ceil(threads).max(1);
+    let mut parts = Vec::with_capacity(threads);
+    while !batch.is_empty() {
+        let rest = batch.split_off(size.min(batch.len()));
+        let lines = std::mem::replace(&mut batch, rest);
+        let context = context.clone();
+        parts.push(tokio::task::spawn_blocking(move || {
+            lines
+                .into_iter()
+                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                .map(|(line, bytes)| Prepared { line, op: prepare(&context, line, &bytes) })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut prepared = Vec::new();
+    for part in parts {
+        prepared.extend(part.await.map_err(|e| e.to_string())?);
+    }
+    Ok((last_line, prepared))
 }
 
 /// Parses, validates and indexes one line, as a write of it would.
