@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use super::progress::Progress;
 use super::{
-    diagnostics, file_name_of, percent_encode, poll, progress_count, refused, retry_after, summary_line, Api,
-    ConnectArgs, Failure, LineCounter, RunningJob,
+    diagnostics, file_name_of, follow, percent_encode, refused, retry_after, summary_line, Api, ConnectArgs, Failure,
+    LineCounter, RunningJob,
 };
 
 #[derive(Args, Debug)]
@@ -135,20 +135,7 @@ async fn export(args: ExportArgs, dir: &Path, job: Rc<RunningJob>) -> Result<(),
     };
     job.started(&api, &status);
 
-    let job_started = Instant::now();
-    let mut done = 0;
-    let response = poll(&api, &status, |text| {
-        if let Some(n) = progress_count(text) {
-            done = n;
-        }
-        let (phase, detail) = match text {
-            "queued" => ("queued", ""),
-            t if t.starts_with("exported ") => ("exporting", t.split_once("; ").map_or("", |(_, d)| d)),
-            t => ("exporting", t),
-        };
-        progress.show(phase, done, total, job_started, detail);
-    })
-    .await?;
+    let response = follow(&api, &status, &mut progress, total, ("exported ", "exporting")).await?;
     progress.clear();
     let manifest: Value = match response.status {
         200 => serde_json::from_slice(&response.body)

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::progress::Progress;
 use super::{
-    count_file, diagnostics, file_name_of, percent_encode, poll, progress_count, refused, retry_after, summary_line,
-    Api, ConnectArgs, Failure, RunningJob,
+    count_file, diagnostics, file_name_of, follow, percent_encode, refused, retry_after, summary_line, Api,
+    ConnectArgs, Failure, RunningJob,
 };
 
 #[derive(Args, Debug)]
@@ -128,20 +128,7 @@ pub async fn run(args: ImportArgs, job: Rc<RunningJob>) -> Result<(), Failure> {
     };
     job.started(&api, &status);
 
-    let job_started = Instant::now();
-    let mut done = 0;
-    let response = poll(&api, &status, |text| {
-        if let Some(n) = progress_count(text) {
-            done = n;
-        }
-        let (phase, detail) = match text {
-            "queued" => ("queued", ""),
-            t if t.starts_with("imported ") => ("importing", t.split_once("; ").map_or("", |(_, d)| d)),
-            t => ("importing", t),
-        };
-        progress.show(phase, done, total, job_started, detail);
-    })
-    .await?;
+    let response = follow(&api, &status, &mut progress, total, ("imported ", "importing")).await?;
     progress.clear();
     job.finished();
     let result: Value = match response.status {

@@ -26,6 +26,8 @@ use clap::Args;
 use fhirside_fetch::{Client, FetchError, Request, Response, StreamingResponse};
 use serde_json::Value;
 
+use progress::Progress;
+
 pub use export::ExportArgs;
 pub use import::ImportArgs;
 
@@ -401,6 +403,32 @@ pub async fn poll(api: &Api, status: &str, mut progress: impl FnMut(&str)) -> Re
             }
         }
     }
+}
+
+/// Polls a running job until it ends, showing its `X-Progress` ("exported 1200 resources; now
+/// Patient") as `phase` ("exporting") with the count for `past` ("exported ") and what follows
+/// the `; ` as the detail.
+pub async fn follow(
+    api: &Api,
+    status: &str,
+    progress: &mut Progress,
+    total: Option<u64>,
+    (past, phase): (&str, &str),
+) -> Result<Response, String> {
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    poll(api, status, |text| {
+        if let Some(n) = progress_count(text) {
+            done = n;
+        }
+        let (phase, detail) = match text {
+            "queued" => ("queued", ""),
+            t if t.starts_with(past) => (phase, t.split_once("; ").map_or("", |(_, d)| d)),
+            t => (phase, t),
+        };
+        progress.show(phase, done, total, started, detail);
+    })
+    .await
 }
 
 /// The number at the start of an `X-Progress` such as "exported 1200 resources; now Patient".
