@@ -311,9 +311,9 @@ async fn per_call_timeouts() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[tokio::test]
-async fn a_stalled_stream_times_out() {
-    // Announces more than it sends, then holds the connection open.
+/// A server answering one request with 5 of the 100 body bytes it announces, then holding the
+/// connection open for `hold` before closing it. Returns its port.
+async fn short_body_server(hold: Duration) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -322,8 +322,15 @@ async fn a_stalled_stream_times_out() {
         let mut buffer = [0u8; 4096];
         let _ = tcp.read(&mut buffer).await;
         let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await;
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        tokio::time::sleep(hold).await;
     });
+    port
+}
+
+#[tokio::test]
+async fn a_stalled_stream_times_out() {
+    // Announces more than it sends, then holds the connection open.
+    let port = short_body_server(Duration::from_secs(30)).await;
     let url = format!("http://127.0.0.1:{port}/");
     let request = Request::new("GET", &url).idle_timeout(Duration::from_millis(200));
     let mut response = plain_client().send_streaming(request).await.unwrap();
@@ -334,15 +341,7 @@ async fn a_stalled_stream_times_out() {
 
 #[tokio::test]
 async fn a_truncated_body_is_an_error() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        let mut buffer = [0u8; 4096];
-        let _ = tcp.read(&mut buffer).await;
-        let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await;
-    });
+    let port = short_body_server(Duration::ZERO).await;
     let url = format!("http://127.0.0.1:{port}/");
     let mut response = plain_client().send_streaming(Request::new("GET", &url)).await.unwrap();
     let mut error = None;

@@ -184,25 +184,8 @@ fn import(
             (version, last_updated)
         }
     };
-    let created = current.as_ref().is_none_or(|(_, v)| v.deleted);
-    if let Some((key, _)) = &current {
-        rows.retire(key, last_updated)?;
-    }
-    let body = meta::stamp(&resource, resource_type, id, version, &meta::format_instant(last_updated));
-    let new = NewVersion { resource_type, id, version, last_updated, body: Some(&body), method: Method::Put };
-    rows.insert_version(&new, current.as_ref().map(|(key, _)| key), index)?;
-    cost.rows_written += 1 + index.len() as u64;
-    cost.bytes_written += body.len() as u64;
-    let stored = StoredVersion {
-        resource_type: resource_type.to_owned(),
-        id: id.to_owned(),
-        version,
-        last_updated,
-        deleted: false,
-        method: Method::Put,
-        body: body.into(),
-    };
-    Ok(if created { WriteResult::Created(stored) } else { WriteResult::Updated(stored) })
+    let next = Next { resource_type, id, version, last_updated, method: Method::Put };
+    store_version(rows, current, next, &resource, index, cost)
 }
 
 /// Zero or one match for a conditional interaction; more is an error.
@@ -252,11 +235,35 @@ fn put(
     }
     let last_updated = rows.next_timestamp(current.as_ref().map(|(_, v)| v.last_updated))?;
     let version = current.as_ref().map_or(1, |(_, v)| v.version + 1);
+    let next = Next { resource_type, id, version, last_updated, method };
+    store_version(rows, current, next, &resource, index, cost)
+}
+
+/// The identity of a version about to be stored.
+struct Next<'a> {
+    resource_type: &'a str,
+    id: &'a str,
+    version: u64,
+    last_updated: i64,
+    method: Method,
+}
+
+/// Stores `resource` as the new current version, retiring `current`: how every write that keeps
+/// content ends, once it has decided the version's number and time.
+fn store_version<R: Rows>(
+    rows: &mut R,
+    current: Option<(R::Key, StoredVersion)>,
+    next: Next<'_>,
+    resource: &Unstamped,
+    index: &IndexEntries,
+    cost: &mut Cost,
+) -> Result<WriteResult, StoreError> {
+    let Next { resource_type, id, version, last_updated, method } = next;
     let created = current.as_ref().is_none_or(|(_, v)| v.deleted);
     if let Some((key, _)) = &current {
         rows.retire(key, last_updated)?;
     }
-    let body = meta::stamp(&resource, resource_type, id, version, &meta::format_instant(last_updated));
+    let body = meta::stamp(resource, resource_type, id, version, &meta::format_instant(last_updated));
     let new = NewVersion { resource_type, id, version, last_updated, body: Some(&body), method };
     rows.insert_version(&new, current.as_ref().map(|(key, _)| key), index)?;
     cost.rows_written += 1 + index.len() as u64;
