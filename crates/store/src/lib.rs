@@ -36,7 +36,7 @@ pub use index::{
 pub use jobs::{JobEnd, JobFuture, JobQueue, JobRecord, JobStatus, NewJob, MAX_ATTEMPTS as MAX_JOB_ATTEMPTS};
 pub use meta::Unstamped;
 
-pub use model::{Cost, ImportedMeta, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
+pub use model::{Cost, ImportLine, ImportedMeta, Method, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 pub use postgres::Distribution as PostgresDistribution;
 pub use postgres::Importer as PostgresImporter;
 pub use postgres::{
@@ -52,6 +52,7 @@ pub use sqlite::{SqliteConfig, SqliteStore};
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A boxed future, so that [`ResourceStore`] can be used as a trait object (`Arc<dyn ResourceStore>`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Outcome<T>, StoreError>> + Send + 'a>>;
@@ -143,6 +144,37 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// has ended, the deferred indexes are built (in one sort each) before this returns.
     fn end_bulk_load(&self, _deferred: bool) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(Outcome { value: (), cost: Cost::default() })))
+    }
+
+    /// Imports a batch of `$import` lines in one transaction. Each line's result, in order: what it
+    /// stored or found already stored ([`WriteResult::Created`], `Updated` or `Unchanged`), or the
+    /// refusal ([`StoreError::Conflict`] or [`StoreError::Invalid`]) that left that line unwritten
+    /// while the others went on. Any other error fails the batch; whatever of it was written by
+    /// then (a store may write a batch in parts, side by side) is found unchanged when the batch
+    /// is written again.
+    ///
+    /// This default writes the lines one by one inside [`ResourceStore::transaction`], which suits
+    /// a store whose writer runs in-process; a networked store writes the batch set-based.
+    fn import_batch(&self, lines: Vec<ImportLine>) -> StoreFuture<'_, Vec<Result<WriteResult, StoreError>>> {
+        let slot = Arc::new(Mutex::new(None));
+        let filled = Arc::clone(&slot);
+        let stored = self.transaction(Box::new(move |tx| {
+            let mut results = Vec::with_capacity(lines.len());
+            for line in lines {
+                match tx.write(WriteOp::Import(line)) {
+                    Err(error) if !error.refuses_one_line() => return Err(error),
+                    result => results.push(result),
+                }
+            }
+            *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(results);
+            Ok(())
+        }));
+        Box::pin(async move {
+            let cost = stored.await?.cost;
+            let results = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let value = results.ok_or_else(|| StoreError::Backend("the import batch left no results".into()))?;
+            Ok(Outcome { value, cost })
+        })
     }
 
     /// The job table in the same database ([`JobQueue`]).

@@ -120,17 +120,21 @@ pub enum WriteOp {
     Delete { resource_type: String, id: String, if_match: Option<u64> },
     /// `DELETE /{type}?query`: delete up to `max` matches; more matches fail the whole operation.
     ConditionalDelete { resource_type: String, query: SearchQuery, max: u32 },
-    /// One resource of a `$import`. A resource identical to the current version (its `meta` aside)
-    /// is left as it is, so that a resumed import repeats nothing.
-    Import {
-        resource_type: String,
-        id: String,
-        resource: Unstamped,
-        index: IndexEntries,
-        /// `meta.versionId` and `meta.lastUpdated` (microseconds) to keep: `IncrementalLoad`.
-        /// `None` writes the next version now (`InitialLoad`, or a file without them).
-        keep: Option<ImportedMeta>,
-    },
+    /// One resource of a `$import`; see [`ImportLine`].
+    Import(ImportLine),
+}
+
+/// One resource of a `$import`. A resource identical to the current version (its `meta` aside) is
+/// left as it is, so that a resumed import repeats nothing.
+#[derive(Debug)]
+pub struct ImportLine {
+    pub resource_type: String,
+    pub id: String,
+    pub resource: Unstamped,
+    pub index: IndexEntries,
+    /// `meta.versionId` and `meta.lastUpdated` (microseconds) to keep: `IncrementalLoad`.
+    /// `None` writes the next version now (`InitialLoad`, or a file without them).
+    pub keep: Option<ImportedMeta>,
 }
 
 /// The version and time an imported resource keeps.
@@ -177,6 +181,14 @@ pub enum StoreError {
     RolledBack,
     /// The store is shutting down or its writer stopped.
     Unavailable,
+}
+
+impl StoreError {
+    /// Whether this refuses one line of a `$import` (it conflicts with what is stored, or
+    /// contradicts itself), written nothing for it, and lets the rest of the batch go on.
+    pub fn refuses_one_line(&self) -> bool {
+        matches!(self, StoreError::Conflict(_) | StoreError::Invalid(_))
+    }
 }
 
 impl std::fmt::Display for StoreError {

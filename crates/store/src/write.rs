@@ -9,7 +9,7 @@
 
 use crate::index::IndexEntries;
 use crate::meta::{self, Unstamped};
-use crate::model::{Cost, Method, StoreError, StoredVersion, WriteOp, WriteResult};
+use crate::model::{Cost, ImportLine, Method, StoreError, StoredVersion, WriteOp, WriteResult};
 use crate::query::SearchQuery;
 
 /// A version about to be inserted.
@@ -122,9 +122,7 @@ pub(crate) fn apply(rows: &mut impl Rows, op: WriteOp, cost: &mut Cost) -> Resul
             }
             Ok(WriteResult::Deleted(deleted))
         }
-        WriteOp::Import { resource_type, id, resource, index, keep } => {
-            import(rows, &resource_type, &id, resource, &index, keep, cost)
-        }
+        WriteOp::Import(line) => import(rows, line, cost),
     }
 }
 
@@ -137,15 +135,9 @@ pub(crate) fn apply(rows: &mut impl Rows, op: WriteOp, cost: &mut Cost) -> Resul
 ///   it becomes the current version with its own number and time. The same number again with the
 ///   same content is `Unchanged`; anything older or conflicting is refused, since history before
 ///   the current version is not rewritten.
-fn import(
-    rows: &mut impl Rows,
-    resource_type: &str,
-    id: &str,
-    resource: Unstamped,
-    index: &IndexEntries,
-    keep: Option<crate::model::ImportedMeta>,
-    cost: &mut Cost,
-) -> Result<WriteResult, StoreError> {
+fn import(rows: &mut impl Rows, line: ImportLine, cost: &mut Cost) -> Result<WriteResult, StoreError> {
+    let ImportLine { resource_type, id, resource, index, keep } = line;
+    let (resource_type, id, index) = (resource_type.as_str(), id.as_str(), &index);
     rows.lock_resource(resource_type, id)?;
     cost.rows_read += 1;
     let current = rows.current(resource_type, id)?;
@@ -168,7 +160,8 @@ fn import(
             if let Some((current_version, current_time)) = previous {
                 if version <= current_version {
                     return Err(StoreError::Conflict(format!(
-                        "{resource_type}/{id} already has version {current_version}; version {version} with other                          content cannot be imported before it"
+                        "{resource_type}/{id} already has version {current_version}; version {version} with other \
+                         content cannot be imported before it"
                     )));
                 }
                 if last_updated.is_some_and(|t| t <= current_time) {

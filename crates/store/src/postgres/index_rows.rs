@@ -19,52 +19,97 @@ use crate::index::IndexEntries;
 /// The arrays an index statement binds, in the order of [`index_ctes`]' placeholders.
 pub(super) const ARRAYS: usize = 36;
 
+/// An index table: its CTE's name, its name, and its columns after `(shard_key, rid)` with their
+/// array types.
+type Table = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// The index tables whose rows come from arrays, in the order their arrays are bound: the CTE's
+/// name, the table, and its columns after `(shard_key, rid)` with their array types. The full-text
+/// table (`x`, `text_index`) follows them; its two values are turned into `tsvector`s.
+const TABLES: [Table; 8] = [
+    ("t", "token_index", &[("grp", "bigint"), ("param", "text"), ("system", "text"), ("code", "text")]),
+    ("d", "date_index", &[("grp", "bigint"), ("param", "text"), ("low", "bigint"), ("high", "bigint")]),
+    (
+        "r",
+        "reference_index",
+        &[("grp", "bigint"), ("param", "text"), ("target_type", "text"), ("target_id", "text"), ("url", "text")],
+    ),
+    ("s", "string_index", &[("grp", "bigint"), ("param", "text"), ("normalized", "text"), ("exact", "text")]),
+    ("n", "number_index", &[("grp", "bigint"), ("param", "text"), ("value", "float8")]),
+    (
+        "q",
+        "quantity_index",
+        &[
+            ("grp", "bigint"),
+            ("param", "text"),
+            ("system", "text"),
+            ("code", "text"),
+            ("low", "float8"),
+            ("high", "float8"),
+            ("canonical_unit", "text"),
+            ("canonical_low", "float8"),
+            ("canonical_high", "float8"),
+        ],
+    ),
+    ("c", "compartment_index", &[("compartment", "text"), ("id", "text")]),
+    ("u", "uri_index", &[("grp", "bigint"), ("param", "text"), ("uri", "text")]),
+];
+
+/// `table (shard_key, rid, columns…)` and the list `$n::type[], …` of the arrays from `$first`.
+fn insert_into(table: &str, columns: &[(&str, &str)], first: usize) -> (String, String) {
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    let arrays: Vec<String> =
+        columns.iter().enumerate().map(|(i, (_, kind))| format!("${}::{kind}[]", first + i)).collect();
+    (format!("{table} (shard_key, rid, {})", names.join(", ")), arrays.join(", "))
+}
+
 /// The CTEs (`t AS (…), d AS (…), …`) that insert a version's index rows: `shard` and `rid` are the
 /// SQL of its shard key and row id, `from` a relation they read (the version's `RETURNING`), and
-/// the arrays are the parameters from `$first` on.
+/// the arrays are the parameters from `$first` on, table by table ([`TABLES`]), then the narrative
+/// and the content.
 fn index_ctes(shard: &str, rid: &str, from: Option<&str>, first: usize) -> String {
-    let p = |i: usize| format!("${}", first + i);
-    let source = |arrays: &str| match from {
-        Some(from) => format!("FROM {from}, unnest({arrays}) AS a"),
-        None => format!("FROM unnest({arrays}) AS a"),
-    };
-    let text_from = from.map_or(String::new(), |from| format!(" FROM {from}"));
-    format!(
-        " t AS (INSERT INTO token_index (shard_key, rid, grp, param, system, code)
-       SELECT {shard}, {rid}, a.* {}),
- d AS (INSERT INTO date_index (shard_key, rid, grp, param, low, high)
-       SELECT {shard}, {rid}, a.* {}),
- r AS (INSERT INTO reference_index (shard_key, rid, grp, param, target_type, target_id, url)
-       SELECT {shard}, {rid}, a.* {}),
- s AS (INSERT INTO string_index (shard_key, rid, grp, param, normalized, exact)
-       SELECT {shard}, {rid}, a.* {}),
- n AS (INSERT INTO number_index (shard_key, rid, grp, param, value)
-       SELECT {shard}, {rid}, a.* {}),
- q AS (INSERT INTO quantity_index (shard_key, rid, grp, param, system, code, low, high, canonical_unit,
-                                   canonical_low, canonical_high)
-       SELECT {shard}, {rid}, a.* {}),
- c AS (INSERT INTO compartment_index (shard_key, rid, compartment, id)
-       SELECT {shard}, {rid}, a.* {}),
- x AS (INSERT INTO text_index (shard_key, rid, narrative, content)
-       SELECT {shard}, {rid}, to_tsvector('simple', {narrative}::text), to_tsvector('simple', {content}::text){text_from}
-       WHERE {narrative}::text IS NOT NULL),
- u AS (INSERT INTO uri_index (shard_key, rid, grp, param, uri)
-       SELECT {shard}, {rid}, a.* {})",
-        source(&format!("{}::bigint[], {}::text[], {}::text[], {}::text[]", p(0), p(1), p(2), p(3))),
-        source(&format!("{}::bigint[], {}::text[], {}::bigint[], {}::bigint[]", p(4), p(5), p(6), p(7))),
-        source(&format!("{}::bigint[], {}::text[], {}::text[], {}::text[], {}::text[]", p(8), p(9), p(10), p(11), p(12))),
-        source(&format!("{}::bigint[], {}::text[], {}::text[], {}::text[]", p(13), p(14), p(15), p(16))),
-        source(&format!("{}::bigint[], {}::text[], {}::float8[]", p(17), p(18), p(19))),
-        source(&format!(
-            "{}::bigint[], {}::text[], {}::text[], {}::text[], {}::float8[], {}::float8[], {}::text[], {}::float8[], \
-             {}::float8[]",
-            p(20), p(21), p(22), p(23), p(24), p(25), p(26), p(27), p(28)
-        )),
-        source(&format!("{}::text[], {}::text[]", p(29), p(30))),
-        source(&format!("{}::bigint[], {}::text[], {}::text[]", p(33), p(34), p(35))),
-        narrative = p(31),
-        content = p(32),
-    )
+    let from = from.map_or(String::new(), |from| format!("{from}, "));
+    let mut ctes = Vec::with_capacity(TABLES.len() + 1);
+    let mut next = first;
+    for (cte, table, columns) in TABLES {
+        let (into, arrays) = insert_into(table, columns, next);
+        ctes.push(format!(
+            " {cte} AS (INSERT INTO {into}\n       SELECT {shard}, {rid}, a.* FROM {from}unnest({arrays}) AS a)"
+        ));
+        next += columns.len();
+    }
+    let (narrative, content) = (format!("${next}::text"), format!("${}::text", next + 1));
+    let text_from = if from.is_empty() { String::new() } else { format!(" FROM {}", from.trim_end_matches(", ")) };
+    ctes.push(format!(
+        " x AS (INSERT INTO text_index (shard_key, rid, narrative, content)\n       SELECT {shard}, {rid}, \
+         to_tsvector('simple', {narrative}), to_tsvector('simple', {content}){text_from}\n       WHERE {narrative} IS \
+         NOT NULL)"
+    ));
+    ctes.join(",\n")
+}
+
+/// The CTEs that insert the index rows of many versions: for each table ([`TABLES`]) the arrays
+/// of its rows' shard keys and row ids, then its columns; then the full-text table's four arrays
+/// (shard keys, row ids, narratives, contents). Parameters from `$first` on.
+pub(super) fn batch_index_ctes(first: usize) -> String {
+    let mut ctes = Vec::with_capacity(TABLES.len() + 1);
+    let mut next = first;
+    for (cte, table, columns) in TABLES {
+        let (into, arrays) = insert_into(table, columns, next + 2);
+        let owners = format!("${}::text[], ${}::bigint[]", next, next + 1);
+        ctes.push(format!(" {cte} AS (INSERT INTO {into}\n       SELECT * FROM unnest({owners}, {arrays}))"));
+        next += 2 + columns.len();
+    }
+    ctes.push(format!(
+        " x AS (INSERT INTO text_index (shard_key, rid, narrative, content)\n       SELECT a.s, a.r, \
+         to_tsvector('simple', a.n), to_tsvector('simple', a.c)\n       FROM unnest(${}::text[], ${}::bigint[], \
+         ${}::text[], ${}::text[]) AS a(s, r, n, c))",
+        next,
+        next + 1,
+        next + 2,
+        next + 3
+    ));
+    ctes.join(",\n")
 }
 
 /// Every index row of a version: `$1` its shard key, `$2` its row id, then the arrays.
@@ -203,15 +248,20 @@ impl IndexArrays {
             arrays.narrative = Some(text.narrative.clone());
             arrays.content = Some(text.content.clone());
         }
-        arrays.add(0, index);
+        arrays.extend(index);
+        arrays
+    }
+
+    /// Appends a version's rows, the full text aside.
+    fn extend(&mut self, index: &IndexEntries) {
+        self.add(0, index);
         for (group, composite) in index.composites.iter().enumerate() {
-            arrays.add(group as i64 + 1, composite);
+            self.add(group as i64 + 1, composite);
         }
         for c in &index.compartments {
-            arrays.compartment.push(c.compartment.clone());
-            arrays.compartment_id.push(c.id.clone());
+            self.compartment.push(c.compartment.clone());
+            self.compartment_id.push(c.id.clone());
         }
-        arrays
     }
 
     /// The arrays as parameters, in the order of [`index_ctes`]' placeholders.
@@ -248,11 +298,25 @@ impl IndexArrays {
             &self.quantity.canonical_high,
             &self.compartment,
             &self.compartment_id,
-            &self.narrative,
-            &self.content,
             &self.uri.grp,
             &self.uri.param,
             &self.uri.uri,
+            &self.narrative,
+            &self.content,
+        ]
+    }
+
+    /// How many rows each table of [`TABLES`] gets from these arrays.
+    fn rows(&self) -> [usize; TABLES.len()] {
+        [
+            self.token.grp.len(),
+            self.date.grp.len(),
+            self.reference.grp.len(),
+            self.string.grp.len(),
+            self.number.grp.len(),
+            self.quantity.grp.len(),
+            self.compartment.len(),
+            self.uri.grp.len(),
         ]
     }
 
@@ -304,5 +368,49 @@ impl IndexArrays {
             self.uri.param.push(u.param.clone());
             self.uri.uri.push(u.uri.clone());
         }
+    }
+}
+
+/// The index rows of many versions as columns ([`batch_index_ctes`]): each table's rows with the
+/// shard key and row id of the version they belong to.
+#[derive(Default)]
+pub(super) struct BatchArrays {
+    rows: IndexArrays,
+    owners: [(Vec<String>, Vec<i64>); TABLES.len()],
+    text: (Vec<String>, Vec<i64>, Vec<String>, Vec<String>),
+}
+
+impl BatchArrays {
+    /// Appends the rows of the version at `shard_key`/`rid`.
+    pub(super) fn push(&mut self, shard_key: &str, rid: i64, index: &IndexEntries) {
+        let before = self.rows.rows();
+        self.rows.extend(index);
+        for ((shard_keys, rids), (after, before)) in
+            self.owners.iter_mut().zip(self.rows.rows().into_iter().zip(before))
+        {
+            shard_keys.extend(std::iter::repeat_n(shard_key, after - before).map(str::to_owned));
+            rids.extend(std::iter::repeat_n(rid, after - before));
+        }
+        if let Some(text) = &index.text {
+            self.text.0.push(shard_key.to_owned());
+            self.text.1.push(rid);
+            self.text.2.push(text.narrative.clone());
+            self.text.3.push(text.content.clone());
+        }
+    }
+
+    /// The arrays as parameters, in the order of [`batch_index_ctes`]' placeholders.
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let columns = self.rows.params();
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(ARRAYS + 2 * TABLES.len() + 2);
+        let mut next = 0;
+        for ((shard_keys, rids), (_, _, table)) in self.owners.iter().zip(TABLES) {
+            params.push(shard_keys);
+            params.push(rids);
+            params.extend_from_slice(&columns[next..next + table.len()]);
+            next += table.len();
+        }
+        params.extend([&self.text.0 as &(dyn ToSql + Sync), &self.text.1, &self.text.2, &self.text.3]);
+        params
     }
 }

@@ -14,6 +14,9 @@ mod import;
 mod import_tests;
 mod index_rows;
 mod jobs;
+mod load;
+#[cfg(test)]
+mod load_tests;
 mod pool;
 mod read;
 mod schema;
@@ -32,7 +35,7 @@ pub use import::Importer;
 pub use schema::SchemaStatus;
 
 use crate::index::IndexEntries;
-use crate::model::{Cost, Outcome, StoreError, WriteOp, WriteResult};
+use crate::model::{Cost, ImportLine, Outcome, StoreError, WriteOp, WriteResult};
 use crate::query::{EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, Page, SearchQuery, SnapshotQuery};
 use crate::sql::Param;
 use crate::sql::{self, Dialect};
@@ -177,6 +180,30 @@ impl ResourceStore for PostgresStore {
 
     fn transaction(&self, work: TransactionWork) -> StoreFuture<'_, ()> {
         Box::pin(self.in_transaction(move |tx, cost| work(&mut write::InTransaction { tx, cost })))
+    }
+
+    /// In two transactions on two connections at once, each with the lines of half the resources
+    /// ([`load::halves`]): one backend process works on one core, and the lines of one resource
+    /// stay in order in one half.
+    fn import_batch(&self, lines: Vec<ImportLine>) -> StoreFuture<'_, Vec<Result<WriteResult, StoreError>>> {
+        Box::pin(async move {
+            let count = lines.len();
+            let [(first_at, first), (second_at, second)] = load::halves(lines);
+            let (first, second) = tokio::join!(
+                self.in_transaction(move |tx, cost| load::import_batch(tx, first, cost)),
+                self.in_transaction(move |tx, cost| load::import_batch(tx, second, cost)),
+            );
+            let (first, second) = (first?, second?);
+            let mut results: Vec<Option<Result<WriteResult, StoreError>>> = (0..count).map(|_| None).collect();
+            for (at, result) in first_at.into_iter().zip(first.value).chain(second_at.into_iter().zip(second.value)) {
+                results[at] = Some(result);
+            }
+            let mut cost = first.cost;
+            cost.add(second.cost);
+            let value =
+                results.into_iter().map(|r| r.unwrap_or(Err(StoreError::Backend("a line went missing".into()))));
+            Ok(Outcome { value: value.collect(), cost })
+        })
     }
 
     fn history<'a>(&'a self, scope: &'a HistoryScope, query: &'a HistoryQuery) -> StoreFuture<'a, Page> {

@@ -22,7 +22,7 @@ macro_rules! columns {
 }
 
 /// Maps a row of `columns!()` (or the search compiler's, which has the same order).
-fn version_row(row: &Row) -> Result<(i64, StoredVersion), StoreError> {
+pub(super) fn version_row(row: &Row) -> Result<(i64, StoredVersion), StoreError> {
     let body: Option<Vec<u8>> = row.try_get(6)?;
     Ok((
         row.try_get(0)?,

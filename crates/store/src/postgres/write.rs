@@ -95,6 +95,11 @@ impl<'c> SyncTx<'c> {
     }
 }
 
+/// The key of the advisory lock that serialises the writes to one resource.
+pub(super) fn resource_lock(resource_type: &str, id: &str) -> String {
+    format!("resource:{resource_type}/{id}")
+}
+
 /// Where a version's row is: its shard key and row id (unique by itself; the shard key routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RowKey {
@@ -106,7 +111,7 @@ impl Rows for SyncTx<'_> {
     type Key = RowKey;
 
     fn lock_resource(&mut self, resource_type: &str, id: &str) -> Result<(), StoreError> {
-        self.lock(&format!("resource:{resource_type}/{id}"))
+        self.lock(&resource_lock(resource_type, id))
     }
 
     fn lock_query(&mut self, resource_type: &str, query: &SearchQuery) -> Result<(), StoreError> {

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use fhirside_store::{ImportedMeta, StoreError, Unstamped, WriteOp, WriteResult};
+use fhirside_store::{ImportLine, ImportedMeta, Unstamped, WriteResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -309,7 +309,7 @@ struct Context {
 /// One line, ready to write or refused.
 struct Prepared {
     line: u64,
-    op: Result<WriteOp, String>,
+    op: Result<ImportLine, String>,
 }
 
 /// Prepares a batch on blocking threads, one per core but one (left to the store's writer, which
@@ -339,7 +339,7 @@ async fn prepare_batch(context: &Context, mut batch: Vec<(u64, Bytes)>) -> Resul
 }
 
 /// Parses, validates and indexes one line, as a write of it would.
-fn prepare(context: &Context, line: u64, bytes: &[u8]) -> Result<WriteOp, String> {
+fn prepare(context: &Context, line: u64, bytes: &[u8]) -> Result<ImportLine, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
     let resource_type = value.get("resourceType").and_then(Value::as_str).ok_or("the resource has no resourceType")?;
     if !fhir::definitions().is_resource_type(resource_type) {
@@ -393,7 +393,7 @@ fn prepare(context: &Context, line: u64, bytes: &[u8]) -> Result<WriteOp, String
         }
     };
     let index = indexing::extract(&resource_type, &mut resource);
-    Ok(WriteOp::Import { resource_type, id, resource: Unstamped::new(resource), index, keep })
+    Ok(ImportLine { resource_type, id, resource: Unstamped::new(resource), index, keep })
 }
 
 /// Writes a batch in one transaction; returns the refused lines with why. Counts what was
@@ -404,36 +404,27 @@ async fn write(
     imported: &mut BTreeMap<String, u64>,
 ) -> Result<Vec<(u64, String)>, Stop> {
     let mut refused = Vec::new();
-    let mut ops = Vec::with_capacity(batch.len());
+    let (mut lines, mut numbers) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
     for prepared in batch {
         match prepared.op {
-            Ok(op) => ops.push((prepared.line, op)),
+            Ok(line) => {
+                lines.push(line);
+                numbers.push(prepared.line);
+            }
             Err(reason) => refused.push((prepared.line, reason)),
         }
     }
-    let (outcomes, _) = crate::interaction::in_transaction(state, move |tx| {
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for (line, op) in ops {
-            match tx.write(op) {
-                Ok(WriteResult::Created(v) | WriteResult::Updated(v) | WriteResult::Unchanged(v)) => {
-                    outcomes.push((line, Ok(v.resource_type)))
-                }
-                Ok(other) => return Err(FhirError::Internal(format!("an import produced {other:?}"))),
-                // Refused before anything was written: the batch goes on.
-                Err(StoreError::Conflict(reason) | StoreError::Invalid(reason)) => outcomes.push((line, Err(reason))),
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(outcomes)
-    })
-    .await
-    .map_err(|e| {
-        Stop::Failed(format!("a batch could not be written: {}", e.status_and_outcome().1["issue"][0]["diagnostics"]))
+    let results = state.store.import_batch(lines).await.map_err(|error| {
+        let (_, outcome) = FhirError::from(error).status_and_outcome();
+        Stop::Failed(format!("a batch could not be written: {}", outcome["issue"][0]["diagnostics"]))
     })?;
-    for (line, outcome) in outcomes {
-        match outcome {
-            Ok(resource_type) => *imported.entry(resource_type).or_default() += 1,
-            Err(reason) => refused.push((line, reason)),
+    for (line, result) in numbers.into_iter().zip(results.value) {
+        match result {
+            Ok(WriteResult::Created(v) | WriteResult::Updated(v) | WriteResult::Unchanged(v)) => {
+                *imported.entry(v.resource_type).or_default() += 1
+            }
+            Ok(other) => return Err(Stop::Failed(format!("an import produced {other:?}"))),
+            Err(error) => refused.push((line, error.to_string())),
         }
     }
     refused.sort_by_key(|(line, _)| *line);
