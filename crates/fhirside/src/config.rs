@@ -124,6 +124,17 @@ pub struct ServeArgs {
     /// A directory `$import` may read local files from (besides <data dir>/bulk); repeatable.
     #[arg(long = "import-root", env = "FHIRSIDE_IMPORT_ROOTS", value_delimiter = ',')]
     pub import_roots: Vec<PathBuf>,
+    /// MedTech's device mapping (Azure's JSON); with --medtech-fhir-mapping, turns on
+    /// `POST /medtech/v1/messages`.
+    #[arg(long, env = "FHIRSIDE_MEDTECH_DEVICE_MAPPING")]
+    pub medtech_device_mapping: Option<PathBuf>,
+    /// MedTech's FHIR destination mapping (Azure's JSON).
+    #[arg(long, env = "FHIRSIDE_MEDTECH_FHIR_MAPPING")]
+    pub medtech_fhir_mapping: Option<PathBuf>,
+    /// How MedTech finds the Patient and Device of a message: `lookup` (they must exist) or
+    /// `create` (created when missing) [default: lookup].
+    #[arg(long, env = "FHIRSIDE_MEDTECH_RESOLUTION")]
+    pub medtech_resolution: Option<String>,
 }
 
 /// The configuration file.
@@ -161,6 +172,9 @@ pub struct FileConfig {
     pub import_roots: Option<Vec<PathBuf>>,
     pub bulk_storage: Option<String>,
     pub bulk_retention_hours: Option<f64>,
+    pub medtech_device_mapping: Option<PathBuf>,
+    pub medtech_fhir_mapping: Option<PathBuf>,
+    pub medtech_resolution: Option<String>,
 }
 
 /// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
@@ -218,6 +232,8 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     /// `--bulk-storage`, when set (else the data directory's `bulk/`).
     pub bulk_storage: Option<String>,
+    /// MedTech's mappings, read and checked, when both are configured.
+    pub medtech: Option<fhirside_server::medtech::Medtech>,
 }
 
 pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
@@ -369,7 +385,47 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         return Err("default_page_size must be between 1 and max_page_size".into());
     }
     let bulk_storage = args.bulk_storage.or(file.bulk_storage).filter(|s| !s.trim().is_empty());
-    Ok(Settings { data_dir, database, listen, http, tls_files, server, auth: auth_settings, audit, bulk_storage })
+    let medtech = resolve_medtech(
+        args.medtech_device_mapping.or(file.medtech_device_mapping),
+        args.medtech_fhir_mapping.or(file.medtech_fhir_mapping),
+        args.medtech_resolution.or(file.medtech_resolution),
+    )?;
+    Ok(Settings {
+        data_dir,
+        database,
+        listen,
+        http,
+        tls_files,
+        server,
+        auth: auth_settings,
+        audit,
+        bulk_storage,
+        medtech,
+    })
+}
+
+/// MedTech's mappings, read and checked: both or neither must be given.
+fn resolve_medtech(
+    device: Option<PathBuf>,
+    fhir: Option<PathBuf>,
+    resolution: Option<String>,
+) -> Result<Option<fhirside_server::medtech::Medtech>, String> {
+    use fhirside_server::medtech::{Medtech, Resolution};
+    let resolution = match resolution.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("lookup") => Resolution::Lookup,
+        Some("create") => Resolution::Create,
+        Some(other) => return Err(format!("--medtech-resolution must be 'lookup' or 'create', not '{other}'")),
+    };
+    let (device, fhir) = match (device, fhir) {
+        (None, None) => return Ok(None),
+        (Some(device), Some(fhir)) => (device, fhir),
+        _ => return Err("--medtech-device-mapping and --medtech-fhir-mapping go together".into()),
+    };
+    let read = |path: &PathBuf| -> Result<serde_json::Value, String> {
+        let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+    };
+    Medtech::load(&read(&device)?, &read(&fhir)?, resolution).map(Some).map_err(|e| format!("MedTech: {e}"))
 }
 
 /// The database URL, if one is set: only PostgreSQL's schemes are accepted (the embedded store

@@ -9,6 +9,7 @@ mod bulk_cmd;
 mod config;
 mod db_cmd;
 mod identity;
+mod medtech_cmd;
 mod migrate_cmd;
 mod serve;
 mod token;
@@ -47,6 +48,8 @@ enum Command {
     Export(Box<bulk_cmd::ExportArgs>),
     /// Import NDJSON files or URLs into a running server (`$import`, with a progress bar).
     Import(Box<bulk_cmd::ImportArgs>),
+    /// MedTech mappings: `medtech test` runs a device message through them.
+    Medtech(medtech_cmd::MedtechArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => bulk_cmd::run_export(*args),
         Command::Import(args) => bulk_cmd::run_import(*args),
+        Command::Medtech(args) => medtech_cmd::run(args),
         Command::Admin(command) => match admin::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

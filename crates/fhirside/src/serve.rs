@@ -121,6 +121,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
             state = state.with_audit(log.clone());
         }
         state = state.with_bulk(bulk);
+        if let Some(medtech) = settings.medtech {
+            state = state.with_medtech(medtech);
+        }
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         // Background jobs from the store's job table (reindex, and what later issues add).

@@ -30,6 +30,7 @@ mod indexing;
 mod interaction;
 pub mod jobs;
 pub mod listener;
+pub mod medtech;
 mod negotiate;
 mod params;
 mod patching;
@@ -80,6 +81,8 @@ pub struct Shared {
     pub(crate) audit: Option<Arc<fhirside_audit::AuditLog>>,
     /// Where bulk export writes its files; `None` when bulk data is off.
     pub(crate) bulk: Option<Arc<BulkStorage>>,
+    /// The MedTech mappings messages are turned into Observations with; `None` when it is off.
+    pub(crate) medtech: Option<Arc<medtech::Medtech>>,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ impl AppState {
             authority: None,
             audit: None,
             bulk: None,
+            medtech: None,
         }))
     }
 
@@ -120,6 +124,13 @@ impl AppState {
     pub fn with_bulk(mut self, storage: BulkStorage) -> AppState {
         let shared = Arc::make_mut(&mut self.0);
         shared.bulk = Some(Arc::new(storage));
+        self
+    }
+
+    /// Turns MedTech on: `POST /medtech/v1/messages` turns device messages into Observations.
+    pub fn with_medtech(mut self, medtech: medtech::Medtech) -> AppState {
+        let shared = Arc::make_mut(&mut self.0);
+        shared.medtech = Some(Arc::new(medtech));
         self
     }
 
@@ -156,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{segment}/{id}/{op}/{sub}", get(instance::get_file).post(instance::post_compartment_search))
         .merge(admin::routes())
         .merge(audit::query::routes())
+        .merge(medtech::http::routes())
         .fallback(fallback::route_not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::middleware))

@@ -25,6 +25,7 @@ mod export;
 mod history;
 mod import;
 mod log_hygiene;
+mod medtech;
 mod migrate_store;
 mod negotiation;
 mod patch;
