@@ -421,11 +421,8 @@ fn resolve_medtech(
         (Some(device), Some(fhir)) => (device, fhir),
         _ => return Err("--medtech-device-mapping and --medtech-fhir-mapping go together".into()),
     };
-    let read = |path: &PathBuf| -> Result<serde_json::Value, String> {
-        let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
-    };
-    Medtech::load(&read(&device)?, &read(&fhir)?, resolution).map(Some).map_err(|e| format!("MedTech: {e}"))
+    let (device, fhir) = (crate::medtech_cmd::read_json(&device)?, crate::medtech_cmd::read_json(&fhir)?);
+    Medtech::load(&device, &fhir, resolution).map(Some).map_err(|e| format!("MedTech: {e}"))
 }
 
 /// The database URL, if one is set: only PostgreSQL's schemes are accepted (the embedded store

@@ -50,19 +50,16 @@ pub fn run(args: MedtechArgs) -> ExitCode {
 }
 
 fn test(args: &TestArgs) -> ExitCode {
-    let read = |path: &Path| -> Result<Value, String> {
-        let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
-    };
-    let (device, fhir, message) = match (read(&args.device_mapping), read(&args.fhir_mapping), read(&args.message)) {
-        (Ok(device), Ok(fhir), Ok(message)) => (device, fhir, message),
-        (device, fhir, message) => {
-            for error in [device.err(), fhir.err(), message.err()].into_iter().flatten() {
-                eprintln!("fhirside: {error}");
+    let (device, fhir, message) =
+        match (read_json(&args.device_mapping), read_json(&args.fhir_mapping), read_json(&args.message)) {
+            (Ok(device), Ok(fhir), Ok(message)) => (device, fhir, message),
+            (device, fhir, message) => {
+                for error in [device.err(), fhir.err(), message.err()].into_iter().flatten() {
+                    eprintln!("fhirside: {error}");
+                }
+                return ExitCode::from(2);
             }
-            return ExitCode::from(2);
-        }
-    };
+        };
     let mappings = (DeviceMapping::parse(&device), FhirMapping::parse(&fhir));
     let (device, fhir) = match mappings {
         (Ok(device), Ok(fhir)) => (device, fhir),
@@ -88,6 +85,12 @@ fn test(args: &TestArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// A JSON file (a mapping, a message), or why it cannot be read.
+pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
 }
 
 fn pretty(value: &Value) -> String {

@@ -50,16 +50,17 @@ fn data_of(observation: &Value, pointer: &str) -> Vec<String> {
     data.split(' ').map(str::to_owned).collect()
 }
 
+/// The mappings and message of Azure's `calculatedcontent/single-fhir-observation` sample.
+fn calculatedcontent_sample() -> (DeviceMapping, FhirMapping, Value) {
+    let folder = "azure-samples/calculatedcontent-single-fhir-observation";
+    let device = DeviceMapping::parse(&sample(&format!("{folder}/device-mapping.json"))).unwrap();
+    let fhir = FhirMapping::parse(&sample(&format!("{folder}/fhir-destination-mapping.json"))).unwrap();
+    (device, fhir, envelope(sample(&format!("{folder}/test-device-message.json"))))
+}
+
 #[test]
 fn calculatedcontent_heart_rate_quantity_matches_azures_documented_output() {
-    let device =
-        DeviceMapping::parse(&sample("azure-samples/calculatedcontent-single-fhir-observation/device-mapping.json"))
-            .unwrap();
-    let fhir = FhirMapping::parse(&sample(
-        "azure-samples/calculatedcontent-single-fhir-observation/fhir-destination-mapping.json",
-    ))
-    .unwrap();
-    let message = envelope(sample("azure-samples/calculatedcontent-single-fhir-observation/test-device-message.json"));
+    let (device, fhir, message) = calculatedcontent_sample();
     let measurements = device.normalize(&message).unwrap();
     // The normalized message of how-to-use-calculatedcontent-templates.md.
     assert_eq!(
@@ -568,14 +569,7 @@ fn fhir_mapping_validation_reports_every_problem() {
 
 #[test]
 fn explain_shows_measurements_observations_and_errors() {
-    let device =
-        DeviceMapping::parse(&sample("azure-samples/calculatedcontent-single-fhir-observation/device-mapping.json"))
-            .unwrap();
-    let fhir = FhirMapping::parse(&sample(
-        "azure-samples/calculatedcontent-single-fhir-observation/fhir-destination-mapping.json",
-    ))
-    .unwrap();
-    let message = envelope(sample("azure-samples/calculatedcontent-single-fhir-observation/test-device-message.json"));
+    let (device, fhir, message) = calculatedcontent_sample();
     let report = explain(&device, &fhir, &message);
     assert_eq!(report["normalized"][0]["properties"], json!([{"name": "hr", "value": "78"}]));
     assert_eq!(report["observations"][0]["subject"], json!({"reference": "Patient/unknown"}));
