@@ -93,6 +93,7 @@ fn messages_become_observations_once_with_created_identities() {
     }
     // The fourth has no timestamp: refused with why, the others stored all the same.
     assert_eq!(first[3]["status"], "failed");
+    assert_eq!(first[3]["code"], "NormalizationDataMapping");
     assert!(first[3]["reason"].as_str().unwrap().contains("timestamp"), "{}", first[3]);
 
     // Create mode made the Patient and the Device (linked to it) from the identifiers, once.
@@ -128,8 +129,8 @@ fn messages_become_observations_once_with_created_identities() {
     let components = bp[0]["component"].as_array().unwrap();
     assert_eq!(components.len(), 2);
 
-    // Each message is merged in turn: the second heart rate amended the first one's Observation.
-    assert_eq!(hr["meta"]["versionId"], "2");
+    // The messages of one request are grouped together: the window is written once.
+    assert_eq!(hr["meta"]["versionId"], "1");
     // The same message again changes nothing; a late one lands in the same Observation.
     let hr_id = hr["id"].as_str().unwrap();
     let again = send(&server, &json!(heart_rate(72, "2023-03-13T10:00:05Z")));
@@ -139,13 +140,22 @@ fn messages_become_observations_once_with_created_identities() {
     let late = send(&server, &json!(heart_rate(90, "2023-03-13T10:30:00Z")));
     assert_eq!(late[0]["observations"], json!([format!("Observation/{hr_id}")]));
     let hr = server.get(&format!("/Observation/{hr_id}")).json();
-    assert_eq!(hr["meta"]["versionId"], "3");
+    assert_eq!(hr["meta"]["versionId"], "2");
     assert_eq!(hr["status"], "amended");
     let samples = data(&hr);
     assert_eq!((samples[1].as_str(), samples[5].as_str(), samples[1800].as_str()), ("70", "72", "90"));
     assert_eq!(search(&server, "/Observation").len(), 2);
     assert_eq!(search(&server, "/Patient").len(), 1);
     assert_eq!(search(&server, "/Device").len(), 1);
+
+    // What this server has handled: 6 messages, one refused; the heart-rate window written twice
+    // (created, then amended by the late message) and the blood pressure once.
+    let status = server.get("/medtech/v1/status").json();
+    assert_eq!(
+        status,
+        json!({"resolution": "create", "messagesReceived": 6, "messagesStored": 5, "messagesRefused": 1,
+               "observationsWritten": 3})
+    );
 }
 
 #[test]
@@ -153,6 +163,7 @@ fn lookup_needs_a_device_that_exists_and_bad_requests_are_refused() {
     let server = server("lookup");
     let unknown = send(&server, &json!(heart_rate(72, "2023-03-13T10:00:05Z")));
     assert_eq!(unknown[0]["status"], "failed");
+    assert_eq!(unknown[0]["code"], "DeviceNotFound");
     assert!(unknown[0]["reason"].as_str().unwrap().contains("no Device has the identifier 'watch-1'"), "{unknown:?}");
     assert!(search(&server, "/Observation").is_empty());
     assert!(search(&server, "/Patient").is_empty());

@@ -61,6 +61,8 @@ pub(crate) fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Oper
         ["_search"] => op("search-system", None),
         ["_admin", ..] => op("admin", None),
         ["_audit", ..] => op("audit", None),
+        ["medtech", ..] if is_post => op("medtech-ingest", Some("Observation".to_owned())),
+        ["medtech", ..] => op("medtech", None),
         ["_operations", kind, ..] => op(operation_name(&format!("${kind}")), None),
         [name] if name.starts_with('$') => op(operation_name(name), None),
         [t] if t.starts_with('_') => op(UNKNOWN, None),

@@ -2,18 +2,24 @@
 //!
 //! The mappings (Azure's device mapping and FHIR destination mapping documents) are read and
 //! checked once, at start ([`Medtech::load`]); `fhirside_medtech` does the mapping itself. This
-//! module is the service around it: the transports hand it messages ([`ingest`]), and for each it
-//! normalizes, groups, resolves the Patient, Device and Encounter the Observation refers to
-//! ([`resolve`], in Azure's `Create` or `Lookup` mode), merges into the Observation already stored
-//! under the group's identifier, and stores what changed.
+//! module is the service around it: the transports ([`http`], [`subscribe`] for MQTT and NATS
+//! JetStream) hand it batches of messages ([`ingest`]), and for each batch it normalizes, groups,
+//! resolves the Patient, Device and Encounter each Observation refers to ([`resolve`], in Azure's
+//! `Create` or `Lookup` mode), merges into the Observation already stored under the group's
+//! identifier, and stores what changed, in one store transaction.
 //!
 //! Idempotent by construction: an Observation is found by the identifier Azure gives it
 //! (patient, device, type and window or correlation id), and merging a measurement it already
-//! holds changes nothing, so a message delivered twice is stored once.
+//! holds changes nothing, so a message delivered twice is stored once. A transport acknowledges a
+//! batch only once [`ingest`] has returned, so a crash in between means a redelivery, not a loss.
 
 pub(crate) mod http;
+mod refusal;
 mod resolve;
+pub mod subscribe;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fhirside_medtech::{
@@ -24,18 +30,30 @@ use fhirside_store::{
     Clause, SearchQuery, StoreError, TokenSystem, TokenValue, Transaction, Unstamped, Value as Match,
 };
 use fhirside_store::{WriteOp, WriteResult};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::FhirError;
 use crate::{indexing, AppState};
 
+pub use refusal::Refusal;
 pub use resolve::Resolution;
 
-/// The mappings in force and how identities are resolved.
+/// The mappings in force, how identities are resolved, and what this process has done.
 pub struct Medtech {
     device: DeviceMapping,
     fhir: FhirMapping,
     resolution: Resolution,
+    counters: Counters,
+}
+
+/// Messages this process has handled, as Azure's MedTech metrics count them.
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    stored: AtomicU64,
+    refused: AtomicU64,
+    /// Observations created or amended.
+    observations: AtomicU64,
 }
 
 impl std::fmt::Debug for Medtech {
@@ -48,7 +66,7 @@ impl Medtech {
     /// Reads both mapping documents; every problem in either is reported, each with where it is.
     pub fn load(device: &Value, fhir: &Value, resolution: Resolution) -> Result<Medtech, String> {
         match (DeviceMapping::parse(device), FhirMapping::parse(fhir)) {
-            (Ok(device), Ok(fhir)) => Ok(Medtech { device, fhir, resolution }),
+            (Ok(device), Ok(fhir)) => Ok(Medtech { device, fhir, resolution, counters: Counters::default() }),
             (device, fhir) => {
                 let mut problems = Vec::new();
                 let mut collect = |which: &str, error: Option<MappingError>| {
@@ -63,6 +81,18 @@ impl Medtech {
             }
         }
     }
+
+    /// The counters, as JSON (`GET /medtech/v1/status`).
+    pub fn status(&self) -> Value {
+        let c = &self.counters;
+        json!({
+            "resolution": match self.resolution { Resolution::Create => "create", Resolution::Lookup => "lookup" },
+            "messagesReceived": c.received.load(Ordering::Relaxed),
+            "messagesStored": c.stored.load(Ordering::Relaxed),
+            "messagesRefused": c.refused.load(Ordering::Relaxed),
+            "observationsWritten": c.observations.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// What became of one message.
@@ -71,59 +101,109 @@ pub enum Processed {
     /// Stored: the Observations it created or amended (`Observation/id`), and those it left as they
     /// were because they already held its measurements.
     Stored { changed: Vec<String>, unchanged: Vec<String> },
-    /// Refused, with why; nothing of it was stored (a Patient or Device it created may remain).
-    Failed(String),
+    /// Refused. Nothing of it was stored, unless a window it shares with another message was (a
+    /// Patient or Device it created may remain too).
+    Refused(Refusal),
 }
 
 impl Processed {
+    /// The result for the sender: identifiers included.
     pub fn to_json(&self, index: usize) -> Value {
         match self {
             Processed::Stored { changed, unchanged } => {
                 json!({"index": index, "status": "processed", "observations": changed, "unchanged": unchanged})
             }
-            Processed::Failed(reason) => json!({"index": index, "status": "failed", "reason": reason}),
+            Processed::Refused(refusal) => {
+                json!({"index": index, "status": "failed", "code": refusal.code, "reason": refusal.detail})
+            }
         }
     }
 }
 
-/// Processes device messages (their bodies) in one store transaction, each on its own: one
-/// message's failure leaves the others stored. Errors only when the store fails.
+/// Processes device messages (each a JSON body, or a refusal already: a payload that is not JSON)
+/// in one store transaction. Errors only when the store fails; a message that cannot be stored is
+/// reported as such and the others are stored.
 pub async fn ingest(
     state: &AppState,
     medtech: Arc<Medtech>,
-    messages: Vec<Value>,
+    messages: Vec<Result<Value, Refusal>>,
 ) -> Result<Vec<Processed>, FhirError> {
-    let (processed, _) = crate::interaction::in_transaction(state, move |tx| {
-        let mut processed = Vec::with_capacity(messages.len());
-        for message in messages {
-            processed.push(process(tx, &medtech, message)?);
-        }
-        Ok(processed)
-    })
-    .await?;
+    let counted = Arc::clone(&medtech);
+    let ((processed, written), _) =
+        crate::interaction::in_transaction(state, move |tx| process(tx, &medtech, messages)).await?;
+    let c = &counted.counters;
+    let refused = processed.iter().filter(|p| matches!(p, Processed::Refused(_))).count() as u64;
+    c.received.fetch_add(processed.len() as u64, Ordering::Relaxed);
+    c.refused.fetch_add(refused, Ordering::Relaxed);
+    c.stored.fetch_add(processed.len() as u64 - refused, Ordering::Relaxed);
+    c.observations.fetch_add(written, Ordering::Relaxed);
     Ok(processed)
 }
 
-/// One message; `Err` only for a store failure, which fails the whole transaction.
-fn process(tx: &mut dyn Transaction, medtech: &Medtech, body: Value) -> Result<Processed, FhirError> {
-    let message = event_message(body, json!({}), json!({}));
-    let measurements = match medtech.device.normalize(&message) {
-        Ok(measurements) => measurements,
-        Err(error) => return Ok(Processed::Failed(format!("normalization: {error}"))),
-    };
-    let grouping = group_measurements(&medtech.fhir, &measurements);
-    if let Some(error) = grouping.errors.first() {
-        return Ok(Processed::Failed(format!("grouping: {error}")));
+/// The Observations a message changed, and those it left as they were.
+type Written = (Vec<String>, Vec<String>);
+
+/// The messages of a batch, together: each is normalized and grouped on its own (so that an error
+/// is its own), then the measurements of all are grouped as one, so that a window that several
+/// messages fill is merged and written once. A message is stored when every group it contributed
+/// to is; each group's result is reported to every message in it. Also returns how many
+/// Observations were written.
+fn process(
+    tx: &mut dyn Transaction,
+    medtech: &Medtech,
+    messages: Vec<Result<Value, Refusal>>,
+) -> Result<(Vec<Processed>, u64), FhirError> {
+    // Per message: the Observations changed and left unchanged so far, or its refusal.
+    let mut results: Vec<Result<Written, Refusal>> = Vec::with_capacity(messages.len());
+    let mut measurements = Vec::new();
+    // Which messages each group (by key) holds measurements of.
+    let mut contributors: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, body) in messages.into_iter().enumerate() {
+        let found = body.and_then(|body| {
+            let message = event_message(body, json!({}), json!({}));
+            medtech.device.normalize(&message).map_err(|e| Refusal::normalization(&e))
+        });
+        let found = match found {
+            Ok(found) => found,
+            Err(refusal) => {
+                results.push(Err(refusal));
+                continue;
+            }
+        };
+        let own = group_measurements(&medtech.fhir, &found);
+        if let Some(error) = own.errors.first() {
+            results.push(Err(Refusal::observation(error)));
+            continue;
+        }
+        for group in &own.groups {
+            contributors.entry(group.key()).or_default().push(index);
+        }
+        measurements.extend(found);
+        results.push(Ok((Vec::new(), Vec::new())));
     }
-    let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
+    let grouping = group_measurements(&medtech.fhir, &measurements);
+    let mut resolver = resolve::Resolver::new(medtech.resolution);
+    let mut written = 0;
     for group in &grouping.groups {
-        match store_group(tx, medtech, group)? {
-            Ok((reference, true)) => changed.push(reference),
-            Ok((reference, false)) => unchanged.push(reference),
-            Err(reason) => return Ok(Processed::Failed(reason)),
+        let stored = store_group(tx, medtech, &mut resolver, group)?;
+        written += u64::from(matches!(stored, Ok((_, true))));
+        for &index in contributors.get(&group.key()).map_or(&[][..], Vec::as_slice) {
+            match (&mut results[index], &stored) {
+                (Ok((changed, _)), Ok((reference, true))) => changed.push(reference.clone()),
+                (Ok((_, unchanged)), Ok((reference, false))) => unchanged.push(reference.clone()),
+                (result @ Ok(_), Err(refusal)) => *result = Err(refusal.clone()),
+                (Err(_), _) => {}
+            }
         }
     }
-    Ok(Processed::Stored { changed, unchanged })
+    let processed = results
+        .into_iter()
+        .map(|result| match result {
+            Ok((changed, unchanged)) => Processed::Stored { changed, unchanged },
+            Err(refusal) => Processed::Refused(refusal),
+        })
+        .collect();
+    Ok((processed, written))
 }
 
 /// Resolves a group's identities and stores its Observation: its reference and whether it changed,
@@ -131,20 +211,21 @@ fn process(tx: &mut dyn Transaction, medtech: &Medtech, body: Value) -> Result<P
 fn store_group(
     tx: &mut dyn Transaction,
     medtech: &Medtech,
+    resolver: &mut resolve::Resolver,
     group: &MeasurementGroup,
-) -> Result<Result<(String, bool), String>, FhirError> {
+) -> Result<Result<(String, bool), Refusal>, FhirError> {
     let Some(template) = medtech.fhir.template(&group.type_name) else {
-        return Ok(Err(format!("no FHIR destination template for the type '{}'", group.type_name)));
+        let detail = format!("no FHIR destination template for the type '{}'", group.type_name);
+        return Ok(Err(Refusal::coded("TemplateNotFound", detail)));
     };
-    let identities = match resolve::identities(tx, medtech.resolution, group)? {
+    let identities = match resolver.identities(tx, group)? {
         Ok(identities) => identities,
-        Err(reason) => return Ok(Err(reason)),
+        Err(refusal) => return Ok(Err(refusal)),
     };
     let identifier = group.observation_identifier(&identities.patient, &identities.device);
-    let existing = find_one(tx, "Observation", Some(&identifier.system), &identifier.value)?;
-    let existing = match existing {
+    let existing = match find_one(tx, "Observation", Some(&identifier.system), &identifier.value)? {
         Ok(existing) => existing,
-        Err(reason) => return Ok(Err(reason)),
+        Err(refusal) => return Ok(Err(refusal)),
     };
     let context = ObservationContext {
         patient_id: &identities.patient,
@@ -154,7 +235,7 @@ fn store_group(
     };
     let built = match observation(template, group, &context, existing.as_ref().map(|(_, body)| body)) {
         Ok(built) => built,
-        Err(error) => return Ok(Err(format!("{} ({}): {error}", group.type_name, group.id_segment()))),
+        Err(error) => return Ok(Err(Refusal::observation(&error))),
     };
     let id = match (&existing, built.change) {
         (Some((id, _)), Change::Unchanged) => return Ok(Ok((format!("Observation/{id}"), false))),
@@ -163,18 +244,18 @@ fn store_group(
     };
     match write(tx, "Observation", &id, built.resource, existing.is_some())? {
         Ok(()) => Ok(Ok((format!("Observation/{id}"), true))),
-        Err(reason) => Ok(Err(reason)),
+        Err(refusal) => Ok(Err(refusal)),
     }
 }
 
 /// The one resource of `resource_type` with the identifier `value` (in `system`, or any), with
-/// its id and body; none; or why not (several match).
+/// its id and body; none; or a refusal when several match.
 pub(crate) fn find_one(
     tx: &mut dyn Transaction,
     resource_type: &str,
     system: Option<&str>,
     value: &str,
-) -> Result<Result<Option<(String, Value)>, String>, FhirError> {
+) -> Result<Result<Option<(String, Value)>, Refusal>, FhirError> {
     let system = system.map_or(TokenSystem::Any, |s| TokenSystem::Is(s.to_owned()));
     let query = SearchQuery {
         types: vec![resource_type.to_owned()],
@@ -187,7 +268,8 @@ pub(crate) fn find_one(
     };
     let mut found = tx.search(&query, 2).map_err(FhirError::from)?;
     if found.len() > 1 {
-        return Ok(Err(format!("more than one {resource_type} has the identifier '{value}'")));
+        let detail = format!("more than one {resource_type} has the identifier '{value}'");
+        return Ok(Err(Refusal::coded("MultipleResourceFound", detail)));
     }
     let Some(version) = found.pop() else { return Ok(Ok(None)) };
     let body: Value = serde_json::from_slice(&version.body)
@@ -195,22 +277,31 @@ pub(crate) fn find_one(
     Ok(Ok(Some((version.id, body))))
 }
 
-/// Validates and stores `resource` as `resource_type/id` (an update of it when `exists`): `Err`
-/// with the validation problems when it is not a valid resource.
+/// Validates and stores `resource` as `resource_type/id` (an update of it when `exists`), or
+/// refuses it when it is not a valid resource.
 pub(crate) fn write(
     tx: &mut dyn Transaction,
     resource_type: &str,
     id: &str,
     resource: Value,
     exists: bool,
-) -> Result<Result<(), String>, FhirError> {
-    let Value::Object(mut resource) = resource else {
-        return Ok(Err(format!("the {resource_type} built is not a JSON object")));
+) -> Result<Result<(), Refusal>, FhirError> {
+    let mut value = resource;
+    let Some(object) = value.as_object_mut() else {
+        let detail = format!("the {resource_type} built is not a JSON object");
+        return Ok(Err(Refusal::coded("InvalidResource", detail)));
     };
-    resource.remove("id");
-    resource.remove("meta");
-    if let Err(problems) = valid(&resource) {
-        return Ok(Err(format!("the {resource_type} built is not valid: {problems}")));
+    object.remove("id");
+    object.remove("meta");
+    let problems: Vec<String> = fhir::validate::validate_resource(&value)
+        .into_iter()
+        .filter(|i| matches!(i.severity, fhir::Severity::Error | fhir::Severity::Fatal))
+        .map(|i| format!("{}: {}", i.expression, i.diagnostics))
+        .collect();
+    let Value::Object(mut resource) = value else { return Ok(Err(Refusal::coded("InvalidResource", "not an object"))) };
+    if !problems.is_empty() {
+        let detail = format!("the {resource_type} built is not valid: {}", problems.join("; "));
+        return Ok(Err(Refusal::coded("InvalidResource", detail)));
     }
     let index = indexing::extract(resource_type, &mut resource);
     let (resource_type, id, resource) = (resource_type.to_owned(), id.to_owned(), Unstamped::new(resource));
@@ -222,22 +313,9 @@ pub(crate) fn write(
     match tx.write(op) {
         Ok(WriteResult::Created(_) | WriteResult::Updated(_)) => Ok(Ok(())),
         Ok(other) => Err(FhirError::Internal(format!("a MedTech write produced {other:?}"))),
-        Err(StoreError::Invalid(reason) | StoreError::Conflict(reason)) => Ok(Err(reason)),
+        Err(StoreError::Invalid(reason) | StoreError::Conflict(reason)) => {
+            Ok(Err(Refusal::coded("InvalidResource", reason)))
+        }
         Err(error) => Err(error.into()),
-    }
-}
-
-/// The resource's validation errors, joined, if it has any.
-fn valid(resource: &Map<String, Value>) -> Result<(), String> {
-    let value = Value::Object(resource.clone());
-    let errors: Vec<String> = fhir::validate::validate_resource(&value)
-        .into_iter()
-        .filter(|i| matches!(i.severity, fhir::Severity::Error | fhir::Severity::Fatal))
-        .map(|i| format!("{}: {}", i.expression, i.diagnostics))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
     }
 }
