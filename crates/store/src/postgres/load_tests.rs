@@ -98,8 +98,20 @@ fn in_compartment(patient: &str) -> Clause {
     Clause::Compartment { compartment: "Patient".into(), id: patient.into() }
 }
 
+/// The searches of [`scenario`] and their answers, one line each.
+pub(super) async fn search_answers(store: &dyn ResourceStore) -> Vec<String> {
+    let mut answers = Vec::new();
+    for clause in [code("hr"), code("bp"), code("rr"), note("standing"), note("sitting"), note("lying")] {
+        answers.push(format!("{clause:?} -> {:?}", ids(store, clause.clone()).await));
+    }
+    for clause in [words("asleep"), words("run"), in_compartment("p1"), in_compartment("p2")] {
+        answers.push(format!("{clause:?} -> {:?}", ids(store, clause.clone()).await));
+    }
+    answers
+}
+
 /// Three batches on `store`; returns every answer that must agree between stores.
-async fn scenario(store: &dyn ResourceStore) -> Vec<String> {
+pub(super) async fn scenario(store: &dyn ResourceStore) -> Vec<String> {
     let t = 1_700_000_000_000_000;
     let mut answers = Vec::new();
     // New resources, one of them twice (its second version replaces the first within the batch).
@@ -123,12 +135,7 @@ async fn scenario(store: &dyn ResourceStore) -> Vec<String> {
     answers.extend(summary(store.import_batch(second).await.unwrap().value));
     answers.extend(summary(store.import_batch(Vec::new()).await.unwrap().value));
 
-    for clause in [code("hr"), code("bp"), code("rr"), note("standing"), note("sitting"), note("lying")] {
-        answers.push(format!("{clause:?} -> {:?}", ids(store, clause.clone()).await));
-    }
-    for clause in [words("asleep"), words("run"), in_compartment("p1"), in_compartment("p2")] {
-        answers.push(format!("{clause:?} -> {:?}", ids(store, clause.clone()).await));
-    }
+    answers.extend(search_answers(store).await);
     let scope = HistoryScope::Instance("Observation".into(), "o2".into());
     let history = store.history(&scope, &HistoryQuery { count: 10, ..Default::default() }).await.unwrap().value;
     let versions: Vec<(u64, i64)> = history.versions.iter().map(|v| (v.version, v.last_updated)).collect();

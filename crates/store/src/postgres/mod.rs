@@ -9,6 +9,9 @@
 
 mod analyze;
 pub(crate) mod citus;
+mod deferred;
+#[cfg(test)]
+mod deferred_tests;
 mod import;
 #[cfg(test)]
 mod import_tests;
@@ -93,9 +96,12 @@ pub async fn schema_status(config: &PostgresConfig) -> Result<SchemaStatus, Stor
 }
 
 /// Applies the missing migrations (`fhirside db migrate`); safe to run from several processes.
+/// Also builds the indexes a load deferred, if one was interrupted (`deferred`).
 pub async fn migrate(config: &PostgresConfig) -> Result<SchemaStatus, StoreError> {
     let mut conn = pool::connect(&config.connect).await?;
-    schema::migrate(&mut conn).await
+    let status = schema::migrate(&mut conn).await?;
+    deferred::build(&mut conn).await?;
+    Ok(status)
 }
 
 /// The PostgreSQL implementation of [`ResourceStore`].
@@ -185,6 +191,23 @@ impl ResourceStore for PostgresStore {
     /// In two transactions on two connections at once, each with the lines of half the resources
     /// ([`load::halves`]): one backend process works on one core, and the lines of one resource
     /// stay in order in one half.
+    /// Into an empty database, without the indexes only searches read ([`deferred`]).
+    fn begin_bulk_load(&self) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let deferred = deferred::defer(&mut *self.pool.get().await?).await?;
+            Ok(Outcome { value: deferred, cost: Cost::default() })
+        })
+    }
+
+    fn end_bulk_load(&self, deferred: bool) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if deferred {
+                deferred::build(&mut *self.pool.get().await?).await?;
+            }
+            Ok(Outcome { value: (), cost: Cost::default() })
+        })
+    }
+
     fn import_batch(&self, lines: Vec<ImportLine>) -> StoreFuture<'_, Vec<Result<WriteResult, StoreError>>> {
         Box::pin(async move {
             let count = lines.len();
