@@ -57,12 +57,29 @@ pub struct ServeArgs {
     /// Public FHIR base URL, when clients reach the service through a proxy.
     #[arg(long, env = "FHIRSIDE_BASE_URL")]
     pub base_url: Option<String>,
-    /// PEM certificate chain to serve instead of the generated one (with --tls-key).
+    /// PEM certificate chain to serve instead of the generated one (with --tls-key). Replacing
+    /// the files takes effect for new connections within seconds, without a restart.
     #[arg(long, env = "FHIRSIDE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, env = "FHIRSIDE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: PEM bundle of the certificate authorities whose client certificates are
+    /// accepted (reloaded on change like --tls-cert).
+    #[arg(long, env = "FHIRSIDE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS: `required` (a client without a certificate from --tls-client-ca cannot connect),
+    /// `optional` (a client may show none) or `off` [default: required with --tls-client-ca, else
+    /// off]. Tokens still decide what a caller may do.
+    #[arg(long, env = "FHIRSIDE_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: Option<String>,
+    /// Seconds of `Strict-Transport-Security: max-age` on every HTTPS response; 0 sends none
+    /// [default: 31536000, a year]. Never sent with --http.
+    #[arg(long, env = "FHIRSIDE_HSTS_MAX_AGE")]
+    pub hsts_max_age: Option<u32>,
+    /// Add `includeSubDomains` to Strict-Transport-Security: only when every subdomain serves HTTPS.
+    #[arg(long, env = "FHIRSIDE_HSTS_INCLUDE_SUBDOMAINS", num_args = 0..=1, default_missing_value = "true")]
+    pub hsts_include_subdomains: Option<bool>,
     /// Largest accepted request body in bytes [default: 16 MiB].
     #[arg(long, env = "FHIRSIDE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -149,6 +166,10 @@ pub struct FileConfig {
     pub base_url: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub tls_client_auth: Option<String>,
+    pub hsts_max_age: Option<u32>,
+    pub hsts_include_subdomains: Option<bool>,
     pub max_body_bytes: Option<usize>,
     pub default_page_size: Option<u32>,
     pub max_page_size: Option<u32>,
@@ -218,6 +239,18 @@ pub struct CorsFile {
 /// The methods allowed when origins are set and methods are not: those of the FHIR RESTful API.
 const DEFAULT_CORS_METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
+/// HTTPS, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The operator's certificate and key (else the data directory's generated ones).
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    pub client_auth: fhirside_server::tls::ClientAuth,
+}
+
+/// A year: what browsers' preload lists ask for, and long enough that a visitor returning after a
+/// holiday is still protected.
+const DEFAULT_HSTS_MAX_AGE: u32 = 31_536_000;
+
 /// Resolved settings for `serve`.
 #[derive(Debug)]
 pub struct Settings {
@@ -226,7 +259,8 @@ pub struct Settings {
     pub database: Option<String>,
     pub listen: SocketAddr,
     pub http: bool,
-    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// How HTTPS is served; `None` with --http.
+    pub tls: Option<TlsSettings>,
     pub server: fhirside_server::ServerConfig,
     pub auth: AuthSettings,
     pub audit: Option<AuditSettings>,
@@ -295,11 +329,26 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
     if auth == fhirside_server::AuthMode::None && !listen.ip().is_loopback() {
         return Err(format!("--auth none is only allowed on a loopback address, not {listen}"));
     }
-    let tls_files = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+    let cert_and_key = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    let client_auth =
+        resolve_client_auth(args.tls_client_ca.or(file.tls_client_ca), args.tls_client_auth.or(file.tls_client_auth))?;
+    if http && client_auth != fhirside_server::tls::ClientAuth::Off {
+        return Err("mutual TLS (--tls-client-auth) needs HTTPS; drop --http".into());
+    }
+    let tls = (!http).then_some(TlsSettings { cert_and_key, client_auth });
+    let hsts_max_age = args.hsts_max_age.or(file.hsts_max_age).unwrap_or(DEFAULT_HSTS_MAX_AGE);
+    let hsts_include_subdomains = args.hsts_include_subdomains.or(file.hsts_include_subdomains).unwrap_or(false);
+    if hsts_max_age == 0 && hsts_include_subdomains {
+        return Err("--hsts-include-subdomains needs Strict-Transport-Security on (--hsts-max-age above 0)".into());
+    }
+    // Browsers ignore the header over plain HTTP (RFC 6797 §8.1), and on a loopback `--http`
+    // server it would only mislead whoever reads the responses.
+    let hsts = (!http && hsts_max_age > 0)
+        .then_some(fhirside_server::Hsts { max_age: hsts_max_age, include_subdomains: hsts_include_subdomains });
     let defaults = fhirside_server::ServerConfig::default();
     let base_url = args.base_url.or(file.base_url).map(|b| b.trim_end_matches('/').to_owned());
     if let Some(base) = &base_url {
@@ -352,6 +401,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
             Some(seconds @ 1..=3600) => std::time::Duration::from_secs(seconds),
             Some(other) => return Err(format!("--job-lease-seconds must be between 1 and 3600, not {other}")),
         },
+        hsts,
         export: fhirside_server::ExportConfig {
             max_concurrent: match args.export_max_concurrent.or(file.export_max_concurrent) {
                 None => defaults.export.max_concurrent,
@@ -390,18 +440,22 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         args.medtech_fhir_mapping.or(file.medtech_fhir_mapping),
         args.medtech_resolution.or(file.medtech_resolution),
     )?;
-    Ok(Settings {
-        data_dir,
-        database,
-        listen,
-        http,
-        tls_files,
-        server,
-        auth: auth_settings,
-        audit,
-        bulk_storage,
-        medtech,
-    })
+    Ok(Settings { data_dir, database, listen, http, tls, server, auth: auth_settings, audit, bulk_storage, medtech })
+}
+
+/// Mutual TLS: the client CA bundle and the mode. A bundle alone means `required`, so that naming
+/// the CA never leaves the door open by accident; a mode that asks for certificates needs a bundle.
+fn resolve_client_auth(ca: Option<PathBuf>, mode: Option<String>) -> Result<fhirside_server::tls::ClientAuth, String> {
+    use fhirside_server::tls::ClientAuth;
+    match (mode.as_deref().map(|m| m.trim().to_ascii_lowercase()).as_deref(), ca) {
+        (Some("off"), _) | (None, None) => Ok(ClientAuth::Off),
+        (Some("required") | None, Some(ca)) => Ok(ClientAuth::Required { ca }),
+        (Some("optional"), Some(ca)) => Ok(ClientAuth::Optional { ca }),
+        (Some(mode @ ("required" | "optional")), None) => Err(format!(
+            "--tls-client-auth {mode} needs --tls-client-ca, the PEM bundle of the client certificates' CA"
+        )),
+        (Some(other), _) => Err(format!("--tls-client-auth must be 'required', 'optional' or 'off', not '{other}'")),
+    }
 }
 
 /// MedTech's mappings, read and checked: both or neither must be given.
@@ -618,6 +672,82 @@ mod tests {
         assert_eq!(settings.server.audit_location, "eastus");
         std::fs::write(&file, "no_audit = true\n").unwrap();
         assert_eq!(resolve(ServeArgs { config: Some(file), ..Default::default() }).unwrap().audit, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_settings() {
+        use fhirside_server::tls::ClientAuth;
+        let settings = resolve(ServeArgs::default()).unwrap();
+        assert_eq!(settings.tls, Some(TlsSettings { cert_and_key: None, client_auth: ClientAuth::Off }));
+        let hsts = settings.server.hsts.unwrap();
+        assert_eq!(hsts.header_value(), "max-age=31536000", "on by default, a year, without subdomains");
+
+        let args = ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_client_ca: Some("ca.pem".into()),
+            hsts_max_age: Some(600),
+            hsts_include_subdomains: Some(true),
+            ..Default::default()
+        };
+        let settings = resolve(args).unwrap();
+        let tls = settings.tls.unwrap();
+        assert_eq!(tls.cert_and_key, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(tls.client_auth, ClientAuth::Required { ca: "ca.pem".into() }, "a client CA alone means required");
+        assert_eq!(settings.server.hsts.unwrap().header_value(), "max-age=600; includeSubDomains");
+        let optional = ServeArgs {
+            tls_client_ca: Some("ca.pem".into()),
+            tls_client_auth: Some("optional".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(optional).unwrap().tls.unwrap().client_auth, ClientAuth::Optional { ca: "ca.pem".into() });
+        let off = ServeArgs {
+            tls_client_ca: Some("ca.pem".into()),
+            tls_client_auth: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(off).unwrap().tls.unwrap().client_auth, ClientAuth::Off);
+        assert_eq!(resolve(ServeArgs { hsts_max_age: Some(0), ..Default::default() }).unwrap().server.hsts, None);
+
+        // Plain HTTP: loopback only, never HSTS, and no mutual TLS to fall back from.
+        let http = resolve(ServeArgs { http: Some(true), ..Default::default() }).unwrap();
+        assert_eq!((http.tls, http.server.hsts), (None, None));
+        let refused = |args: ServeArgs| resolve(args).unwrap_err();
+        let message =
+            refused(ServeArgs { listen: Some("0.0.0.0:8080".into()), http: Some(true), ..Default::default() });
+        assert!(message.contains("plain HTTP is only allowed on a loopback address"), "{message}");
+        let message = refused(ServeArgs { listen: Some("[::]:8080".into()), http: Some(true), ..Default::default() });
+        assert!(message.contains("loopback"), "{message}");
+        assert!(resolve(ServeArgs { listen: Some("[::1]:0".into()), http: Some(true), ..Default::default() }).is_ok());
+        let message =
+            refused(ServeArgs { http: Some(true), tls_client_ca: Some("ca.pem".into()), ..Default::default() });
+        assert!(message.contains("needs HTTPS"), "{message}");
+        let message = refused(ServeArgs { tls_client_auth: Some("required".into()), ..Default::default() });
+        assert!(message.contains("--tls-client-ca"), "{message}");
+        let message = refused(ServeArgs { tls_client_auth: Some("sometimes".into()), ..Default::default() });
+        assert!(message.contains("'sometimes'"), "{message}");
+        let message = refused(ServeArgs { tls_cert: Some("c.pem".into()), ..Default::default() });
+        assert!(message.contains("go together"), "{message}");
+        let message =
+            refused(ServeArgs { hsts_max_age: Some(0), hsts_include_subdomains: Some(true), ..Default::default() });
+        assert!(message.contains("--hsts-max-age"), "{message}");
+
+        let dir = std::env::temp_dir().join(format!("fhirside-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fhirside.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_client_ca = \"ca.pem\"\ntls_client_auth = \"optional\"\n\
+             hsts_max_age = 86400\nhsts_include_subdomains = true\n",
+        )
+        .unwrap();
+        let settings = resolve(ServeArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(settings.tls.unwrap().client_auth, ClientAuth::Optional { ca: "ca.pem".into() });
+        assert_eq!(settings.server.hsts.unwrap().header_value(), "max-age=86400; includeSubDomains");
+        let args =
+            ServeArgs { config: Some(file.clone()), tls_client_auth: Some("required".into()), ..Default::default() };
+        assert_eq!(resolve(args).unwrap().tls.unwrap().client_auth, ClientAuth::Required { ca: "ca.pem".into() });
         let _ = std::fs::remove_dir_all(&dir);
     }
 

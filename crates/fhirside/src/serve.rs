@@ -81,22 +81,35 @@ pub fn run(settings: Settings) -> Result<(), String> {
                 let _ = writeln!(out, "audit: off (requests are not recorded; for development and benchmarks only)");
             }
         }
-        let transport = if settings.http {
-            Transport::Plain
-        } else {
-            let files = match &settings.tls_files {
-                Some((cert, key)) => tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
-                None => tls::ensure_local_certificate(&data_dir.join("tls"), &[local.ip().to_string()])?,
-            };
-            if let Some(ca) = &files.ca {
-                let _ = writeln!(
-                    out,
-                    "TLS certificate authority: {} (for example: curl --cacert {} ...)",
-                    ca.display(),
-                    ca.display()
-                );
+        let (transport, reloader) = match &settings.tls {
+            None => (Transport::Plain, None),
+            Some(tls_settings) => {
+                let files = match &tls_settings.cert_and_key {
+                    Some((cert, key)) => tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
+                    None => tls::ensure_local_certificate(&data_dir.join("tls"), &[local.ip().to_string()])?,
+                };
+                if let Some(ca) = &files.ca {
+                    let _ = writeln!(
+                        out,
+                        "TLS certificate authority: {} (for example: curl --cacert {} ...)",
+                        ca.display(),
+                        ca.display()
+                    );
+                }
+                let _ = writeln!(out, "TLS certificate: {} (served anew when the file changes)", files.cert.display());
+                match &tls_settings.client_auth {
+                    tls::ClientAuth::Off => {}
+                    tls::ClientAuth::Optional { ca } => {
+                        let _ = writeln!(out, "TLS client certificates: optional, from {}", ca.display());
+                    }
+                    tls::ClientAuth::Required { ca } => {
+                        let _ = writeln!(out, "TLS client certificates: required, from {}", ca.display());
+                    }
+                }
+                let reloader = tls::Reloader::load(files, tls_settings.client_auth.clone())
+                    .map_err(|e| format!("TLS: {e}"))?;
+                (Transport::Tls(reloader.live()), Some(reloader))
             }
-            Transport::Tls(tls::server_config(&files)?)
         };
         let scheme = if settings.http { "http" } else { "https" };
         let base = settings.server.base_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
@@ -128,9 +141,13 @@ pub fn run(settings: Settings) -> Result<(), String> {
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         // Background jobs from the store's job table (reindex, and what later issues add).
         let worker = fhirside_server::jobs::spawn(state.clone());
+        let watcher = reloader.map(tls::Reloader::spawn);
         listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;
         // A job in progress stops here; its lease runs out and it resumes from its checkpoint.
         worker.abort();
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         store.close();
         if let Some(log) = &audit {
             log.close();

@@ -48,6 +48,28 @@ pub struct ServerConfig {
     pub job_lease: std::time::Duration,
     /// Bulk export's limits.
     pub export: ExportConfig,
+    /// `Strict-Transport-Security` on every response; `None` over plain HTTP (where browsers
+    /// ignore it) or when turned off.
+    pub hsts: Option<Hsts>,
+}
+
+/// HTTP Strict Transport Security (RFC 6797): a browser that saw it over HTTPS uses only HTTPS for
+/// this host for `max_age` seconds, so a network attacker cannot downgrade it to plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: u32,
+    /// Also every subdomain of the host: only when the operator says they all serve HTTPS.
+    pub include_subdomains: bool,
+}
+
+impl Hsts {
+    pub fn header_value(&self) -> axum::http::HeaderValue {
+        let value = match self.include_subdomains {
+            true => format!("max-age={}; includeSubDomains", self.max_age),
+            false => format!("max-age={}", self.max_age),
+        };
+        axum::http::HeaderValue::from_str(&value).expect("digits and letters make a header value")
+    }
 }
 
 /// Bulk export's limits.
@@ -90,6 +112,7 @@ impl Default for ServerConfig {
             audit_location: "local".into(),
             job_lease: std::time::Duration::from_secs(30),
             export: ExportConfig::default(),
+            hsts: None,
         }
     }
 }

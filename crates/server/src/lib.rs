@@ -40,7 +40,7 @@ pub mod smart;
 pub mod tls;
 
 pub use bulk::BulkStorage;
-pub use config::{AuthMode, CorsConfig, ExportConfig, OAuthUris, ServerConfig};
+pub use config::{AuthMode, CorsConfig, ExportConfig, Hsts, OAuthUris, ServerConfig};
 pub use search_params::rebuild_index;
 
 use std::sync::Arc;
@@ -191,6 +191,15 @@ pub fn router(state: AppState) -> Router {
         }
         None => fhir,
     };
+    let hsts = state.config.hsts.map(|hsts| hsts.header_value());
     // Outside the context middleware (a later layer is an outer one): preflights need no token.
-    app.layer(axum::middleware::from_fn_with_state(state, cors::middleware))
+    let app = app.layer(axum::middleware::from_fn_with_state(state, cors::middleware));
+    // Outermost, so that every response over HTTPS carries it: FHIR, the authority's, preflights.
+    match hsts {
+        None => app,
+        Some(value) => app.layer(axum::middleware::map_response(move |mut response: axum::response::Response| {
+            response.headers_mut().insert(axum::http::header::STRICT_TRANSPORT_SECURITY, value.clone());
+            std::future::ready(response)
+        })),
+    }
 }

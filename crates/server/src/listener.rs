@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,7 +19,9 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub enum Transport {
     Plain,
-    Tls(Arc<rustls::ServerConfig>),
+    /// TLS with the configuration in force when each connection is accepted, so that a renewed
+    /// certificate is served without a restart.
+    Tls(crate::tls::LiveConfig),
 }
 
 /// How long open connections get to finish after shutdown begins.
@@ -31,10 +32,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, transport: Transport, router: Router, shutdown: impl Future<Output = ()>) {
     let (stop, stopped) = watch::channel(());
-    let acceptor = match &transport {
-        Transport::Plain => None,
-        Transport::Tls(config) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
-    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -51,7 +48,10 @@ pub async fn serve(listener: TcpListener, transport: Transport, router: Router, 
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(WithPeer { router: router.clone(), peer: ClientAddr(peer) });
-        let acceptor = acceptor.clone();
+        let acceptor = match &transport {
+            Transport::Plain => None,
+            Transport::Tls(live) => Some(tokio_rustls::TlsAcceptor::from(live.current())),
+        };
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();

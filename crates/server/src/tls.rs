@@ -1,4 +1,5 @@
-//! TLS: a local certificate authority and server certificate made on first start.
+//! TLS: the policy of every HTTPS connection ([`policy`]), certificate files that are reloaded
+//! when they change ([`reload`]), and a local certificate authority for the first start.
 //!
 //! `fhirside serve` must speak HTTPS with no set-up, yet clients must be able to verify it. So on
 //! first start it creates a small CA (`ca.pem`, whose key never leaves the data directory) and a
@@ -8,9 +9,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+mod policy;
+mod reload;
+
+pub use policy::{server_config, ClientAuth};
+pub use reload::{LiveConfig, Reload, Reloader, POLL};
 
 /// The PEM files a TLS listener uses.
 #[derive(Debug, Clone)]
@@ -69,25 +75,6 @@ fn ca_params() -> CertificateParams {
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params
-}
-
-/// A rustls server configuration from PEM files.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs = rustls_pemfile::certs(&mut read(&files.cert)?.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    let key = rustls_pemfile::private_key(&mut read(&files.key)?.as_bytes())
-        .map_err(|e| format!("{}: {e}", files.key.display()))?
-        .ok_or_else(|| format!("{} holds no private key", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 fn read(path: &Path) -> Result<String, String> {

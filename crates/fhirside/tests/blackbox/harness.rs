@@ -199,6 +199,17 @@ impl Server {
         Client { host_port: self.host_port.clone(), tls: self.tls.clone(), conn: None }
     }
 
+    /// A client with TLS settings of its own (other roots, a client certificate), for servers
+    /// started with `--tls-cert`.
+    pub fn client_with_tls(&self, tls: Arc<rustls::ClientConfig>) -> Client {
+        Client { host_port: self.host_port.clone(), tls: Some(tls), conn: None }
+    }
+
+    /// `host:port` of the listener.
+    pub fn host_port(&self) -> &str {
+        &self.host_port
+    }
+
     /// One request on a fresh connection.
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
         self.client().request(method, path, headers, body)

@@ -38,4 +38,5 @@ mod smart_launch;
 mod startup;
 mod synthea;
 mod synthea_search;
+mod tls;
 mod validate;
