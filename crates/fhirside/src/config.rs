@@ -152,6 +152,29 @@ pub struct ServeArgs {
     /// `create` (created when missing) [default: lookup].
     #[arg(long, env = "FHIRSIDE_MEDTECH_RESOLUTION")]
     pub medtech_resolution: Option<String>,
+    /// An MQTT broker to take device messages from (`mqtt://[user[:password]@]host[:port]`), QoS 1
+    /// in a persistent session.
+    #[arg(long, env = "FHIRSIDE_MEDTECH_MQTT")]
+    pub medtech_mqtt: Option<String>,
+    /// The MQTT topic filter [default: medtech/#]; with replicas, `$share/GROUP/FILTER`.
+    #[arg(long, env = "FHIRSIDE_MEDTECH_MQTT_TOPIC")]
+    pub medtech_mqtt_topic: Option<String>,
+    /// The MQTT client id, which names the persistent session [default: fhirside-medtech]; one per
+    /// replica.
+    #[arg(long, env = "FHIRSIDE_MEDTECH_MQTT_CLIENT_ID")]
+    pub medtech_mqtt_client_id: Option<String>,
+    /// A NATS server with JetStream to take device messages from (`nats://[user[:password]@|token@]host[:port]`).
+    #[arg(long, env = "FHIRSIDE_MEDTECH_NATS")]
+    pub medtech_nats: Option<String>,
+    /// The JetStream stream [default: MEDTECH], made if missing.
+    #[arg(long, env = "FHIRSIDE_MEDTECH_NATS_STREAM")]
+    pub medtech_nats_stream: Option<String>,
+    /// The subject the stream holds and the consumer filters [default: medtech.>].
+    #[arg(long, env = "FHIRSIDE_MEDTECH_NATS_SUBJECT")]
+    pub medtech_nats_subject: Option<String>,
+    /// The durable pull consumer, shared by replicas [default: fhirside-medtech].
+    #[arg(long, env = "FHIRSIDE_MEDTECH_NATS_CONSUMER")]
+    pub medtech_nats_consumer: Option<String>,
 }
 
 /// The configuration file.
@@ -196,6 +219,13 @@ pub struct FileConfig {
     pub medtech_device_mapping: Option<PathBuf>,
     pub medtech_fhir_mapping: Option<PathBuf>,
     pub medtech_resolution: Option<String>,
+    pub medtech_mqtt: Option<String>,
+    pub medtech_mqtt_topic: Option<String>,
+    pub medtech_mqtt_client_id: Option<String>,
+    pub medtech_nats: Option<String>,
+    pub medtech_nats_stream: Option<String>,
+    pub medtech_nats_subject: Option<String>,
+    pub medtech_nats_consumer: Option<String>,
 }
 
 /// The audit log, resolved: `None` when auditing is off (`--no-audit`). Its `Location` is in the
@@ -268,6 +298,8 @@ pub struct Settings {
     pub bulk_storage: Option<String>,
     /// MedTech's mappings, read and checked, when both are configured.
     pub medtech: Option<fhirside_server::medtech::Medtech>,
+    /// The brokers MedTech takes device messages from.
+    pub medtech_subscriptions: Vec<fhirside_server::medtech::brokers::Subscription>,
 }
 
 pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
@@ -440,7 +472,31 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         args.medtech_fhir_mapping.or(file.medtech_fhir_mapping),
         args.medtech_resolution.or(file.medtech_resolution),
     )?;
-    Ok(Settings { data_dir, database, listen, http, tls, server, auth: auth_settings, audit, bulk_storage, medtech })
+    let medtech_subscriptions = resolve_subscriptions(
+        MedtechBrokers {
+            mqtt: args.medtech_mqtt.or(file.medtech_mqtt),
+            mqtt_topic: args.medtech_mqtt_topic.or(file.medtech_mqtt_topic),
+            mqtt_client_id: args.medtech_mqtt_client_id.or(file.medtech_mqtt_client_id),
+            nats: args.medtech_nats.or(file.medtech_nats),
+            nats_stream: args.medtech_nats_stream.or(file.medtech_nats_stream),
+            nats_subject: args.medtech_nats_subject.or(file.medtech_nats_subject),
+            nats_consumer: args.medtech_nats_consumer.or(file.medtech_nats_consumer),
+        },
+        medtech.is_some(),
+    )?;
+    Ok(Settings {
+        data_dir,
+        database,
+        listen,
+        http,
+        tls,
+        server,
+        auth: auth_settings,
+        audit,
+        bulk_storage,
+        medtech,
+        medtech_subscriptions,
+    })
 }
 
 /// Mutual TLS: the client CA bundle and the mode. A bundle alone means `required`, so that naming
@@ -456,6 +512,43 @@ fn resolve_client_auth(ca: Option<PathBuf>, mode: Option<String>) -> Result<fhir
         )),
         (Some(other), _) => Err(format!("--tls-client-auth must be 'required', 'optional' or 'off', not '{other}'")),
     }
+}
+
+/// The broker settings of `serve`, before they are checked.
+struct MedtechBrokers {
+    mqtt: Option<String>,
+    mqtt_topic: Option<String>,
+    mqtt_client_id: Option<String>,
+    nats: Option<String>,
+    nats_stream: Option<String>,
+    nats_subject: Option<String>,
+    nats_consumer: Option<String>,
+}
+
+/// The brokers to subscribe to: each needs MedTech's mappings.
+fn resolve_subscriptions(
+    brokers: MedtechBrokers,
+    mappings: bool,
+) -> Result<Vec<fhirside_server::medtech::brokers::Subscription>, String> {
+    use fhirside_server::medtech::brokers::{Mqtt, Nats, Subscription};
+    let mut subscriptions = Vec::new();
+    if let Some(url) = brokers.mqtt.filter(|u| !u.trim().is_empty()) {
+        let topic = brokers.mqtt_topic.unwrap_or_else(|| "medtech/#".into());
+        let client_id = brokers.mqtt_client_id.unwrap_or_else(|| "fhirside-medtech".into());
+        let source = Mqtt::new(url.trim(), &topic, &client_id).map_err(|e| format!("--medtech-mqtt: {e}"))?;
+        subscriptions.push(Subscription::Mqtt(source));
+    }
+    if let Some(url) = brokers.nats.filter(|u| !u.trim().is_empty()) {
+        let stream = brokers.nats_stream.unwrap_or_else(|| "MEDTECH".into());
+        let subject = brokers.nats_subject.unwrap_or_else(|| "medtech.>".into());
+        let consumer = brokers.nats_consumer.unwrap_or_else(|| "fhirside-medtech".into());
+        let source = Nats::new(url.trim(), &stream, &subject, &consumer).map_err(|e| format!("--medtech-nats: {e}"))?;
+        subscriptions.push(Subscription::Nats(source));
+    }
+    if !subscriptions.is_empty() && !mappings {
+        return Err("--medtech-mqtt and --medtech-nats need --medtech-device-mapping and --medtech-fhir-mapping".into());
+    }
+    Ok(subscriptions)
 }
 
 /// MedTech's mappings, read and checked: both or neither must be given.

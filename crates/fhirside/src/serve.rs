@@ -142,9 +142,19 @@ pub fn run(settings: Settings) -> Result<(), String> {
         // Background jobs from the store's job table (reindex, and what later issues add).
         let worker = fhirside_server::jobs::spawn(state.clone());
         let watcher = reloader.map(tls::Reloader::spawn);
+        // MedTech's brokers: each subscription acknowledges only what it stored, so stopping it
+        // anywhere loses nothing.
+        let subscriptions: Vec<_> = settings
+            .medtech_subscriptions
+            .into_iter()
+            .filter_map(|subscription| fhirside_server::medtech::start(&state, subscription))
+            .collect();
         listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;
         // A job in progress stops here; its lease runs out and it resumes from its checkpoint.
         worker.abort();
+        for subscription in subscriptions {
+            subscription.abort();
+        }
         if let Some(watcher) = watcher {
             watcher.abort();
         }

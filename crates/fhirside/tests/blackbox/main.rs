@@ -26,6 +26,7 @@ mod history;
 mod import;
 mod log_hygiene;
 mod medtech;
+mod medtech_brokers;
 mod migrate_store;
 mod negotiation;
 mod patch;

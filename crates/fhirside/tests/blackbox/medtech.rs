@@ -153,7 +153,7 @@ fn messages_become_observations_once_with_created_identities() {
     let status = server.get("/medtech/v1/status").json();
     assert_eq!(
         status,
-        json!({"resolution": "create", "messagesReceived": 6, "messagesStored": 5, "messagesRefused": 1,
+        json!({"subscriptions": [], "resolution": "create", "messagesReceived": 6, "messagesStored": 5, "messagesRefused": 1,
                "observationsWritten": 3})
     );
 }

@@ -13,6 +13,7 @@
 //! holds changes nothing, so a message delivered twice is stored once. A transport acknowledges a
 //! batch only once [`ingest`] has returned, so a crash in between means a redelivery, not a loss.
 
+pub mod brokers;
 pub(crate) mod http;
 mod refusal;
 mod resolve;
@@ -44,6 +45,19 @@ pub struct Medtech {
     fhir: FhirMapping,
     resolution: Resolution,
     counters: Counters,
+    /// The broker subscriptions' states, for `GET /medtech/v1/status`.
+    subscriptions: std::sync::Mutex<Vec<SubscriptionState>>,
+}
+
+/// Where a broker subscription stands.
+#[derive(Debug, Clone)]
+struct SubscriptionState {
+    transport: &'static str,
+    /// Where and what, without credentials.
+    source: String,
+    connected: bool,
+    /// Why it last lost or failed to make its connection (no message content).
+    last_error: Option<String>,
 }
 
 /// Messages this process has handled, as Azure's MedTech metrics count them.
@@ -66,7 +80,13 @@ impl Medtech {
     /// Reads both mapping documents; every problem in either is reported, each with where it is.
     pub fn load(device: &Value, fhir: &Value, resolution: Resolution) -> Result<Medtech, String> {
         match (DeviceMapping::parse(device), FhirMapping::parse(fhir)) {
-            (Ok(device), Ok(fhir)) => Ok(Medtech { device, fhir, resolution, counters: Counters::default() }),
+            (Ok(device), Ok(fhir)) => Ok(Medtech {
+                device,
+                fhir,
+                resolution,
+                counters: Counters::default(),
+                subscriptions: Default::default(),
+            }),
             (device, fhir) => {
                 let mut problems = Vec::new();
                 let mut collect = |which: &str, error: Option<MappingError>| {
@@ -82,16 +102,57 @@ impl Medtech {
         }
     }
 
-    /// The counters, as JSON (`GET /medtech/v1/status`).
+    /// The counters and the subscriptions, as JSON (`GET /medtech/v1/status`).
     pub fn status(&self) -> Value {
         let c = &self.counters;
+        let subscriptions: Vec<Value> = self
+            .lock_subscriptions()
+            .iter()
+            .map(|s| {
+                json!({"transport": s.transport, "source": s.source, "connected": s.connected,
+                       "lastError": s.last_error})
+            })
+            .collect();
         json!({
+            "subscriptions": subscriptions,
             "resolution": match self.resolution { Resolution::Create => "create", Resolution::Lookup => "lookup" },
             "messagesReceived": c.received.load(Ordering::Relaxed),
             "messagesStored": c.stored.load(Ordering::Relaxed),
             "messagesRefused": c.refused.load(Ordering::Relaxed),
             "observationsWritten": c.observations.load(Ordering::Relaxed),
         })
+    }
+}
+
+/// Starts a subscription ([`subscribe::spawn`]) on a server whose MedTech is on; `None` when it
+/// is off.
+pub fn start(state: &AppState, subscription: brokers::Subscription) -> Option<tokio::task::JoinHandle<()>> {
+    let medtech = state.medtech.clone()?;
+    Some(match subscription {
+        brokers::Subscription::Mqtt(source) => subscribe::spawn(state.clone(), medtech, source),
+        brokers::Subscription::Nats(source) => subscribe::spawn(state.clone(), medtech, source),
+    })
+}
+
+impl Medtech {
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<SubscriptionState>> {
+        self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a subscription; returns its index for [`Medtech::subscription_changed`].
+    fn subscription_added(&self, transport: &'static str, source: String) -> usize {
+        let mut subscriptions = self.lock_subscriptions();
+        subscriptions.push(SubscriptionState { transport, source, connected: false, last_error: None });
+        subscriptions.len() - 1
+    }
+
+    fn subscription_changed(&self, index: usize, connected: bool, error: Option<String>) {
+        if let Some(state) = self.lock_subscriptions().get_mut(index) {
+            state.connected = connected;
+            if error.is_some() {
+                state.last_error = error;
+            }
+        }
     }
 }
 

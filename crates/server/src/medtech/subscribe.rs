@@ -51,28 +51,21 @@ pub trait Source: Send + Sync + 'static {
 
 /// Runs the subscription until the task is aborted.
 pub fn spawn<S: Source>(state: AppState, medtech: Arc<Medtech>, source: S) -> tokio::task::JoinHandle<()> {
+    let index = medtech.subscription_added(source.transport(), source.describe());
     tokio::spawn(async move {
         let mut pause = Duration::from_secs(1);
         loop {
-            match source.connect().await {
+            let error = match source.connect().await {
                 Ok(mut feed) => {
                     eprintln!("fhirside: medtech: subscribed to {}", source.describe());
+                    medtech.subscription_changed(index, true, None);
                     pause = Duration::from_secs(1);
-                    let error = consume(&state, &medtech, &source, &mut feed).await;
-                    eprintln!(
-                        "fhirside: medtech: {}: {error}; reconnecting in {} s",
-                        source.describe(),
-                        pause.as_secs()
-                    );
+                    consume(&state, &medtech, &source, &mut feed).await
                 }
-                Err(error) => {
-                    eprintln!(
-                        "fhirside: medtech: cannot subscribe to {}: {error}; retrying in {} s",
-                        source.describe(),
-                        pause.as_secs()
-                    );
-                }
-            }
+                Err(error) => format!("cannot subscribe: {error}"),
+            };
+            eprintln!("fhirside: medtech: {}: {error}; again in {} s", source.describe(), pause.as_secs());
+            medtech.subscription_changed(index, false, Some(error));
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(30));
         }
