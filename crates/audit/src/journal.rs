@@ -119,6 +119,11 @@ impl Journal {
         }
     }
 
+    /// Its size in bytes: no batch of lines larger than this can ever be pushed.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.written == self.flushed

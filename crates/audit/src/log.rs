@@ -225,7 +225,7 @@ impl FileLog {
     }
 
     /// Writes lines in one `write(2)` (two if the day's file changes among them).
-    fn write_now<'a>(&self, lines: impl Iterator<Item = (Date, &'a [u8])>) -> Result<Vec<Link>, AuditError> {
+    fn write_now<'a>(&self, lines: impl Iterator<Item = (Date, &'a [u8])> + Clone) -> Result<Vec<Link>, AuditError> {
         let mut writer = lock_writer(&self.writer);
         if writer.closed {
             return Err(closed());
@@ -453,9 +453,20 @@ struct Writer {
 
 impl Writer {
     /// `Interval`: several lines in one write (two, if the day's file changes between them).
-    fn append_many<'a>(&mut self, lines: impl Iterator<Item = (Date, &'a [u8])>) -> Result<Vec<Link>, AuditError> {
-        if self.journal.is_some() {
-            return self.append_to_journal(lines);
+    /// A batch too large for the journal (a broker's thousand messages, each audited) goes
+    /// straight to the day files, after what the journal holds, with one `write(2)`: the same
+    /// durability, without a copy the journal could never take.
+    fn append_many<'a>(
+        &mut self,
+        lines: impl Iterator<Item = (Date, &'a [u8])> + Clone,
+    ) -> Result<Vec<Link>, AuditError> {
+        if let Some(journal) = &self.journal {
+            // Each line grows by its sequence and two hashes (under 200 bytes) when formatted.
+            let bytes: usize = lines.clone().map(|(_, head)| head.len() + 200).sum();
+            if bytes <= journal.size() / 2 {
+                return self.append_to_journal(lines);
+            }
+            self.flush_journal()?;
         }
         let mut links = Vec::new();
         for (day, head) in lines {

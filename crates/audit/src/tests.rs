@@ -453,6 +453,33 @@ async fn records_a_crash_left_in_the_journal_reach_the_day_files() {
     assert_eq!(log.recovered_from_journal(), 0);
 }
 
+/// A broker's batch audits a thousand messages at once: more than the journal holds. It goes to
+/// the day file directly, after what the journal held, in chain order.
+#[tokio::test]
+async fn a_batch_larger_than_the_journal_is_written_whole_in_order() {
+    let tmp = TempDir::new("journal-overflow");
+    let log = open(tmp.path());
+    let first = append_n(&log, "2024-03-01T10:00:00.000001Z", 3).await;
+    let mut big = Vec::new();
+    let mut bytes = 0;
+    while bytes <= 2 * crate::journal::SIZE {
+        let mut r = record("2024-03-01T10:00:01.000001Z", "medtech-ingest");
+        r.request_uri = format!("mqtt://127.0.0.1:1883/devices/{}/{}", big.len(), "x".repeat(400));
+        bytes += r.request_uri.len() + 300;
+        big.push(r);
+    }
+    let count = big.len() as u64;
+    let stored = log.append_all(big).await.unwrap();
+    assert_eq!(stored.len() as u64, count);
+    assert_eq!(stored[0].previous_hash, first[2].hash);
+    assert!(stored.windows(2).all(|w| w[1].sequence == w[0].sequence + 1 && w[1].previous_hash == w[0].hash));
+    let after = log.append(record("2024-03-01T10:00:02.000001Z", "read")).await.unwrap();
+    assert_eq!(after.sequence, 3 + count + 1);
+    drop(log);
+    let report = verify(&tmp.path().join("audit")).unwrap();
+    assert!(report.intact() && report.records == 3 + count + 1, "{report:?}");
+}
+
 #[tokio::test]
 async fn always_sync_and_stdout() {
     let tmp = TempDir::new("always");
