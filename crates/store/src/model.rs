@@ -135,6 +135,9 @@ pub struct ImportLine {
     /// `meta.versionId` and `meta.lastUpdated` (microseconds) to keep: `IncrementalLoad`.
     /// `None` writes the next version now (`InitialLoad`, or a file without them).
     pub keep: Option<ImportedMeta>,
+    /// The resource was deleted after this version (an export's soft-deleted resource): a
+    /// deletion marker follows it.
+    pub soft_deleted: bool,
 }
 
 /// The version and time an imported resource keeps.

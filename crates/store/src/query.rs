@@ -299,6 +299,10 @@ pub struct SnapshotQuery {
     /// Every version written by `as_of` (deletions aside), not only the current ones: an export
     /// that includes history.
     pub history: bool,
+    /// Also the last version of each resource deleted by `as_of` (`includeAssociatedData=_deleted`):
+    /// returned with its body and `deleted: true`. With `history`, every version that a deletion
+    /// followed is so marked.
+    pub deleted: bool,
     pub limit: u32,
 }
 

@@ -135,12 +135,20 @@ pub(crate) fn apply(rows: &mut impl Rows, op: WriteOp, cost: &mut Cost) -> Resul
 ///   it becomes the current version with its own number and time. The same number again with the
 ///   same content is `Unchanged`; anything older or conflicting is refused, since history before
 ///   the current version is not rewritten.
+/// - Soft-deleted (an export's deleted resource): the version, then a deletion marker after it. A
+///   resource deleted already, at this version or later, is `Unchanged` (the marker's version is
+///   returned), so that importing the same export again writes nothing.
 fn import(rows: &mut impl Rows, line: ImportLine, cost: &mut Cost) -> Result<WriteResult, StoreError> {
-    let ImportLine { resource_type, id, resource, index, keep } = line;
+    let ImportLine { resource_type, id, resource, index, keep, soft_deleted } = line;
     let (resource_type, id, index) = (resource_type.as_str(), id.as_str(), &index);
     rows.lock_resource(resource_type, id)?;
     cost.rows_read += 1;
     let current = rows.current(resource_type, id)?;
+    if let (true, Some((_, v))) = (soft_deleted, &current) {
+        if v.deleted && keep.and_then(|k| k.version).is_none_or(|version| version < v.version) {
+            return Ok(WriteResult::Unchanged(v.clone()));
+        }
+    }
     if let Some((_, v)) = &current {
         let same_version = keep.and_then(|k| k.version).is_none_or(|version| version == v.version);
         if !v.deleted && same_version {
@@ -178,7 +186,14 @@ fn import(rows: &mut impl Rows, line: ImportLine, cost: &mut Cost) -> Result<Wri
         }
     };
     let next = Next { resource_type, id, version, last_updated, method: Method::Put };
-    store_version(rows, current, next, &resource, index, cost)
+    let stored = store_version(rows, current, next, &resource, index, cost)?;
+    if soft_deleted {
+        let (key, version) = rows
+            .current(resource_type, id)?
+            .ok_or_else(|| StoreError::Backend(format!("{resource_type}/{id} vanished while it was imported")))?;
+        delete(rows, &key, &version, cost)?;
+    }
+    Ok(stored)
 }
 
 /// Zero or one match for a conditional interaction; more is an error.

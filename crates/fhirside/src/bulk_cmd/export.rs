@@ -41,6 +41,10 @@ pub struct ExportArgs {
     /// Every version of each resource, not only the current one (`includeAssociatedData=_history`).
     #[arg(long)]
     history: bool,
+    /// Also each deleted resource's last version, marked soft-deleted as Azure's service marks it
+    /// (`includeAssociatedData=_deleted`); `fhirside import` deletes it again after storing it.
+    #[arg(long)]
+    deleted: bool,
     /// Write into a directory that is not empty (files of the same names are replaced).
     #[arg(long)]
     force: bool,
@@ -101,8 +105,13 @@ async fn export(args: ExportArgs, dir: &Path, job: Rc<RunningJob>) -> Result<(),
     for filter in &args.type_filters {
         query.push(("_typeFilter", filter.clone()));
     }
-    if args.history {
-        query.push(("includeAssociatedData", "_history".into()));
+    let associated: Vec<&str> = [(args.history, "_history"), (args.deleted, "_deleted")]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, v)| v)
+        .collect();
+    if !associated.is_empty() {
+        query.push(("includeAssociatedData", associated.join(",")));
     }
     let path = match (&args.group, args.patient) {
         (Some(group), _) => format!("/Group/{}/$export", percent_encode(group, false)),
@@ -110,7 +119,8 @@ async fn export(args: ExportArgs, dir: &Path, job: Rc<RunningJob>) -> Result<(),
         (None, false) => "/$export".to_owned(),
     };
     // The total, for the ETA: what a system search counts, when it counts what the export writes.
-    let countable = args.group.is_none() && !args.patient && args.type_filters.is_empty() && !args.history;
+    let countable =
+        args.group.is_none() && !args.patient && args.type_filters.is_empty() && !args.history && !args.deleted;
     let total = if countable { count(&api, &args.types, args.since.as_deref()).await? } else { None };
 
     let url = format!("{}{path}{}", api.base(), query_string(&query));

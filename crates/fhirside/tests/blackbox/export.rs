@@ -234,7 +234,7 @@ fn every_invalid_kick_off_is_a_400_with_an_operation_outcome() {
     bad("/$export?_outputFormat=text/csv", &ASYNC, "_outputFormat");
     bad("/$export?_typeFilter=Observation%3Fnot-a-param%3Dx", &ASYNC, "not-a-param");
     bad("/$export?_type=Patient&_typeFilter=Observation%3Fcode%3Dx", &ASYNC, "_type");
-    bad("/$export?includeAssociatedData=_deleted", &ASYNC, "_deleted");
+    bad("/$export?includeAssociatedData=_everything", &ASYNC, "_everything");
     bad("/$export?_container=Not_A_Container", &ASYNC, "_container");
     bad("/$export?unknown=1", &ASYNC, "unknown");
     bad("/Patient/$export?_type=Practitioner", &ASYNC, "Practitioner");

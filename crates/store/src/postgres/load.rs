@@ -57,8 +57,8 @@ const RETIRE: &str = "WITH
 /// Row ids for `$1` new versions.
 const ROW_IDS: &str = "SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, $1::int)";
 
-/// The new versions (`$1` to `$9`), the new resources' `resource_key` rows (`$10` to `$12`) and
-/// every index row (from `$13`), in one statement.
+/// The new versions (`$1` to `$10`), the new resources' `resource_key` rows (`$11` to `$13`) and
+/// every index row (from `$14`), in one statement.
 fn insert() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -66,13 +66,12 @@ fn insert() -> &'static str {
             "WITH
  v AS (INSERT INTO resource (rid, shard_key, type, id, version, last_updated, valid_to, deleted, method, body)
        OVERRIDING SYSTEM VALUE
-       SELECT r, s, t, i, v, l, vt, 0, m, b
-       FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
-                   $8::int2[], $9::bytea[]) AS u(r, s, t, i, v, l, vt, m, b)),
- k AS (INSERT INTO resource_key (type, id, shard_key) SELECT * FROM unnest($10::text[], $11::text[], $12::text[])),
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                            $7::bigint[], $8::int2[], $9::int2[], $10::bytea[])),
+ k AS (INSERT INTO resource_key (type, id, shard_key) SELECT * FROM unnest($11::text[], $12::text[], $13::text[])),
 {}
  SELECT 1",
-            index_rows::batch_index_ctes(13)
+            index_rows::batch_index_ctes(14)
         )
     })
 }
@@ -179,7 +178,8 @@ struct NewRow {
     last_updated: i64,
     valid_to: Option<i64>,
     method: i16,
-    body: Vec<u8>,
+    /// `None` for a deletion marker (a soft-deleted import's).
+    body: Option<Vec<u8>>,
     /// Whether the version is its resource's first (whose `resource_key` row is new too).
     first: bool,
     index: IndexEntries,
@@ -241,7 +241,6 @@ impl Rows for Plan {
         previous: Option<&Located>,
         index: &IndexEntries,
     ) -> Result<(), StoreError> {
-        let body = v.body.ok_or_else(|| StoreError::Backend("an import does not delete".into()))?;
         let shard_key = match previous {
             Some(Located::Stored(key)) => key.shard_key.clone(),
             Some(Located::New(i)) => self.new[*i].shard_key.clone(),
@@ -255,9 +254,9 @@ impl Rows for Plan {
             id: v.id.to_owned(),
             version: v.version,
             last_updated: v.last_updated,
-            deleted: false,
+            deleted: v.body.is_none(),
             method: v.method,
-            body: body.to_vec().into(),
+            body: v.body.map(|b| b.to_vec().into()).unwrap_or_default(),
         };
         let key = (stored.resource_type.clone(), stored.id.clone());
         self.current.insert(key, (Located::New(self.new.len()), stored));
@@ -269,7 +268,7 @@ impl Rows for Plan {
             last_updated: v.last_updated,
             valid_to: None,
             method: v.method.to_db() as i16,
-            body: body.to_vec(),
+            body: v.body.map(<[u8]>::to_vec),
             first: previous.is_none(),
             index: index.clone(),
         });
@@ -306,6 +305,7 @@ impl Plan {
             &columns.version,
             &columns.last_updated,
             &columns.valid_to,
+            &columns.deleted,
             &columns.method,
             &columns.body,
             &columns.first_type,
@@ -327,8 +327,9 @@ struct Columns {
     version: Vec<i64>,
     last_updated: Vec<i64>,
     valid_to: Vec<Option<i64>>,
+    deleted: Vec<i16>,
     method: Vec<i16>,
-    body: Vec<Vec<u8>>,
+    body: Vec<Option<Vec<u8>>>,
     first_type: Vec<String>,
     first_id: Vec<String>,
     first_shard_key: Vec<String>,
@@ -347,6 +348,7 @@ impl Columns {
         self.version.push(row.version);
         self.last_updated.push(row.last_updated);
         self.valid_to.push(row.valid_to);
+        self.deleted.push(i16::from(row.body.is_none()));
         self.method.push(row.method);
         self.body.push(row.body);
     }

@@ -31,6 +31,7 @@ fn line(id: &str, patient: &str, code: &str, note: &str, keep: Option<(u64, i64)
             ..IndexEntries::default()
         },
         keep: keep.map(|(version, at)| ImportedMeta { version: Some(version), last_updated: Some(at) }),
+        soft_deleted: false,
     }
 }
 
@@ -50,6 +51,7 @@ fn patient(id: &str, family: &str) -> ImportLine {
             ..IndexEntries::default()
         },
         keep: None,
+        soft_deleted: false,
     }
 }
 
@@ -254,4 +256,45 @@ fn halves_keep_a_resource_together_and_in_order() {
     }
     let ids = |half: &[ImportLine]| half.iter().map(|l| l.id.clone()).collect::<std::collections::HashSet<_>>();
     assert!(ids(&first).is_disjoint(&ids(&second)));
+}
+
+/// A soft-deleted line (an export's deleted resource): its version, then a deletion marker; the
+/// same line again is unchanged. The same on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_deleted_line_is_stored_then_deleted_once() {
+    let t = 1_700_000_000_000_000;
+    async fn run(store: &dyn ResourceStore, t: i64) -> Vec<String> {
+        let soft = || ImportLine { soft_deleted: true, ..line("o9", "p1", "hr", "before deletion", Some((2, t))) };
+        let mut answers = summary(store.import_batch(vec![soft()]).await.unwrap().value);
+        answers.extend(summary(store.import_batch(vec![soft(), soft()]).await.unwrap().value));
+        let current = store.read("Observation", "o9").await.unwrap().value.unwrap();
+        answers.push(format!("current v{} deleted {}", current.version, current.deleted));
+        let scope = HistoryScope::Instance("Observation".into(), "o9".into());
+        let history = store.history(&scope, &HistoryQuery { count: 10, ..Default::default() }).await.unwrap().value;
+        answers.push(format!("{:?}", history.versions.iter().map(|v| (v.version, v.deleted)).collect::<Vec<_>>()));
+        answers.push(format!("{:?}", ids(store, code("hr")).await));
+        answers
+    }
+    let dir = std::env::temp_dir().join(format!("fhirside-store-soft-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let embedded = run(&SqliteStore::open(&SqliteConfig::in_dir(&dir)).unwrap(), t).await;
+    let scratch = Scratch::new().await;
+    let store = PostgresStore::open(&scratch.config).await.unwrap();
+    let postgres = run(&store, t).await;
+    drop(store);
+    scratch.drop_schema().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(postgres, embedded);
+    assert_eq!(
+        postgres,
+        [
+            "created Observation/o9 v2",
+            "unchanged Observation/o9 v3",
+            "unchanged Observation/o9 v3",
+            "current v3 deleted true",
+            "[(3, true), (2, false)]",
+            "[]",
+        ]
+    );
 }

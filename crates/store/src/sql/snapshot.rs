@@ -4,7 +4,9 @@
 //! It walks `resource_type_history` (`type, last_updated, rid`), the index every version is in,
 //! keeping the versions that were current at `as_of`: written by then (`last_updated <= as_of`) and
 //! not superseded by then (`valid_to` empty or later). A filter is applied to the resource's
-//! current version, whose index rows exist, through an uncorrelated `(type, id) IN (…)`.
+//! current version, whose index rows exist, through an uncorrelated `(type, id) IN (…)`. With
+//! `deleted`, the version a deletion ended (and that deletion still in force) is kept too, marked
+//! by its `deleted` column; a filter cannot select it, since a deleted resource has no index rows.
 
 use super::{Builder, Compiled, Dialect, Param, COLUMNS};
 use crate::query::SnapshotQuery;
@@ -15,7 +17,23 @@ pub(crate) fn compile_snapshot(dialect: Dialect, query: &SnapshotQuery) -> Compi
         Dialect::Sqlite => " INDEXED BY resource_type_history",
         Dialect::Postgres => "",
     };
-    b.push(&format!("SELECT {COLUMNS} FROM resource r{hint} WHERE r.type = "));
+    // A version a deletion marker followed: the marker is always the next version, on the same
+    // shard (a resource keeps its shard key for good).
+    let same_shard = match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " AND d.shard_key = r.shard_key",
+    };
+    let deleted_after = format!(
+        "EXISTS (SELECT 1 FROM resource d WHERE d.type = r.type AND d.id = r.id{same_shard} \
+         AND d.version = r.version + 1 AND d.deleted = 1"
+    );
+    let columns = if query.deleted {
+        // SMALLINT, as the column is on PostgreSQL.
+        COLUMNS.replace("r.deleted", &format!("CASE WHEN {deleted_after}) THEN CAST(1 AS SMALLINT) ELSE r.deleted END"))
+    } else {
+        COLUMNS.to_owned()
+    };
+    b.push(&format!("SELECT {columns} FROM resource r{hint} WHERE r.type = "));
     b.placeholder_text(&query.resource_type);
     b.push(" AND r.last_updated <= ");
     b.placeholder(Param::Integer(query.as_of));
@@ -35,6 +53,14 @@ pub(crate) fn compile_snapshot(dialect: Dialect, query: &SnapshotQuery) -> Compi
     if !query.history {
         b.push(" AND (r.valid_to IS NULL OR r.valid_to > ");
         b.placeholder(Param::Integer(query.as_of));
+        if query.deleted {
+            // Or ended by a deletion that is still in force at `as_of`.
+            b.push(&format!(" OR ({deleted_after} AND d.last_updated <= "));
+            b.placeholder(Param::Integer(query.as_of));
+            b.push(" AND (d.valid_to IS NULL OR d.valid_to > ");
+            b.placeholder(Param::Integer(query.as_of));
+            b.push(")))");
+        }
         b.push(")");
     }
     b.push(" AND r.deleted = 0");

@@ -291,10 +291,15 @@ pub(crate) fn statements(dialect: Dialect) -> Vec<(String, Compiled)> {
         after,
         filter,
         history: false,
+        deleted: false,
         limit: 1000,
     };
     let with_history = SnapshotQuery { history: true, ..snapshot(None, None, Vec::new()) };
+    let with_deleted = SnapshotQuery { deleted: true, ..snapshot(None, None, Vec::new()) };
+    let with_both = SnapshotQuery { deleted: true, history: true, ..snapshot(None, None, Vec::new()) };
     out.push(("export snapshot with history".into(), compile_snapshot(dialect, &with_history)));
+    out.push(("export snapshot with deleted".into(), compile_snapshot(dialect, &with_deleted)));
+    out.push(("export snapshot with history and deleted".into(), compile_snapshot(dialect, &with_both)));
     out.push(("export snapshot".into(), compile_snapshot(dialect, &snapshot(None, None, Vec::new()))));
     let filter = vec![
         Clause::Compartments { compartment: "Patient".into(), ids: Some(vec!["p1".into()]) },

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use fhirside_store::{Clause, SnapshotQuery};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{ExportDefinition, Level};
 use crate::error::FhirError;
@@ -100,15 +100,23 @@ async fn export(lease: &Lease<'_>) -> Result<String, Stop> {
                 after: at,
                 filter: filter.clone(),
                 history: definition.history,
+                deleted: definition.deleted,
                 limit: PAGE,
             };
             let page = state.store.snapshot(&query).await.map_err(Stop::store)?.value;
             let full = page.len() == PAGE as usize;
             for (rid, version) in page {
                 at = Some((version.last_updated, rid));
+                let marked;
+                let body = if version.deleted {
+                    marked = soft_deleted(&version.body);
+                    &marked[..]
+                } else {
+                    &version.body[..]
+                };
                 match &definition.elements {
-                    Some(elements) => buffer.extend_from_slice(&subset(&version.body, &resource_type, elements)),
-                    None => buffer.extend_from_slice(&version.body),
+                    Some(elements) => buffer.extend_from_slice(&subset(body, &resource_type, elements)),
+                    None => buffer.extend_from_slice(body),
                 }
                 buffer.push(b'\n');
                 count += 1;
@@ -233,6 +241,20 @@ fn subset(body: &[u8], resource_type: &str, elements: &[String]) -> Bytes {
             })
     };
     crate::bundle::subsetted_body(body, &keep).unwrap_or_else(|| Bytes::copy_from_slice(body))
+}
+
+/// A deleted resource's last version as Azure's service exports it: with the soft-deleted mark in
+/// `meta.extension`, which an import reads back ([`super::SOFT_DELETED`]).
+fn soft_deleted(body: &[u8]) -> Vec<u8> {
+    let Ok(Value::Object(mut resource)) = serde_json::from_slice::<Value>(body) else { return body.to_vec() };
+    let meta = resource.entry("meta").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        let extension = meta.entry("extension").or_insert_with(|| json!([]));
+        if let Some(extension) = extension.as_array_mut() {
+            extension.push(json!({"url": super::SOFT_DELETED, "valueString": "soft-deleted"}));
+        }
+    }
+    serde_json::to_vec(&Value::Object(resource)).unwrap_or_else(|_| body.to_vec())
 }
 
 /// Removes the files of an export job, whatever its state (an expired one).

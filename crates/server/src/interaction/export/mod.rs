@@ -61,6 +61,10 @@ pub(crate) struct ExportDefinition {
     /// `includeAssociatedData=_history`: every version current at some point before the
     /// transaction time, not only the last.
     pub history: bool,
+    /// `includeAssociatedData=_deleted`: also each deleted resource's last version, marked as
+    /// Azure marks soft-deleted resources ([`SOFT_DELETED`]).
+    #[serde(default)]
+    pub deleted: bool,
     /// Where the files go: a container, and a key prefix within it (the job's own).
     pub container: String,
     pub prefix: String,
@@ -140,6 +144,7 @@ pub(crate) async fn kick_off(state: &AppState, call: Call, level: KickOffLevel<'
         until: request.until,
         elements: request.elements,
         history: request.history,
+        deleted: request.deleted,
         container,
         prefix,
         transaction_time: fhir::datetime::now_micros(),
@@ -214,6 +219,11 @@ fn parameters_body(body: &[u8]) -> Result<Params, FhirError> {
     Ok(Params::parse(Some(&query)))
 }
 
+/// The extension Azure's service marks a soft-deleted resource with in exports, and accepts in an
+/// `IncrementalLoad` import (AZURE-COMPAT §3): `meta.extension` with this URL and `valueString`
+/// `soft-deleted`.
+pub(crate) const SOFT_DELETED: &str = "http://azurehealthcareapis.com/data-extensions/deleted-state";
+
 /// The kick-off's parameters, checked.
 struct ExportRequest {
     types: Option<Vec<String>>,
@@ -223,6 +233,7 @@ struct ExportRequest {
     elements: Option<Vec<String>>,
     patients: Option<Vec<String>>,
     history: bool,
+    deleted: bool,
     container: Option<String>,
 }
 
@@ -341,21 +352,28 @@ impl ExportRequest {
                 Some(ids)
             }
         };
-        let mut history = false;
+        let (mut history, mut deleted) = (false, false);
         if let Some(list) = params.get("includeAssociatedData") {
             for value in list.split(',').map(str::trim) {
                 match value {
                     "_history" => history = true,
+                    "_deleted" => deleted = true,
                     other => {
                         return Err(FhirError::BadRequest {
                             code: "not-supported",
                             diagnostics: format!(
-                                "includeAssociatedData '{other}' is not supported; this server supports _history."
+                                "includeAssociatedData '{other}' is not supported; this server supports _history and \
+                                 _deleted."
                             ),
                             expression: None,
                         })
                     }
                 }
+            }
+            // As Azure's service: a filter judges a resource by its current version, which a
+            // deleted resource or an old version is not.
+            if !type_filters.is_empty() {
+                return Err(FhirError::bad_request("includeAssociatedData cannot be combined with _typeFilter."));
             }
         }
         let container = match params.get("_container") {
@@ -368,7 +386,7 @@ impl ExportRequest {
                 )))
             }
         };
-        Ok(ExportRequest { types, type_filters, since, until, elements, patients, history, container })
+        Ok(ExportRequest { types, type_filters, since, until, elements, patients, history, deleted, container })
     }
 }
 

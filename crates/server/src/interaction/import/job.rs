@@ -392,8 +392,27 @@ fn prepare(context: &Context, line: u64, bytes: &[u8]) -> Result<ImportLine, Str
             Some(ImportedMeta { version, last_updated })
         }
     };
+    let soft_deleted = take_soft_deleted(&mut resource);
     let index = indexing::extract(&resource_type, &mut resource);
-    Ok(ImportLine { resource_type, id, resource: Unstamped::new(resource), index, keep })
+    Ok(ImportLine { resource_type, id, resource: Unstamped::new(resource), index, keep, soft_deleted })
+}
+
+/// Whether the resource carries Azure's soft-deleted mark (what `includeAssociatedData=_deleted`
+/// exports); the mark is removed, as it describes the resource's state, not its content.
+fn take_soft_deleted(resource: &mut serde_json::Map<String, Value>) -> bool {
+    let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) else { return false };
+    let Some(extensions) = meta.get_mut("extension").and_then(Value::as_array_mut) else { return false };
+    let before = extensions.len();
+    extensions
+        .retain(|e| !(e["url"] == crate::interaction::export::SOFT_DELETED && e["valueString"] == "soft-deleted"));
+    let marked = extensions.len() < before;
+    if extensions.is_empty() {
+        meta.remove("extension");
+    }
+    if meta.is_empty() {
+        resource.remove("meta");
+    }
+    marked
 }
 
 /// Writes a batch in one transaction; returns the refused lines with why. Counts what was
