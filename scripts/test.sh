@@ -23,10 +23,11 @@ cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 # MSAL Python and azure-identity, pinned in tests/clients/requirements.txt (quick when installed).
 python3 -m pip --version >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-pip; }
 # The object storage tests (crates/objects/tests/backends) run moto's S3 server, pinned in
-# tests/objects/requirements.txt.
+# tests/objects/requirements.txt; the Vault provider's tests (crates/keys/tests/vault.rs) run
+# OpenBao's `bao`, pinned in tests/keys/requirements.txt.
 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
   python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt \
-  -r tests/objects/requirements.txt
+  -r tests/objects/requirements.txt -r tests/keys/requirements.txt
 # The SMART app test (crates/fhirside/tests/blackbox/smart_app.rs) runs SMART's fhirclient in
 # Debian's Chromium, driven by playwright-core on Node.js (20 or later), with the npm packages
 # pinned in tests/smart-app/package-lock.json.
