@@ -42,13 +42,15 @@ pub(crate) fn compile_snapshot(dialect: Dialect, query: &SnapshotQuery) -> Compi
         b.placeholder(Param::Integer(since));
     }
     if let Some((last_updated, rid)) = query.after {
-        b.push(" AND (r.last_updated > ");
+        // A row comparison is a range of the `(type, last_updated, rid)` index to both databases,
+        // so each page starts where the last ended. Spelled as `a > x OR (a = x AND b > y)`,
+        // PostgreSQL read it as a filter and scanned the type from its start for every page: an
+        // export of ten times Synthea-120 cost 135 µs of its CPU per resource instead of 12.
+        b.push(" AND (r.last_updated, r.rid) > (");
         b.placeholder(Param::Integer(last_updated));
-        b.push(" OR (r.last_updated = ");
-        b.placeholder(Param::Integer(last_updated));
-        b.push(" AND r.rid > ");
+        b.push(", ");
         b.placeholder(Param::Integer(rid));
-        b.push("))");
+        b.push(")");
     }
     if !query.history {
         b.push(" AND (r.valid_to IS NULL OR r.valid_to > ");
