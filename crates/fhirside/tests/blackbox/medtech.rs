@@ -217,17 +217,23 @@ fn without_mappings_the_endpoint_says_so_and_bad_mappings_stop_the_start() {
 #[test]
 fn medtech_test_shows_what_a_message_becomes() {
     let sample = samples().join("azure-samples/calculatedcontent-single-fhir-observation");
-    let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
-        .args(["medtech", "test", "--device-mapping"])
-        .arg(sample.join("device-mapping.json"))
-        .arg("--fhir-mapping")
-        .arg(sample.join("fhir-destination-mapping.json"))
-        .arg("--message")
-        .arg(sample.join("test-device-message.json"))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // `fhirside medtech test` with the sample's mappings and `message`: its exit code and output.
+    let run = |message: &Path| -> (Option<i32>, Value) {
+        let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
+            .args(["medtech", "test", "--device-mapping"])
+            .arg(sample.join("device-mapping.json"))
+            .arg("--fhir-mapping")
+            .arg(sample.join("fhir-destination-mapping.json"))
+            .arg("--message")
+            .arg(message)
+            .output()
+            .unwrap();
+        let result = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), result)
+    };
+    let (code, result) = run(&sample.join("test-device-message.json"));
+    assert_eq!(code, Some(0), "{result}");
     assert_eq!(result["normalized"][0]["properties"][0], json!({"name": "hr", "value": "78"}));
     assert_eq!(result["observations"][0]["valueQuantity"]["value"], 78);
     assert_eq!(result["errors"], json!([]));
@@ -235,16 +241,7 @@ fn medtech_test_shows_what_a_message_becomes() {
     // A message no template can read: exit 1 with the error.
     let message = temp_dir("medtech-message").join("message.json");
     std::fs::write(&message, json!({"heartRate": "78", "deviceId": "d"}).to_string()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
-        .args(["medtech", "test", "--device-mapping"])
-        .arg(sample.join("device-mapping.json"))
-        .arg("--fhir-mapping")
-        .arg(sample.join("fhir-destination-mapping.json"))
-        .arg("--message")
-        .arg(&message)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (code, result) = run(&message);
+    assert_eq!(code, Some(1));
     assert_eq!(result["errors"].as_array().unwrap().len(), 1, "{result}");
 }
