@@ -1,8 +1,6 @@
 //! CORS, configured as in Azure's FHIR service: preflights answered without a token, actual
 //! responses opened to the allowed origins, nothing at all when CORS is not configured.
 
-use std::process::Command;
-
 use serde_json::json;
 
 use crate::harness::{temp_dir, Response, Server};
@@ -134,15 +132,8 @@ fn without_cors_configured_there_are_no_cors_headers() {
 #[test]
 fn invalid_cors_settings_refuse_to_start() {
     let refused = |args: &[&str], env: &[(&str, &str)]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
-            .args(["serve", "--http", "--listen", "127.0.0.1:0", "--auth", "none", "--data-dir"])
-            .arg(temp_dir("cors-refused"))
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        let base = ["--http", "--listen", "127.0.0.1:0", "--auth", "none"];
+        crate::harness::serve_refused(&[&base[..], args].concat(), env)
     };
     let stderr = refused(&["--cors-origin", "*", "--cors-allow-credentials"], &[]);
     assert!(stderr.contains("credentials") && stderr.contains("'*'"), "{stderr}");

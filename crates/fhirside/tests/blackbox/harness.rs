@@ -57,6 +57,20 @@ pub fn database_for(base: &str, data_dir: &Path) -> String {
     format!("{base}{separator}options=-csearch_path%3D{schema}")
 }
 
+/// Runs `fhirside serve --data-dir <new dir> ARGS` with `env`, which must refuse to start (exit
+/// code 2); returns what it wrote to stderr.
+pub fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
+        .args(["serve", "--data-dir"])
+        .arg(temp_dir("refused"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);

@@ -202,14 +202,20 @@ fn without_mappings_the_endpoint_says_so_and_bad_mappings_stop_the_start() {
          "values": [{"valueName": "hr", "required": true}]}}]});
     std::fs::write(&device, broken.to_string()).unwrap();
     let fhir = samples().join("iomt-fhir/basic-fhirmapping.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
-        .args(["serve", "--http", "--auth", "none", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(temp_dir("data"))
-        .args(["--medtech-device-mapping", device.to_str().unwrap(), "--medtech-fhir-mapping", fhir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = crate::harness::serve_refused(
+        &[
+            "--http",
+            "--auth",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+            "--medtech-device-mapping",
+            device.to_str().unwrap(),
+            "--medtech-fhir-mapping",
+            fhir.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(stderr.contains("device mapping at template[0]"), "{stderr}");
     assert!(stderr.contains("valueExpression"), "{stderr}");
 }

@@ -233,17 +233,7 @@ fn strict_transport_security_on_every_https_response_and_never_over_http() {
 
 #[test]
 fn plain_http_stays_on_loopback_and_cannot_stand_in_for_mutual_tls() {
-    let refused = |args: &[&str], env: &[(&str, &str)]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
-            .args(["serve", "--data-dir"])
-            .arg(temp_dir("refused"))
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    };
+    let refused = crate::harness::serve_refused;
     assert!(refused(&["--listen", "[::]:0"], &[("FHIRSIDE_HTTP", "true")]).contains("loopback"));
     assert!(refused(&["--listen", "192.0.2.1:0", "--http"], &[]).contains("loopback"));
     let message = refused(&["--http", "--tls-client-ca", "/nonexistent/ca.pem"], &[]);
