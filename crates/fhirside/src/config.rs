@@ -141,6 +141,12 @@ pub struct ServeArgs {
     /// A directory `$import` may read local files from (besides <data dir>/bulk); repeatable.
     #[arg(long = "import-root", env = "FHIRSIDE_IMPORT_ROOTS", value_delimiter = ',')]
     pub import_roots: Vec<PathBuf>,
+    /// Encryption at rest with this key-encryption key: `file:PATH` (32 bytes, raw or base64, mode
+    /// 0600), `env:NAME` (base64), `vault:https://HOST:8200/v1/MOUNT/keys/NAME` (Vault or OpenBao
+    /// transit; token in VAULT_TOKEN) or `azure-keyvault:https://VAULT.vault.azure.net/keys/NAME`
+    /// (token in FHIRSIDE_KEYVAULT_TOKEN). Chosen when the store is created.
+    #[arg(long, env = "FHIRSIDE_ENCRYPTION_KEY")]
+    pub encryption_key: Option<String>,
     /// MedTech's device mapping (Azure's JSON); with --medtech-fhir-mapping, turns on
     /// `POST /medtech/v1/messages`.
     #[arg(long, env = "FHIRSIDE_MEDTECH_DEVICE_MAPPING")]
@@ -216,6 +222,7 @@ pub struct FileConfig {
     pub import_roots: Option<Vec<PathBuf>>,
     pub bulk_storage: Option<String>,
     pub bulk_retention_hours: Option<f64>,
+    pub encryption_key: Option<String>,
     pub medtech_device_mapping: Option<PathBuf>,
     pub medtech_fhir_mapping: Option<PathBuf>,
     pub medtech_resolution: Option<String>,
@@ -296,6 +303,8 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     /// `--bulk-storage`, when set (else the data directory's `bulk/`).
     pub bulk_storage: Option<String>,
+    /// `--encryption-key`: the key-encryption key of encryption at rest, when it is on.
+    pub encryption_key: Option<String>,
     /// MedTech's mappings, read and checked, when both are configured.
     pub medtech: Option<fhirside_server::medtech::Medtech>,
     /// The brokers MedTech takes device messages from.
@@ -484,6 +493,10 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         },
         medtech.is_some(),
     )?;
+    let encryption_key = args.encryption_key.or(file.encryption_key);
+    if encryption_key.as_deref().is_some_and(|key| key.trim().is_empty()) {
+        return Err("--encryption-key is empty".into());
+    }
     Ok(Settings {
         data_dir,
         database,
@@ -494,6 +507,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         auth: auth_settings,
         audit,
         bulk_storage,
+        encryption_key,
         medtech,
         medtech_subscriptions,
     })
@@ -641,6 +655,14 @@ pub fn admin_target(
     Ok(AdminTarget {
         data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("fhirside-data")),
         database: check_database(database.or(file.database))?,
+    })
+}
+
+/// `--encryption-key`, else the config file's `encryption_key`.
+pub fn encryption_key(flag: Option<String>, config: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    Ok(match flag {
+        Some(key) => Some(key),
+        None => file_config(config)?.encryption_key,
     })
 }
 

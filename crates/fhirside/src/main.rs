@@ -8,7 +8,9 @@ mod audit_cmd;
 mod bulk_cmd;
 mod config;
 mod db_cmd;
+mod encryption;
 mod identity;
+mod keys_cmd;
 mod medtech_cmd;
 mod migrate_cmd;
 mod serve;
@@ -40,6 +42,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Check the audit trail (`audit verify`).
     Audit(audit_cmd::AuditArgs),
+    /// Encryption at rest: `keys status`, `keys rotate [--data-key] [--to KEY]`.
+    Keys(keys_cmd::KeysArgs),
     /// The PostgreSQL schema: `db migrate`, `db status`.
     Db(db_cmd::DbArgs),
     /// Move an embedded installation's resources to PostgreSQL (`--from <data dir> --to postgres://…`).
@@ -70,6 +74,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Audit(args) => audit_cmd::run(args),
+        Command::Keys(args) => match keys_cmd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fhirside: {message}");
+                ExitCode::from(1)
+            }
+        },
         Command::Db(args) => match db_cmd::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

@@ -27,7 +27,17 @@ pub fn run(settings: Settings) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-        let store = Store::open(settings.database.as_deref(), &data_dir).await?;
+        // Encryption at rest: the store seals bodies with whatever keyring `keys` holds, which is
+        // loaded (or created) before anything is read or written.
+        let keys = fhirside_keys::KeyringCell::new();
+        let store = Store::open(settings.database.as_deref(), &data_dir, &keys).await?;
+        let encryption = crate::encryption::set_up(
+            settings.encryption_key.as_deref(),
+            store.shared().as_ref(),
+            store.settings(&data_dir)?,
+            &keys,
+        )
+        .await?;
         // Every request is recorded: a server that cannot record them does not start.
         let audit = match &settings.audit {
             None => None,
@@ -58,6 +68,14 @@ pub fn run(settings: Settings) -> Result<(), String> {
         let _ = writeln!(out, "Fhirside {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "data directory: {}", data_dir.display());
         let _ = writeln!(out, "resource store: {}", store.describe());
+        match &encryption {
+            Some(encryption) => {
+                let _ = writeln!(out, "encryption at rest: on (key-encryption key {})", encryption.provider.id());
+            }
+            None => {
+                let _ = writeln!(out, "encryption at rest: off (--encryption-key turns it on for a new store)");
+            }
+        }
         let _ = writeln!(out, "bulk data: {}", bulk.describe());
         match &audit {
             Some(log) => {
@@ -125,7 +143,16 @@ pub fn run(settings: Settings) -> Result<(), String> {
 
         let mut server_config = settings.server;
         server_config.oauth = identity.oauth.clone();
-        let mut state = AppState::new(server_config, store.shared()).with_identity(
+        // On an encrypted installation, every index row and query passes the blinding of PHI.
+        let resources: Arc<dyn ResourceStore> = match &encryption {
+            Some(encryption) => {
+                Arc::new(fhirside_server::protect::ProtectedStore::new(store.shared(), encryption.keys.clone()))
+            }
+            None => store.shared(),
+        };
+        let encryption_keys = encryption.as_ref().map(|encryption| encryption.keys.clone());
+        let follower = encryption.map(|encryption| encryption.follow(store.shared()));
+        let mut state = AppState::new(server_config, resources).with_identity(
             identity.authentication,
             identity.store,
             identity.authority,
@@ -134,6 +161,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
             state = state.with_audit(log.clone());
         }
         state = state.with_bulk(bulk);
+        if let Some(encryption) = &encryption_keys {
+            state = state.with_encryption(encryption.clone());
+        }
         if let Some(medtech) = settings.medtech {
             state = state.with_medtech(medtech);
         }
@@ -152,6 +182,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
         listener::serve(listener, transport, fhirside_server::router(state), shutdown_signal()).await;
         // A job in progress stops here; its lease runs out and it resumes from its checkpoint.
         worker.abort();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         for subscription in subscriptions {
             subscription.abort();
         }
@@ -189,36 +222,50 @@ fn bulk_storage(
 /// The resource store in use: the embedded one, or PostgreSQL.
 enum Store {
     Embedded(Arc<SqliteStore>),
-    Postgres(Arc<PostgresStore>, String),
+    Postgres(Arc<PostgresStore>, String, Box<PostgresConfig>),
 }
 
 impl Store {
-    async fn open(database: Option<&str>, data_dir: &std::path::Path) -> Result<Store, String> {
+    async fn open(
+        database: Option<&str>,
+        data_dir: &std::path::Path,
+        keys: &fhirside_keys::KeyringCell,
+    ) -> Result<Store, String> {
+        let seal = fhirside_store::Seal::new(keys.clone());
         match database {
             None => Ok(Store::Embedded(Arc::new(
-                SqliteStore::open(&SqliteConfig::in_dir(data_dir))
+                SqliteStore::open(&SqliteConfig { seal, ..SqliteConfig::in_dir(data_dir) })
                     .map_err(|e| format!("cannot open the store: {e}"))?,
             ))),
             Some(url) => {
-                let config = PostgresConfig::from_url(url).map_err(|e| e.to_string())?;
+                let mut config = PostgresConfig::from_url(url).map_err(|e| e.to_string())?;
+                config.seal = seal;
                 let store =
                     PostgresStore::open(&config).await.map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
-                Ok(Store::Postgres(Arc::new(store), config.describe()))
+                Ok(Store::Postgres(Arc::new(store), config.describe(), Box::new(config)))
             }
         }
+    }
+
+    /// Where this store's settings are, for reading and writing them on their own.
+    fn settings<'a>(&'a self, data_dir: &'a std::path::Path) -> Result<fhirside_store::SettingsOf<'a>, String> {
+        Ok(match self {
+            Store::Embedded(_) => fhirside_store::SettingsOf::Embedded(data_dir),
+            Store::Postgres(_, _, config) => fhirside_store::SettingsOf::Postgres(config),
+        })
     }
 
     fn shared(&self) -> Arc<dyn ResourceStore> {
         match self {
             Store::Embedded(store) => store.clone(),
-            Store::Postgres(store, _) => store.clone(),
+            Store::Postgres(store, _, _) => store.clone(),
         }
     }
 
     fn describe(&self) -> String {
         match self {
             Store::Embedded(_) => "embedded (fhirside.db in the data directory)".into(),
-            Store::Postgres(_, target) => format!("PostgreSQL {target}"),
+            Store::Postgres(_, target, _) => format!("PostgreSQL {target}"),
         }
     }
 

@@ -120,6 +120,7 @@
 //! `zeroize` module.
 
 mod blind;
+mod cell;
 mod cipher;
 mod error;
 pub mod format;
@@ -128,6 +129,7 @@ mod provider;
 mod zeroize;
 
 pub use blind::BlindIndex;
+pub use cell::KeyringCell;
 pub use cipher::{Dek, DEK_LEN};
 pub use error::{CipherError, KeyError};
 pub use format::DekId;

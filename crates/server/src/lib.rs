@@ -34,6 +34,7 @@ pub mod medtech;
 mod negotiate;
 mod params;
 mod patching;
+pub mod protect;
 mod response;
 pub mod search_params;
 pub mod smart;
@@ -83,6 +84,9 @@ pub struct Shared {
     pub(crate) bulk: Option<Arc<BulkStorage>>,
     /// The MedTech mappings messages are turned into Observations with; `None` when it is off.
     pub(crate) medtech: Option<Arc<medtech::Medtech>>,
+    /// The keyring of encryption at rest, for what the server seals itself (audit fields); `None`
+    /// when encryption at rest is off.
+    pub(crate) keys: Option<fhirside_keys::KeyringCell>,
 }
 
 impl AppState {
@@ -102,6 +106,7 @@ impl AppState {
             audit: None,
             bulk: None,
             medtech: None,
+            keys: None,
         }))
     }
 
@@ -135,6 +140,14 @@ impl AppState {
     }
 
     /// Turns auditing on: every request is recorded in `log`.
+    /// Encryption at rest: the server seals the audit fields that can carry PHI with `keys`. (The
+    /// store and its index are sealed by the store and [`protect::ProtectedStore`].)
+    pub fn with_encryption(mut self, keys: fhirside_keys::KeyringCell) -> AppState {
+        let shared = Arc::make_mut(&mut self.0);
+        shared.keys = Some(keys);
+        self
+    }
+
     pub fn with_audit(mut self, log: Arc<fhirside_audit::AuditLog>) -> AppState {
         let shared = Arc::make_mut(&mut self.0);
         shared.audit = Some(log);

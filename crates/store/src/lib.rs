@@ -24,6 +24,8 @@ mod meta;
 mod model;
 mod postgres;
 mod query;
+mod seal;
+mod settings;
 mod shard;
 mod sql;
 mod sqlite;
@@ -47,6 +49,8 @@ pub use query::{
     Prefix, QuantityValue, ReferenceValue, SearchQuery, SnapshotQuery, SortBy, SortKey, StringMatch, TokenSystem,
     TokenValue, UriMatch, Value, ValueKind,
 };
+pub use seal::Seal;
+pub use settings::{create_setting, read_setting, write_setting, SettingsOf};
 pub use sqlite::{ExportCounts, RawVersion, SqliteExport};
 pub use sqlite::{SqliteConfig, SqliteStore};
 

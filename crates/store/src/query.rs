@@ -107,6 +107,9 @@ pub enum StringMatch {
     Exact,
     /// `:contains`: the stored value contains the (normalised) search value.
     Contains,
+    /// The stored normalised value equals the search value: what an encrypted installation's
+    /// blind prefix index answers for the default match (the server puts one row per prefix).
+    Equals,
 }
 
 /// How a uri search value matches.

@@ -18,6 +18,7 @@ mod conditional;
 mod cors;
 mod crud;
 mod durability;
+mod encryption;
 mod errors;
 mod everything;
 mod examples;

@@ -33,6 +33,7 @@
 mod headers;
 pub(crate) mod operation;
 pub(crate) mod query;
+pub(crate) mod sealed;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,6 +106,10 @@ pub(crate) async fn audited(
         previous_hash: String::new(),
         hash: String::new(),
     };
+    let mut record = record;
+    if let Some(keyring) = state.keys.as_ref().and_then(fhirside_keys::KeyringCell::get) {
+        sealed::seal(&keyring, &mut record);
+    }
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD) && operation.name != "export";
     let unwritten_start = if read_only {
         Some(record.clone())

@@ -69,8 +69,11 @@ async fn handle(State(state): State<AppState>, request: Request) -> Result<Respo
         expression: None,
     })?;
     let AuditQuery { filter, count, as_bundle } = query;
-    let records =
+    let mut records =
         log.query(filter, count).await.map_err(|e| FhirError::Internal(format!("reading the audit log: {e}")))?;
+    if let Some(keyring) = state.keys.as_ref().and_then(fhirside_keys::KeyringCell::get) {
+        records.iter_mut().for_each(|record| super::sealed::open(&keyring, record));
+    }
     let (content_type, body) = if as_bundle {
         (crate::response::FHIR_JSON, bundle(&records))
     } else {

@@ -111,6 +111,7 @@ async fn audit<S: Source>(
     let broker = source.broker();
     let host = broker.split("://").nth(1).unwrap_or(&broker).to_owned();
     let duration = started.elapsed().as_millis() as u64;
+    let keyring = state.keys.as_ref().and_then(fhirside_keys::KeyringCell::get);
     let records = subjects
         .iter()
         .zip(processed)
@@ -127,7 +128,7 @@ async fn audit<S: Source>(
             };
             let mut caller = Map::new();
             caller.insert("transport".into(), Value::from(source.transport()));
-            AuditRecord {
+            let mut record = AuditRecord {
                 time_generated: fhirside_audit::timestamp_now(),
                 log_category: fhirside_audit::LOG_CATEGORY.to_owned(),
                 operation_name: "medtech-ingest".to_owned(),
@@ -146,7 +147,12 @@ async fn audit<S: Source>(
                 sequence: 0,
                 previous_hash: String::new(),
                 hash: String::new(),
+            };
+            // The topic can name a device (a serial number is PHI).
+            if let Some(keyring) = &keyring {
+                crate::audit::sealed::seal(keyring, &mut record);
             }
+            record
         })
         .collect();
     log.append_all(records).await.map(drop).map_err(|e| e.to_string())

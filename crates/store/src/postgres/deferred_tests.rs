@@ -8,7 +8,7 @@ use crate::ResourceStore;
 
 /// The definitions (`pg_get_indexdef`) of the deferrable indexes present, by name.
 async fn definitions(scratch: &Scratch) -> Vec<(String, String)> {
-    let mut conn = pool::connect(&scratch.config.connect).await.unwrap();
+    let mut conn = pool::connect(&scratch.config.connect, &Default::default()).await.unwrap();
     let names: Vec<&str> = INDEXES.iter().map(|(name, _)| *name).collect();
     let rows = conn
         .query(

@@ -11,6 +11,7 @@
 
 use super::PostgresStore;
 use crate::model::StoreError;
+use crate::seal::Seal;
 use crate::shard;
 use crate::sqlite::RawVersion;
 
@@ -58,10 +59,10 @@ impl Importer<'_> {
             return Ok(0);
         }
         let mut columns = Columns::with_capacity(batch.len());
-        for version in batch {
-            columns.push(version)?;
-        }
         let mut conn = self.store.pool.get().await?;
+        for version in batch {
+            columns.push(&conn.seal, version)?;
+        }
         let row = conn
             .query_one(
                 INSERT_VERSIONS,
@@ -110,12 +111,13 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, v: RawVersion) -> Result<(), StoreError> {
+    fn push(&mut self, seal: &Seal, v: RawVersion) -> Result<(), StoreError> {
         let version = i64::try_from(v.version).map_err(|_| {
             StoreError::Invalid(format!("{}/{}: version {} is out of range", v.resource_type, v.id, v.version))
         })?;
         let patients = v.patient_compartments.iter().map(String::as_str);
         self.shard_key.push(shard::key(&v.resource_type, &v.id, patients));
+        self.body.push(v.body.as_deref().map(|body| seal.seal(&v.resource_type, &v.id, v.version, body).into_owned()));
         self.resource_type.push(v.resource_type);
         self.id.push(v.id);
         self.version.push(version);
@@ -123,7 +125,6 @@ impl Columns {
         self.valid_to.push(v.valid_to);
         self.deleted.push(i16::from(v.deleted));
         self.method.push(v.method.to_db() as i16);
-        self.body.push(v.body);
         Ok(())
     }
 }

@@ -24,6 +24,7 @@ use super::write::{resource_lock, RowKey, SyncTx};
 use crate::index::IndexEntries;
 use crate::model::{Cost, ImportLine, StoreError, StoredVersion, WriteOp, WriteResult};
 use crate::query::SearchQuery;
+use crate::seal::Seal;
 use crate::shard;
 use crate::write::{self, NewVersion, Rows};
 
@@ -103,7 +104,14 @@ pub(super) fn import_batch(
     }
     let locks: Vec<String> = lines.iter().map(|l| resource_lock(&l.resource_type, &l.id)).collect();
     let now: i64 = tx.handle.block_on(tx.conn.query_one(LOCK, &[&locks]))?.try_get(0)?;
-    let mut plan = Plan { now, last: 0, current: current_versions(tx, &lines)?, retired: Vec::new(), new: Vec::new() };
+    let mut plan = Plan {
+        now,
+        last: 0,
+        current: current_versions(tx, &lines)?,
+        retired: Vec::new(),
+        new: Vec::new(),
+        seal: tx.conn.seal.clone(),
+    };
     let mut results = Vec::with_capacity(lines.len());
     for line in lines {
         match write::apply(&mut plan, WriteOp::Import(line), cost) {
@@ -155,7 +163,7 @@ fn current_versions(tx: &mut SyncTx<'_>, lines: &[ImportLine]) -> Result<Current
     let mut current = HashMap::with_capacity(rows.len());
     for row in &rows {
         let shard_key: String = row.try_get(8)?;
-        let (rid, version) = read::version_row(row)?;
+        let (rid, version) = read::version_row(&tx.conn.seal, row)?;
         let key = (version.resource_type.clone(), version.id.clone());
         current.insert(key, (Located::Stored(RowKey { shard_key, rid }), version));
     }
@@ -195,6 +203,8 @@ struct Plan {
     /// Stored versions to end: where, and when.
     retired: Vec<(RowKey, i64)>,
     new: Vec<NewRow>,
+    /// Seals the new versions' bodies.
+    seal: Seal,
 }
 
 impl Rows for Plan {
@@ -268,7 +278,7 @@ impl Rows for Plan {
             last_updated: v.last_updated,
             valid_to: None,
             method: v.method.to_db() as i16,
-            body: v.body.map(<[u8]>::to_vec),
+            body: v.body.map(|body| self.seal.seal(v.resource_type, v.id, v.version, body).into_owned()),
             first: previous.is_none(),
             index: index.clone(),
         });

@@ -158,7 +158,7 @@ async fn a_batch_writes_what_the_lines_would_one_by_one() {
     let store = PostgresStore::open(&scratch.config).await.unwrap();
     let postgres = scenario(&store).await;
     // Ended versions keep no index rows (searches would skip them anyway; the space would leak).
-    let mut conn = super::pool::connect(&scratch.config.connect).await.unwrap();
+    let mut conn = super::pool::connect(&scratch.config.connect, &Default::default()).await.unwrap();
     let count = "SELECT (SELECT count(*) FROM string_index WHERE param = 'note'), \
                  (SELECT count(*) FROM token_index WHERE param = 'code'), (SELECT count(*) FROM text_index), \
                  (SELECT count(*) FROM compartment_index), (SELECT count(*) FROM resource_key)";

@@ -40,6 +40,7 @@ pub use schema::SchemaStatus;
 use crate::index::IndexEntries;
 use crate::model::{Cost, ImportLine, Outcome, StoreError, WriteOp, WriteResult};
 use crate::query::{EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, Page, SearchQuery, SnapshotQuery};
+use crate::seal::Seal;
 use crate::sql::Param;
 use crate::sql::{self, Dialect};
 use crate::{ResourceStore, StoreFuture, StoredVersion, TransactionWork};
@@ -54,6 +55,8 @@ pub struct PostgresConfig {
     connect: tokio_postgres::Config,
     /// Most connections this process opens.
     pub max_connections: usize,
+    /// Encryption at rest of bodies: the installation's keyring, when it has one.
+    pub seal: Seal,
 }
 
 impl PostgresConfig {
@@ -66,7 +69,7 @@ impl PostgresConfig {
         if connect.get_application_name().is_none() {
             connect.application_name("fhirside");
         }
-        Ok(PostgresConfig { connect, max_connections: 16 })
+        Ok(PostgresConfig { connect, max_connections: 16, seal: Seal::default() })
     }
 
     /// Where it connects, for logs: host, port, database and user, never the password.
@@ -91,14 +94,14 @@ impl PostgresConfig {
 
 /// Where the database's schema stands, without changing it (`fhirside db status`).
 pub async fn schema_status(config: &PostgresConfig) -> Result<SchemaStatus, StoreError> {
-    let mut conn = pool::connect(&config.connect).await?;
+    let mut conn = pool::connect(&config.connect, &config.seal).await?;
     schema::status(&mut conn).await
 }
 
 /// Applies the missing migrations (`fhirside db migrate`); safe to run from several processes.
 /// Also builds the indexes a load deferred, if one was interrupted (`deferred`).
 pub async fn migrate(config: &PostgresConfig) -> Result<SchemaStatus, StoreError> {
-    let mut conn = pool::connect(&config.connect).await?;
+    let mut conn = pool::connect(&config.connect, &config.seal).await?;
     let status = schema::migrate(&mut conn).await?;
     deferred::build(&mut conn).await?;
     Ok(status)
@@ -115,7 +118,7 @@ impl PostgresStore {
     /// Connects, migrates the schema if it is behind (under the migration lock), and is ready.
     pub async fn open(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
         migrate(config).await?;
-        let pool = Pool::new(config.connect.clone(), config.max_connections);
+        let pool = Pool::new(config.connect.clone(), config.max_connections, config.seal.clone());
         Ok(PostgresStore {
             jobs: jobs::PostgresJobs::new(pool.clone()),
             analyzer: analyze::Analyzer::spawn(&pool),
@@ -333,3 +336,30 @@ impl From<tokio_postgres::Error> for StoreError {
 
 #[cfg(test)]
 mod tests;
+
+/// A setting, read on a connection of its own (`crate::settings`).
+pub(crate) async fn read_setting(config: &PostgresConfig, key: &str) -> Result<Option<String>, StoreError> {
+    let mut conn = pool::connect(&config.connect, &config.seal).await?;
+    read::setting(&mut conn, key).await
+}
+
+/// A setting, written on a connection of its own (`crate::settings`).
+pub(crate) async fn write_setting(config: &PostgresConfig, key: &str, value: &str) -> Result<(), StoreError> {
+    let mut conn = pool::connect(&config.connect, &config.seal).await?;
+    conn.execute(
+        "INSERT INTO setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[&key, &value],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A setting, created unless present, on a connection of its own (`crate::settings`).
+pub(crate) async fn create_setting(config: &PostgresConfig, key: &str, value: &str) -> Result<String, StoreError> {
+    let mut conn = pool::connect(&config.connect, &config.seal).await?;
+    conn.execute("INSERT INTO setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])
+        .await?;
+    read::setting(&mut conn, key)
+        .await?
+        .ok_or_else(|| StoreError::Backend(format!("the setting {key} vanished as it was created")))
+}

@@ -12,6 +12,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use crate::model::StoreError;
+use crate::seal::Seal;
 
 /// Most prepared statements kept per connection; searches of many shapes would otherwise grow it
 /// without bound.
@@ -21,13 +22,14 @@ pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 pub(super) struct Pool {
     config: tokio_postgres::Config,
+    seal: Seal,
     idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
 }
 
 impl Pool {
-    pub(super) fn new(config: tokio_postgres::Config, max: usize) -> Arc<Pool> {
-        Arc::new(Pool { config, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(max.max(1))) })
+    pub(super) fn new(config: tokio_postgres::Config, max: usize, seal: Seal) -> Arc<Pool> {
+        Arc::new(Pool { config, seal, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(max.max(1))) })
     }
 
     /// A connection: an idle one, or a new one while the pool is below its size.
@@ -36,14 +38,14 @@ impl Pool {
         let idle = self.idle.lock().unwrap().pop();
         let conn = match idle {
             Some(conn) if !conn.client.is_closed() => conn,
-            _ => connect(&self.config).await?,
+            _ => connect(&self.config, &self.seal).await?,
         };
         Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit })
     }
 }
 
 /// Opens one connection and runs its I/O on the runtime.
-pub(super) async fn connect(config: &tokio_postgres::Config) -> Result<Conn, StoreError> {
+pub(super) async fn connect(config: &tokio_postgres::Config, seal: &Seal) -> Result<Conn, StoreError> {
     let (client, connection) =
         config.connect(NoTls).await.map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
     tokio::spawn(async move {
@@ -59,7 +61,7 @@ pub(super) async fn connect(config: &tokio_postgres::Config) -> Result<Conn, Sto
         .batch_execute("SET plan_cache_mode = force_custom_plan")
         .await
         .map_err(|e| StoreError::Backend(format!("cannot configure the PostgreSQL session: {e}")))?;
-    Ok(Conn { client, statements: HashMap::new(), poisoned: false })
+    Ok(Conn { client, statements: HashMap::new(), poisoned: false, seal: seal.clone() })
 }
 
 /// A connection lent by the pool, given back when dropped.
@@ -98,6 +100,9 @@ pub(super) struct Conn {
     statements: HashMap<String, Statement>,
     /// Set when a transaction could not be ended cleanly: the connection is not reused.
     pub(super) poisoned: bool,
+    /// How bodies are sealed and opened (`crate::seal`): every read and write of a body on this
+    /// connection goes through it.
+    pub(super) seal: Seal,
 }
 
 impl Conn {

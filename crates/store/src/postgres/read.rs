@@ -11,6 +11,7 @@ use tokio_postgres::Row;
 use super::pool::Conn;
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
 use crate::query::{EverythingQuery, HistoryQuery, HistoryScope, IncludeQuery, KeyValue, Page, SearchQuery};
+use crate::seal::Seal;
 use crate::shard;
 use crate::sql::{self, Dialect, Param, SearchRow};
 
@@ -22,14 +23,20 @@ macro_rules! columns {
 }
 
 /// Maps a row of `columns!()` (or the search compiler's, which has the same order).
-pub(super) fn version_row(row: &Row) -> Result<(i64, StoredVersion), StoreError> {
-    let body: Option<Vec<u8>> = row.try_get(6)?;
+pub(super) fn version_row(seal: &Seal, row: &Row) -> Result<(i64, StoredVersion), StoreError> {
+    let resource_type: String = row.try_get(7)?;
+    let id: String = row.try_get(1)?;
+    let version = row.try_get::<_, i64>(2)? as u64;
+    let body = match row.try_get::<_, Option<Vec<u8>>>(6)? {
+        Some(stored) => Some(seal.open(&resource_type, &id, version, stored)?),
+        None => None,
+    };
     Ok((
         row.try_get(0)?,
         StoredVersion {
-            resource_type: row.try_get(7)?,
-            id: row.try_get(1)?,
-            version: row.try_get::<_, i64>(2)? as u64,
+            resource_type,
+            id,
+            version,
             last_updated: row.try_get(3)?,
             deleted: row.try_get::<_, i16>(4)? != 0,
             method: Method::from_db(i64::from(row.try_get::<_, i16>(5)?)),
@@ -38,8 +45,8 @@ pub(super) fn version_row(row: &Row) -> Result<(i64, StoredVersion), StoreError>
     ))
 }
 
-fn versions(rows: &[Row]) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
-    rows.iter().map(version_row).collect()
+fn versions(seal: &Seal, rows: &[Row]) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+    rows.iter().map(|row| version_row(seal, row)).collect()
 }
 
 pub(super) use crate::sql::cost_of;
@@ -53,7 +60,7 @@ pub(super) async fn compiled_versions(
     compiled: &sql::Compiled,
 ) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
     let rows = conn.query(&compiled.sql, &bound(&compiled.params)).await?;
-    versions(&rows)
+    versions(&conn.seal, &rows)
 }
 
 /// The shard key of `resource_type/id`, or `None` if it was never written. A Patient's is its own
@@ -86,7 +93,7 @@ pub(super) async fn current_located(
     );
     match conn.query_opt(sql, &[&shard_key, &resource_type, &id]).await? {
         Some(row) => {
-            let (rid, version) = version_row(&row)?;
+            let (rid, version) = version_row(&conn.seal, &row)?;
             Ok(Some((shard_key, rid, version)))
         }
         None => Ok(None),
@@ -116,7 +123,7 @@ pub(super) async fn version(
     );
     let found = match shard_of(conn, resource_type, id).await? {
         Some(shard_key) => match conn.query_opt(sql, &[&shard_key, &resource_type, &id, &(version as i64)]).await? {
-            Some(row) => Some(version_row(&row)?.1),
+            Some(row) => Some(version_row(&conn.seal, &row)?.1),
             None => None,
         },
         None => None,
@@ -154,7 +161,7 @@ pub(super) async fn search_rows(
     let keys = query.sort.len();
     let mut found = Vec::with_capacity(rows.len());
     for row in &rows {
-        let (rid, version) = version_row(row)?;
+        let (rid, version) = version_row(&conn.seal, row)?;
         let keys = (0..keys).map(|i| key_value(row, 8 + i)).collect::<Result<_, _>>()?;
         found.push(SearchRow { rid, version, keys });
     }
@@ -187,7 +194,7 @@ pub(super) async fn live_after(
         " FROM resource WHERE rid > $1 AND valid_to IS NULL AND deleted = 0 ORDER BY rid LIMIT $2"
     );
     let rows = conn.query(sql, &[&after, &i64::from(limit)]).await?;
-    versions(&rows)
+    versions(&conn.seal, &rows)
 }
 
 pub(super) async fn setting(conn: &mut Conn, key: &str) -> Result<Option<String>, StoreError> {

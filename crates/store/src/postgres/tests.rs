@@ -28,7 +28,9 @@ impl Scratch {
         static N: AtomicUsize = AtomicUsize::new(0);
         let schema = format!("fhirside_store_test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let admin = PostgresConfig::from_url(&base_url()).unwrap();
-        let mut conn = super::pool::connect(&admin.connect).await.expect("PostgreSQL at FHIRSIDE_TEST_POSTGRES");
+        let mut conn = super::pool::connect(&admin.connect, &Default::default())
+            .await
+            .expect("PostgreSQL at FHIRSIDE_TEST_POSTGRES");
         conn.batch(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.unwrap();
         let separator = if base_url().contains('?') { '&' } else { '?' };
         let url = format!("{}{separator}options=-csearch_path%3D{schema}", base_url());
@@ -37,7 +39,7 @@ impl Scratch {
 
     pub(super) async fn drop_schema(self) {
         let admin = PostgresConfig::from_url(&base_url()).unwrap();
-        if let Ok(mut conn) = super::pool::connect(&admin.connect).await {
+        if let Ok(mut conn) = super::pool::connect(&admin.connect, &Default::default()).await {
             let _ = conn.batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await;
         }
     }

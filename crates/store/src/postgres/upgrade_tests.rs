@@ -63,7 +63,7 @@ fn code(code: &str) -> Clause {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_from_before_shard_keys_upgrades() {
     let scratch = Scratch::new().await;
-    let mut conn = pool::connect(&scratch.config.connect).await.unwrap();
+    let mut conn = pool::connect(&scratch.config.connect, &Default::default()).await.unwrap();
     schema::migrate_to(&mut conn, 2).await.unwrap();
     conn.batch(OLD_DATA).await.unwrap();
 

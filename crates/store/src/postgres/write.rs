@@ -159,8 +159,10 @@ impl Rows for SyncTx<'_> {
         };
         let (version, deleted, method) = (v.version as i64, i16::from(v.body.is_none()), v.method.to_db() as i16);
         let arrays = IndexArrays::of(index);
+        let body = v.body.map(|body| self.conn.seal.seal(v.resource_type, v.id, v.version, body));
+        let body = body.as_deref();
         let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&shard_key, &v.resource_type, &v.id, &version, &v.last_updated, &deleted, &method, &v.body];
+            vec![&shard_key, &v.resource_type, &v.id, &version, &v.last_updated, &deleted, &method, &body];
         params.extend(arrays.params());
         self.handle.block_on(self.conn.query_one(sql, &params))?;
         Ok(())

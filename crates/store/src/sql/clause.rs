@@ -400,6 +400,10 @@ impl Builder {
                     self.push(&format!("{v}.exact = ?"));
                     self.bind_text(value);
                 }
+                StringMatch::Equals => {
+                    self.push(&format!("{v}.normalized = ?"));
+                    self.bind_text(value);
+                }
                 StringMatch::Contains => {
                     self.push(&match self.dialect {
                         Dialect::Sqlite => format!("instr({v}.normalized, ?) > 0"),

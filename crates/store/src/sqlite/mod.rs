@@ -26,6 +26,7 @@ pub use export::{ExportCounts, RawVersion, SqliteExport};
 use crate::index::IndexEntries;
 use crate::model::{StoreError, WriteOp, WriteResult};
 use crate::query::{HistoryQuery, HistoryScope, Page, SearchQuery, SnapshotQuery};
+use crate::seal::Seal;
 use crate::{Outcome, ResourceStore, StoreFuture, StoredVersion};
 
 /// The writer's page cache, in KiB (negative, as `PRAGMA cache_size` takes it).
@@ -40,11 +41,18 @@ pub struct SqliteConfig {
     pub max_group: usize,
     /// Memory for cached current versions (read-by-id); 0 turns the cache off.
     pub cache_bytes: usize,
+    /// Encryption at rest of bodies: the installation's keyring, when it has one.
+    pub seal: Seal,
 }
 
 impl SqliteConfig {
     pub fn in_dir(data_dir: &Path) -> SqliteConfig {
-        SqliteConfig { path: data_dir.join("fhirside.db"), max_group: 256, cache_bytes: 64 << 20 }
+        SqliteConfig {
+            path: data_dir.join("fhirside.db"),
+            max_group: 256,
+            cache_bytes: 64 << 20,
+            seal: Seal::default(),
+        }
     }
 }
 
@@ -57,6 +65,7 @@ pub struct SqliteStore {
     cache: Arc<cache::VersionCache>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     jobs: jobs::SqliteJobs,
+    seal: Seal,
 }
 
 impl SqliteStore {
@@ -87,7 +96,7 @@ impl SqliteStore {
         let jobs = jobs::SqliteJobs::open(&config.path)?;
         let checkpointer = checkpoint::spawn(&config.path)?;
         let cache = Arc::new(cache::VersionCache::new(config.cache_bytes));
-        let (sender, thread) = writer::spawn(conn, config.max_group, cache.clone())?;
+        let (sender, thread) = writer::spawn(conn, config.max_group, cache.clone(), config.seal.clone())?;
         Ok(SqliteStore {
             path: config.path.clone(),
             readers: Mutex::new(Vec::new()),
@@ -96,6 +105,7 @@ impl SqliteStore {
             cache,
             checkpointer: Mutex::new(Some(checkpointer)),
             jobs,
+            seal: config.seal.clone(),
         })
     }
 
@@ -146,11 +156,13 @@ impl ResourceStore for SqliteStore {
         let result = match self.cache.get(resource_type, id) {
             // The charge is the same as for a database read: it must not depend on cache state.
             Ok(version) => Ok(Outcome { cost: read::cost_of(std::slice::from_ref(&version)), value: Some(version) }),
-            Err(miss) => self.with_reader(|conn| read::current(conn, resource_type, id)).inspect(|outcome| {
-                if let Some(version) = &outcome.value {
-                    self.cache.fill(miss, version);
-                }
-            }),
+            Err(miss) => {
+                self.with_reader(|conn| read::current(conn, &self.seal, resource_type, id)).inspect(|outcome| {
+                    if let Some(version) = &outcome.value {
+                        self.cache.fill(miss, version);
+                    }
+                })
+            }
         };
         Box::pin(std::future::ready(result))
     }
@@ -161,7 +173,7 @@ impl ResourceStore for SqliteStore {
         id: &'a str,
         version: u64,
     ) -> StoreFuture<'a, Option<StoredVersion>> {
-        let result = self.with_reader(|conn| read::version(conn, resource_type, id, version));
+        let result = self.with_reader(|conn| read::version(conn, &self.seal, resource_type, id, version));
         Box::pin(std::future::ready(result))
     }
 
@@ -174,7 +186,7 @@ impl ResourceStore for SqliteStore {
     }
 
     fn history<'a>(&'a self, scope: &'a HistoryScope, query: &'a HistoryQuery) -> StoreFuture<'a, Page> {
-        let result = self.with_reader(|conn| read::history(conn, scope, query));
+        let result = self.with_reader(|conn| read::history(conn, &self.seal, scope, query));
         Box::pin(std::future::ready(result))
     }
 
@@ -184,18 +196,18 @@ impl ResourceStore for SqliteStore {
         id: Option<&'a str>,
         query: &'a crate::EverythingQuery,
     ) -> StoreFuture<'a, Page> {
-        let result = self.with_reader(|conn| read::everything(conn, compartment, id, query));
+        let result = self.with_reader(|conn| read::everything(conn, &self.seal, compartment, id, query));
         Box::pin(std::future::ready(result))
     }
 
     fn include<'a>(&'a self, query: &'a crate::IncludeQuery) -> StoreFuture<'a, Vec<StoredVersion>> {
-        let result = self.with_reader(|conn| read::include(conn, query));
+        let result = self.with_reader(|conn| read::include(conn, &self.seal, query));
         Box::pin(std::future::ready(result))
     }
 
     fn search<'a>(&'a self, query: &'a SearchQuery) -> StoreFuture<'a, Page> {
         let result = self.with_reader(|conn| {
-            let (page, cost) = read::search(conn, query)?;
+            let (page, cost) = read::search(conn, &self.seal, query)?;
             Ok(Outcome { value: page, cost })
         });
         Box::pin(std::future::ready(result))
@@ -203,7 +215,7 @@ impl ResourceStore for SqliteStore {
 
     fn live_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, StoredVersion)>> {
         let result = self.with_reader(|conn| {
-            let rows = read::live_after(conn, after, limit)?;
+            let rows = read::live_after(conn, &self.seal, after, limit)?;
             let cost = read::cost_of(&rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
             Ok(Outcome { value: rows, cost })
         });
@@ -212,7 +224,7 @@ impl ResourceStore for SqliteStore {
 
     fn snapshot<'a>(&'a self, query: &'a SnapshotQuery) -> StoreFuture<'a, Vec<(i64, StoredVersion)>> {
         let result = self.with_reader(|conn| {
-            let rows = read::snapshot(conn, query)?;
+            let rows = read::snapshot(conn, &self.seal, query)?;
             let cost = read::cost_of(&rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
             Ok(Outcome { value: rows, cost })
         });

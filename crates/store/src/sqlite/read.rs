@@ -7,6 +7,7 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension, Row, ToSql};
 
 use crate::model::{Cost, Method, Outcome, StoreError, StoredVersion};
 use crate::query::{HistoryQuery, HistoryScope, KeyValue, Page, SearchQuery, SnapshotQuery};
+use crate::seal::Seal;
 use crate::sql::{self, Dialect, Param, SearchRow};
 
 impl ToSql for Param {
@@ -39,14 +40,22 @@ macro_rules! version_columns {
 }
 
 /// Maps a row of `version_columns!()`.
-fn version_row(resource_type: &str, row: &Row<'_>) -> rusqlite::Result<(i64, StoredVersion)> {
-    let body: Option<Vec<u8>> = row.get(6)?;
+fn version_row(seal: &Seal, resource_type: &str, row: &Row<'_>) -> rusqlite::Result<(i64, StoredVersion)> {
+    let id: String = row.get(1)?;
+    let version = row.get::<_, i64>(2)? as u64;
+    let body = match row.get::<_, Option<Vec<u8>>>(6)? {
+        Some(stored) => Some(
+            seal.open(resource_type, &id, version, stored)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, Box::new(e)))?,
+        ),
+        None => None,
+    };
     Ok((
         row.get(0)?,
         StoredVersion {
             resource_type: resource_type.to_owned(),
-            id: row.get(1)?,
-            version: row.get::<_, i64>(2)? as u64,
+            id,
+            version,
             last_updated: row.get(3)?,
             deleted: row.get::<_, i64>(4)? != 0,
             method: Method::from_db(row.get(5)?),
@@ -60,6 +69,7 @@ pub(super) use crate::sql::cost_of;
 /// The current version (possibly a deletion marker) with its row id.
 pub(super) fn current_with_rid(
     conn: &Connection,
+    seal: &Seal,
     resource_type: &str,
     id: &str,
 ) -> Result<Option<(i64, StoredVersion)>, StoreError> {
@@ -68,21 +78,23 @@ pub(super) fn current_with_rid(
         version_columns!(),
         " FROM resource WHERE type = ?1 AND id = ?2 AND valid_to IS NULL"
     ))?;
-    Ok(stmt.query_row((resource_type, id), |row| version_row(resource_type, row)).optional()?)
+    Ok(stmt.query_row((resource_type, id), |row| version_row(seal, resource_type, row)).optional()?)
 }
 
 pub(super) fn current(
     conn: &Connection,
+    seal: &Seal,
     resource_type: &str,
     id: &str,
 ) -> Result<Outcome<Option<StoredVersion>>, StoreError> {
-    let found = current_with_rid(conn, resource_type, id)?.map(|(_, v)| v);
+    let found = current_with_rid(conn, seal, resource_type, id)?.map(|(_, v)| v);
     let cost = cost_of(found.as_slice());
     Ok(Outcome { value: found, cost })
 }
 
 pub(super) fn version(
     conn: &Connection,
+    seal: &Seal,
     resource_type: &str,
     id: &str,
     version: u64,
@@ -93,7 +105,7 @@ pub(super) fn version(
         " FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3"
     ))?;
     let found = stmt
-        .query_row((resource_type, id, version as i64), |row| version_row(resource_type, row))
+        .query_row((resource_type, id, version as i64), |row| version_row(seal, resource_type, row))
         .optional()?
         .map(|(_, v)| v);
     let cost = cost_of(found.as_slice());
@@ -102,8 +114,9 @@ pub(super) fn version(
 
 /// One page of search results: `query.count` rows at most, with cursors for the pages after and
 /// before it when they exist.
-pub(super) fn search(conn: &Connection, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
-    let (rows, more) = if query.count == 0 { (Vec::new(), false) } else { search_rows(conn, query, query.count)? };
+pub(super) fn search(conn: &Connection, seal: &Seal, query: &SearchQuery) -> Result<(Page, Cost), StoreError> {
+    let (rows, more) =
+        if query.count == 0 { (Vec::new(), false) } else { search_rows(conn, seal, query, query.count)? };
     let (versions, next, previous) = sql::search_page(query, rows, more);
     let mut cost = cost_of(&versions);
     let total = if query.total {
@@ -123,6 +136,7 @@ pub(super) fn search(conn: &Connection, query: &SearchQuery) -> Result<(Page, Co
 /// exist.
 pub(super) fn search_rows(
     conn: &Connection,
+    seal: &Seal,
     query: &SearchQuery,
     limit: u32,
 ) -> Result<(Vec<SearchRow>, bool), StoreError> {
@@ -133,7 +147,7 @@ pub(super) fn search_rows(
     let mut rows = stmt
         .query_map(params_from_iter(compiled.params.iter()), |row| {
             let resource_type: String = row.get(7)?;
-            let (rid, version) = version_row(&resource_type, row)?;
+            let (rid, version) = version_row(seal, &resource_type, row)?;
             let keys = (0..keys).map(|i| row.get::<_, SqlValue>(8 + i).map(key_value)).collect::<Result<_, _>>()?;
             Ok(SearchRow { rid, version, keys })
         })?
@@ -176,26 +190,37 @@ fn forms(conn: &Connection, query: &SearchQuery) -> Result<Vec<Option<sql::Form>
 /// Up to `limit` matches with their row ids, and whether more exist.
 pub(super) fn search_rids(
     conn: &Connection,
+    seal: &Seal,
     query: &SearchQuery,
     limit: u32,
 ) -> Result<(Vec<(i64, StoredVersion)>, bool), StoreError> {
-    let (rows, more) = search_rows(conn, query, limit)?;
+    let (rows, more) = search_rows(conn, seal, query, limit)?;
     Ok((rows.into_iter().map(|row| (row.rid, row.version)).collect(), more))
 }
 
 /// Current, live versions after row id `after`, in row id order: the input of a reindex.
-pub(super) fn live_after(conn: &Connection, after: i64, limit: u32) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+pub(super) fn live_after(
+    conn: &Connection,
+    seal: &Seal,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
     typed_versions(
         conn,
+        seal,
         "SELECT rid, id, version, last_updated, deleted, method, body, type FROM resource \
          WHERE rid > ?1 AND valid_to IS NULL AND deleted = 0 ORDER BY rid LIMIT ?2",
         &[Param::Integer(after), Param::Integer(i64::from(limit))],
     )
 }
 
-pub(super) fn snapshot(conn: &Connection, query: &SnapshotQuery) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+pub(super) fn snapshot(
+    conn: &Connection,
+    seal: &Seal,
+    query: &SnapshotQuery,
+) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
     let compiled = sql::compile_snapshot(Dialect::Sqlite, query);
-    typed_versions(conn, &compiled.sql, &compiled.params)
+    typed_versions(conn, seal, &compiled.sql, &compiled.params)
 }
 
 pub(super) fn setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
@@ -207,6 +232,7 @@ pub(super) fn setting(conn: &Connection, key: &str) -> Result<Option<String>, St
 
 pub(super) fn history(
     conn: &Connection,
+    seal: &Seal,
     scope: &HistoryScope,
     query: &HistoryQuery,
 ) -> Result<Outcome<Page>, StoreError> {
@@ -242,23 +268,25 @@ pub(super) fn history(
     sql.push_str(" ORDER BY last_updated DESC, rid DESC LIMIT ?");
     params.push(Param::Integer(i64::from(query.count) + 1));
 
-    let rows = typed_versions(conn, &sql, &params)?;
+    let rows = typed_versions(conn, seal, &sql, &params)?;
     Ok(sql::keyset_page(rows, query.count, |rid, v| Page::encode_history_cursor(v.last_updated, rid)))
 }
 
 pub(super) fn everything(
     conn: &Connection,
+    seal: &Seal,
     compartment: &str,
     id: Option<&str>,
     query: &crate::query::EverythingQuery,
 ) -> Result<Outcome<Page>, StoreError> {
     let compiled = sql::compile_everything(Dialect::Sqlite, compartment, id, query, query.count.saturating_add(1));
-    let rows = typed_versions(conn, &compiled.sql, &compiled.params)?;
+    let rows = typed_versions(conn, seal, &compiled.sql, &compiled.params)?;
     Ok(sql::keyset_page(rows, query.count, |rid, _| Page::encode_cursor(rid)))
 }
 
 pub(super) fn include(
     conn: &Connection,
+    seal: &Seal,
     query: &crate::query::IncludeQuery,
 ) -> Result<Outcome<Vec<StoredVersion>>, StoreError> {
     if query.matched_ids.is_empty() {
@@ -266,18 +294,23 @@ pub(super) fn include(
     }
     let compiled = sql::compile_include(Dialect::Sqlite, query);
     let versions: Vec<StoredVersion> =
-        typed_versions(conn, &compiled.sql, &compiled.params)?.into_iter().map(|(_, v)| v).collect();
+        typed_versions(conn, seal, &compiled.sql, &compiled.params)?.into_iter().map(|(_, v)| v).collect();
     let cost = cost_of(&versions);
     Ok(Outcome { value: versions, cost })
 }
 
 /// Runs a query whose rows are [`version_row`]'s columns followed by `type`.
-fn typed_versions(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
+fn typed_versions(
+    conn: &Connection,
+    seal: &Seal,
+    sql: &str,
+    params: &[Param],
+) -> Result<Vec<(i64, StoredVersion)>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(params_from_iter(params.iter()), |row| {
             let resource_type: String = row.get(7)?;
-            version_row(&resource_type, row)
+            version_row(seal, &resource_type, row)
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)

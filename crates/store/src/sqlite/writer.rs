@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::index::IndexEntries;
 use crate::model::{Cost, Outcome, StoreError, StoredVersion, WriteOp, WriteResult};
 use crate::query::SearchQuery;
+use crate::seal::Seal;
 use crate::write::{self, NewVersion, Rows};
 use crate::{Transaction, TransactionWork};
 
@@ -112,6 +113,7 @@ pub(super) fn spawn(
     conn: Connection,
     max_group: usize,
     cache: Arc<VersionCache>,
+    seal: Seal,
 ) -> Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>), StoreError> {
     let last_updated: i64 =
         conn.query_row("SELECT coalesce(max(last_updated), 0) FROM resource", [], |row| row.get(0))?;
@@ -119,7 +121,7 @@ pub(super) fn spawn(
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            let mut writer = Writer { conn, last_updated, cache, touched: Vec::new() };
+            let mut writer = Writer { conn, last_updated, cache, touched: Vec::new(), seal };
             writer.run(receiver, max_group.max(1));
         })
         .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -134,6 +136,8 @@ struct Writer {
     /// The read cache, and the resources this group wrote, to invalidate once it has committed.
     cache: Arc<VersionCache>,
     touched: Vec<(String, String)>,
+    /// Seals bodies on their way in and opens them for the reads writes depend on.
+    seal: Seal,
 }
 
 impl Writer {
@@ -421,6 +425,7 @@ impl Writer {
     }
 
     fn insert(&mut self, v: &NewVersion<'_>) -> Result<i64, StoreError> {
+        let body = v.body.map(|body| self.seal.seal(v.resource_type, v.id, v.version, body));
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO resource (type, id, version, last_updated, valid_to, deleted, method, body) \
              VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7)",
@@ -432,7 +437,7 @@ impl Writer {
             v.last_updated,
             v.body.is_none() as i64,
             v.method.to_db(),
-            v.body,
+            body.as_deref(),
         ))?;
         self.touched.push((v.resource_type.to_owned(), v.id.to_owned()));
         Ok(self.conn.last_insert_rowid())
@@ -453,11 +458,11 @@ impl Rows for Writer {
     }
 
     fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<(i64, StoredVersion)>, StoreError> {
-        read::current_with_rid(&self.conn, resource_type, id)
+        read::current_with_rid(&self.conn, &self.seal, resource_type, id)
     }
 
     fn matches(&mut self, query: &SearchQuery, limit: u32) -> Result<(Vec<StoredVersion>, bool), StoreError> {
-        let (rows, more) = read::search_rids(&self.conn, query, limit)?;
+        let (rows, more) = read::search_rids(&self.conn, &self.seal, query, limit)?;
         Ok((rows.into_iter().map(|(_, version)| version).collect(), more))
     }
 
@@ -488,19 +493,19 @@ struct InTransaction<'w> {
 
 impl Transaction for InTransaction<'_> {
     fn search(&mut self, query: &SearchQuery, limit: u32) -> Result<Vec<StoredVersion>, StoreError> {
-        let (rows, _) = read::search_rows(&self.writer.conn, query, limit)?;
+        let (rows, _) = read::search_rows(&self.writer.conn, &self.writer.seal, query, limit)?;
         self.cost.rows_read += rows.len().max(1) as u64;
         Ok(rows.into_iter().map(|row| row.version).collect())
     }
 
     fn read(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
-        let outcome = read::current(&self.writer.conn, resource_type, id)?;
+        let outcome = read::current(&self.writer.conn, &self.writer.seal, resource_type, id)?;
         self.cost.add(outcome.cost);
         Ok(outcome.value)
     }
 
     fn vread(&mut self, resource_type: &str, id: &str, version: u64) -> Result<Option<StoredVersion>, StoreError> {
-        let outcome = read::version(&self.writer.conn, resource_type, id, version)?;
+        let outcome = read::version(&self.writer.conn, &self.writer.seal, resource_type, id, version)?;
         self.cost.add(outcome.cost);
         Ok(outcome.value)
     }
