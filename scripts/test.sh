@@ -65,7 +65,7 @@ cargo nextest run --workspace --no-fail-fast --failure-output final || status=1
 # in a schema of its own. (The Synthea load runs once, above; bench/ measures it on PostgreSQL.)
 echo "== black-box tests on PostgreSQL"
 FHIRSIDE_TEST_BACKEND=postgres cargo nextest run -p fhirside --test blackbox --no-fail-fast --failure-output final \
-  -E 'test(/^(crud|conditional|history|search|search_types|bundles|everything|export|import|patch|errors|negotiation|validate|examples|durability|medtech|medtech_brokers)::/)' \
+  -E 'test(/^(crud|conditional|history|search|search_types|bundles|everything|export|import|patch|errors|negotiation|validate|examples|durability|encryption|medtech|medtech_brokers)::/)' \
   || status=1
 
 # The schemas the test servers made, one transaction each (a schema's tables take many locks).

@@ -51,6 +51,20 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
+        // The copy rebuilds the index from the bodies, which on an encrypted store are sealed.
+        let keyring = fhirside_store::read_setting(
+            fhirside_store::SettingsOf::Embedded(&args.from),
+            crate::encryption::KEYRING_SETTING,
+        )
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;
+        if keyring.is_some() {
+            return Err(format!(
+                "{} is encrypted at rest, which migrate-store does not move: start a server on PostgreSQL with \
+                 --encryption-key and move the data with $export and $import",
+                args.from.display()
+            ));
+        }
         let store = PostgresStore::open(&config)
             .await
             .map_err(|e| format!("cannot open the PostgreSQL store {}: {e}", config.describe()))?;

@@ -302,3 +302,24 @@ fn rotation_under_write_load_loses_nothing() {
     let server = Server::start_in(&data_dir, &["--http", "--encryption-key", &second]);
     check(&server);
 }
+
+#[test]
+fn migrate_store_refuses_an_encrypted_store() {
+    let keys_dir = temp_dir("keys");
+    let setting = format!("file:{}", key_file(&keys_dir, "kek").display());
+    let data_dir = temp_dir("data");
+    // `--database ""`: the embedded store even when the suite runs on PostgreSQL.
+    let mut server = Server::start_in(&data_dir, &["--http", "--database", "", "--encryption-key", &setting]);
+    server.post_json("/Patient", &patient("Migrant", "MRN-3")).expect(201);
+    server.kill();
+    let target = postgres_backend().unwrap_or_else(|| "postgres://root@127.0.0.1:5432/test".into());
+    let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
+        .args(["migrate-store", "--from"])
+        .arg(&data_dir)
+        .args(["--to", &database_for(&target, &data_dir)])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("is encrypted at rest, which migrate-store does not move"), "{message}");
+}
