@@ -160,9 +160,10 @@ pub fn run(settings: Settings) -> Result<(), String> {
         if let Some(log) = &audit {
             state = state.with_audit(log.clone());
         }
-        state = state.with_bulk(bulk);
-        if let Some(encryption) = &encryption_keys {
-            state = state.with_encryption(encryption.clone());
+        if let Some(keys) = &encryption_keys {
+            state = state.with_encryption(keys.clone()).with_bulk(bulk.sealed_with(keys.clone()));
+        } else {
+            state = state.with_bulk(bulk);
         }
         if let Some(medtech) = settings.medtech {
             state = state.with_medtech(medtech);

@@ -17,8 +17,16 @@ pub struct ObjectReader {
 }
 
 enum Source {
-    File { file: tokio::fs::File, what: String },
-    Http { response: StreamingResponse, what: String },
+    File {
+        file: tokio::fs::File,
+        what: String,
+    },
+    Http {
+        response: StreamingResponse,
+        what: String,
+    },
+    /// Content already in memory (an object its reader had to see whole, such as a sealed file).
+    Memory(Option<Bytes>),
 }
 
 impl std::fmt::Debug for ObjectReader {
@@ -26,6 +34,7 @@ impl std::fmt::Debug for ObjectReader {
         let kind = match self.source {
             Source::File { .. } => "file",
             Source::Http { .. } => "http",
+            Source::Memory(_) => "memory",
         };
         f.debug_struct("ObjectReader").field("source", &kind).field("size", &self.size).finish()
     }
@@ -40,6 +49,12 @@ impl ObjectReader {
     pub(crate) fn http(response: StreamingResponse, what: String) -> ObjectReader {
         let size = response.content_length();
         ObjectReader { source: Source::Http { response, what }, size }
+    }
+
+    /// Content held in memory, as one chunk.
+    pub fn from_bytes(data: Bytes) -> ObjectReader {
+        let size = Some(data.len() as u64);
+        ObjectReader { source: Source::Memory((!data.is_empty()).then_some(data)), size }
     }
 
     /// The object's size when known in advance (a file's length, a `Content-Length`).
@@ -61,6 +76,7 @@ impl ObjectReader {
                 Ok((!buffer.is_empty()).then(|| buffer.freeze()))
             }
             Source::Http { response, what } => response.chunk().await.map_err(|e| from_fetch(what, e)),
+            Source::Memory(data) => Ok(data.take()),
         }
     }
 

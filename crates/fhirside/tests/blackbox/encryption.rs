@@ -323,3 +323,71 @@ fn migrate_store_refuses_an_encrypted_store() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("is encrypted at rest, which migrate-store does not move"), "{message}");
 }
+
+/// Polls an asynchronous operation's status path until it answers 200.
+fn finished(server: &Server, status: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let response = server.get(status);
+        match response.status {
+            200 => return response.json(),
+            202 => {}
+            other => panic!("status {other}: {}", String::from_utf8_lossy(&response.body)),
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{status} did not finish in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bulk_files_in_the_data_directory_are_sealed_and_served_open() {
+    let keys_dir = temp_dir("keys");
+    let setting = format!("file:{}", key_file(&keys_dir, "kek").display());
+    let server = Server::start_in(&temp_dir("data"), &["--http", "--encryption-key", &setting]);
+    for (family, mrn) in [("Bulkwright", "MRN-B1"), ("Bulkhardt", "MRN-B2")] {
+        server.post_json("/Patient", &patient(family, mrn)).expect(201);
+    }
+    let asynchronous = [("prefer", "respond-async"), ("accept", "application/fhir+json")];
+    let kicked = server.request("GET", "/$export?_type=Patient", &asynchronous, None).expect(202);
+    let status = kicked.header("content-location").unwrap()[server.base.len()..].to_owned();
+    let manifest = finished(&server, &status);
+
+    // Served open, to the caller.
+    let url = manifest["output"][0]["url"].as_str().unwrap().to_owned();
+    let served = server.get(&url[server.base.len()..]).expect(200);
+    let text = String::from_utf8(served.body).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.contains("Bulkwright") && text.contains("MRN-B2"));
+
+    // Sealed on disk.
+    let mut on_disk = Vec::new();
+    let mut pending = vec![server.data_dir.join("bulk")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                on_disk.extend(std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    assert!(on_disk.len() > 100, "no export file on disk");
+    assert_absent(&on_disk, &["Bulkwright", "Bulkhardt", "MRN-B1", "MRN-B2"]);
+
+    // And read back open by an import of the export.
+    let parameters = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "inputFormat", "valueString": "application/fhir+ndjson"},
+        {"name": "mode", "valueString": "IncrementalLoad"},
+        {"name": "input", "part": [{"name": "type", "valueString": "Patient"}, {"name": "url", "valueUri": url}]}]});
+    let kicked = server.request(
+        "POST",
+        "/$import",
+        &[("prefer", "respond-async"), ("content-type", "application/fhir+json")],
+        Some(parameters.to_string().as_bytes()),
+    );
+    let status = kicked.expect(202).header("content-location").unwrap()[server.base.len()..].to_owned();
+    let result = finished(&server, &status);
+    assert_eq!(result["error"], json!([]), "{result}");
+    assert_eq!(result["output"][0]["count"], 2, "{result}");
+}
