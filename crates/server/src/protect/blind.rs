@@ -2,7 +2,8 @@
 //! how a search value is turned into the same form. The two sides must agree byte for byte, so
 //! both live here.
 //!
-//! - **Strings** (every string parameter: names, addresses, and the `:text` of codes): one row
+//! - **Strings** (every string parameter: names, addresses, free-text values; not the `:text` of
+//!   codes, see [`blinded_string`]): one row
 //!   per prefix of the normalized value of [`MIN_PREFIX`] to [`MAX_PREFIX`] characters, each a
 //!   blind index, the first row also carrying the blind index of the value as written (for
 //!   `:exact`). The default *starts with* search is then one equality on the blinded prefix.
@@ -20,12 +21,22 @@ use fhirside_keys::Keyring;
 /// frequency gives it away) and match too much.
 pub(crate) const MIN_PREFIX: usize = 3;
 /// Longest prefix indexed: a search value longer than this compares its first this many
-/// characters, so two values that share them both match.
-pub(crate) const MAX_PREFIX: usize = 32;
+/// characters, so two values that share them both match. Each prefix is a row of the string
+/// index: this bounds what a long value (an address line, a code's text) costs to write.
+pub(crate) const MAX_PREFIX: usize = 20;
 
 const PREFIX: &str = "string-prefix";
 const EXACT: &str = "string-exact";
 const TOKEN: &str = "token";
+
+/// Whether a string parameter's values are blinded: all but the `:text` rows of coded values
+/// (`code:text`, `category:text`…), the display text of codes that stay readable themselves
+/// (codes have few values and need `:above`/`:below`/`:in`; their text adds nothing the code
+/// does not say). On Synthea data they are nine tenths of the string rows, which blinding would
+/// multiply by their length.
+pub(crate) fn blinded_string(param: &str) -> bool {
+    !param.ends_with(":text")
+}
 
 /// Whether a token parameter's values identify a person: `identifier`, `telecom`, `phone` and
 /// `email` (on every resource type they name an Identifier or a ContactPoint), their modifier
@@ -37,13 +48,13 @@ pub(crate) fn identifying(param: &str) -> bool {
 
 /// The stored form of an identifying token's code, under the active data key.
 pub(crate) fn token(keyring: &Keyring, param: &str, code: &str) -> String {
-    hex(&keyring.blind_index(TOKEN, &keyed(param, code)))
+    text(&keyring.blind_index(TOKEN, &keyed(param, code)))
 }
 
 /// The forms of a searched code under every data key (rows written before a rotation keep the
 /// older key's).
 pub(crate) fn token_all(keyring: &Keyring, param: &str, code: &str) -> Vec<String> {
-    keyring.blind_indexes(TOKEN, &keyed(param, code)).iter().map(hex).collect()
+    keyring.blind_indexes(TOKEN, &keyed(param, code)).iter().map(text).collect()
 }
 
 /// The stored prefixes of a normalized string value, shortest first; a value shorter than
@@ -54,7 +65,7 @@ pub(crate) fn prefixes(keyring: &Keyring, param: &str, normalized: &str) -> Vec<
     ends.iter()
         .enumerate()
         .filter(|(n, _)| (shortest..=MAX_PREFIX).contains(&(n + 1)))
-        .map(|(_, &end)| hex(&keyring.blind_index(PREFIX, &keyed(param, &normalized[..end]))))
+        .map(|(_, &end)| text(&keyring.blind_index(PREFIX, &keyed(param, &normalized[..end]))))
         .collect()
 }
 
@@ -67,16 +78,16 @@ pub(crate) fn prefix_all(keyring: &Keyring, param: &str, normalized: &str) -> Op
     }
     let end = normalized.char_indices().nth(MAX_PREFIX).map_or(normalized.len(), |(at, _)| at);
     let searched = keyed(param, &normalized[..end]);
-    Some(keyring.blind_indexes(PREFIX, &searched).iter().map(hex).collect())
+    Some(keyring.blind_indexes(PREFIX, &searched).iter().map(text).collect())
 }
 
 /// The stored form of a string as written, for `:exact`.
 pub(crate) fn exact(keyring: &Keyring, param: &str, exact: &str) -> String {
-    hex(&keyring.blind_index(EXACT, &keyed(param, exact)))
+    text(&keyring.blind_index(EXACT, &keyed(param, exact)))
 }
 
 pub(crate) fn exact_all(keyring: &Keyring, param: &str, exact: &str) -> Vec<String> {
-    keyring.blind_indexes(EXACT, &keyed(param, exact)).iter().map(hex).collect()
+    keyring.blind_indexes(EXACT, &keyed(param, exact)).iter().map(text).collect()
 }
 
 /// `param` 0x00 `value`: the parameter is part of what is hashed.
@@ -88,14 +99,10 @@ fn keyed(param: &str, value: &str) -> Vec<u8> {
     bytes
 }
 
-/// The first 128 bits of an index, in hex: collisions stay out of reach (2^64 values for an even
-/// chance of one) at half the index size of the whole 256.
-fn hex(index: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(32);
-    for byte in &index[..16] {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 15)] as char);
-    }
-    text
+/// The first 96 bits of an index, as 16 characters of URL-safe base64: a false match needs two
+/// of some 2^48 values of one parameter to collide, and every row and index entry stays short
+/// (the string index holds one row per prefix).
+fn text(index: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&index[..12])
 }

@@ -17,6 +17,10 @@ pub(crate) fn entries(keyring: &Keyring, entries: &mut IndexEntries) {
     }
     let strings = std::mem::take(&mut entries.strings);
     for string in strings {
+        if !blind::blinded_string(&string.param) {
+            entries.strings.push(string);
+            continue;
+        }
         let exact = blind::exact(keyring, &string.param, &string.exact);
         for (n, prefix) in blind::prefixes(keyring, &string.param, &string.normalized).into_iter().enumerate() {
             let exact = if n == 0 { exact.clone() } else { String::new() };
@@ -56,7 +60,9 @@ pub(crate) fn write(keyring: &Keyring, op: &mut WriteOp) -> Result<(), StoreErro
 pub(crate) fn query(keyring: &Keyring, query: &mut SearchQuery) -> Result<(), StoreError> {
     for key in &query.sort {
         if let SortBy::Param { param, kind } = &key.by {
-            if *kind == ValueKind::String || (*kind == ValueKind::Token && blind::identifying(param)) {
+            if (*kind == ValueKind::String && blind::blinded_string(param))
+                || (*kind == ValueKind::Token && blind::identifying(param))
+            {
                 return Err(refused(format!(
                     "_sort={param} is not available: on this installation the values of '{param}' are \
                      encrypted, which keeps no order."
@@ -135,7 +141,7 @@ fn alternatives(keyring: &Keyring, param: &str, value: Value) -> Result<Vec<Valu
                 .map(|code| Value::Token(TokenValue { system: system.clone(), code: Some(code) }))
                 .collect()
         }
-        Value::String { value, matching } => match matching {
+        Value::String { value, matching } if blind::blinded_string(param) => match matching {
             StringMatch::StartsWith | StringMatch::Equals => blind::prefix_all(keyring, param, &value)
                 .ok_or_else(|| {
                     refused(format!(

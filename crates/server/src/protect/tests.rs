@@ -43,6 +43,7 @@ fn create(rt: &tokio::runtime::Runtime, store: &ProtectedStore, id: &str, family
         "resourceType": "Patient",
         "name": [{"family": family, "given": ["Ann"]}],
         "identifier": [{"system": "http://hospital.example/mrn", "value": mrn}],
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "nl"}], "text": "Dutch"}}],
         "text": {"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{family}</div>")}
     });
     let mut map = resource.as_object().unwrap().clone();
@@ -94,8 +95,10 @@ fn searches_match_through_blinded_rows_and_the_file_holds_no_plaintext() {
     assert_eq!(found(&[("identifier", "http://elsewhere.example|MRN-4712")]), Vec::<String>::new());
     assert_eq!(found(&[("identifier", "MRN-4711,MRN-4713")]), ["a", "c"]);
     assert_eq!(found(&[("identifier:not", "MRN-4711")]), ["b", "c"]);
-    // Unblinded parameters are untouched.
     assert_eq!(found(&[("given", "ann")]).len(), 3);
+    // The text of codes is as readable as the codes, and searched as usual.
+    assert_eq!(found(&[("language", "nl")]).len(), 3);
+    assert_eq!(found(&[("language:text", "du")]).len(), 3);
 
     for refused in [[("family", "do")], [("family:contains", "nal")], [("_content", "donaldson")]] {
         let message = search(&rt, &f.store, &refused).unwrap_err();
