@@ -65,13 +65,14 @@ cargo nextest run --workspace --no-fail-fast --failure-output final || status=1
 # in a schema of its own. (The Synthea load runs once, above; bench/ measures it on PostgreSQL.)
 echo "== black-box tests on PostgreSQL"
 FHIRSIDE_TEST_BACKEND=postgres cargo nextest run -p fhirside --test blackbox --no-fail-fast --failure-output final \
-  -E 'test(/^(crud|conditional|history|search|search_types|bundles|everything|export|import|patch|errors|negotiation|validate|examples|durability|encryption|medtech|medtech_brokers)::/)' \
+  -E 'test(/^(crud|conditional|history|search|search_types|bundles|everything|export|import|patch|errors|negotiation|validate|examples|durability|encryption|medtech|medtech_brokers|relay)::/)' \
   || status=1
 
 # The schemas the test servers made, one transaction each (a schema's tables take many locks).
 psql "$FHIRSIDE_TEST_POSTGRES" -Atq -c "SELECT nspname FROM pg_namespace
     WHERE nspname LIKE 'fhirside\_bb\_%' OR nspname LIKE 'fhirside\_store\_test\_%'
-       OR nspname LIKE 'fhirside\_identity\_test\_%' OR nspname LIKE 'fhirside\_audit\_test\_%'" |
+       OR nspname LIKE 'fhirside\_identity\_test\_%' OR nspname LIKE 'fhirside\_audit\_test\_%'
+       OR nspname LIKE 'fhirside\_relay\_test\_%'" |
   while read -r schema; do
     psql "$FHIRSIDE_TEST_POSTGRES" -q -c "SET client_min_messages = warning; DROP SCHEMA \"$schema\" CASCADE" || true
   done

@@ -13,6 +13,8 @@ pub struct Client<'a> {
     prefer: &'a str,
     read_timeout: Duration,
     conn: Option<BufReader<TcpStream>>,
+    /// `Authorization` of every request, when set.
+    authorization: Option<String>,
 }
 
 /// A response's status and whole body (chunked bodies reassembled).
@@ -26,7 +28,13 @@ impl<'a> Client<'a> {
     /// `prefer` is the `Prefer` header of every request (`return=minimal`, `handling=strict`…);
     /// waiting longer than `read_timeout` for the server fails the request.
     pub fn new(host_port: &'a str, prefer: &'a str, read_timeout: Duration) -> Self {
-        Client { host_port, prefer, read_timeout, conn: None }
+        Client { host_port, prefer, read_timeout, conn: None, authorization: None }
+    }
+
+    /// Sends `Authorization: <value>` (e.g. `Bearer …`) with every request.
+    pub fn with_authorization(mut self, value: String) -> Self {
+        self.authorization = Some(value);
+        self
     }
 
     /// A GET on a reused connection that fails is sent once more on a new one: the server may have
@@ -44,7 +52,16 @@ impl<'a> Client<'a> {
         self.send("POST", path, Some(body))
     }
 
+    /// A POST of a form (an OAuth token request).
+    pub fn post_form(&mut self, path: &str, body: &[u8]) -> io::Result<Response> {
+        self.send_as("POST", path, Some(body), "application/x-www-form-urlencoded")
+    }
+
     fn send(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> io::Result<Response> {
+        self.send_as(method, path, body, "application/fhir+json")
+    }
+
+    fn send_as(&mut self, method: &str, path: &str, body: Option<&[u8]>, content_type: &str) -> io::Result<Response> {
         if self.conn.is_none() {
             let tcp = TcpStream::connect(self.host_port)?;
             tcp.set_nodelay(true)?;
@@ -54,9 +71,12 @@ impl<'a> Client<'a> {
         let conn = self.conn.as_mut().expect("connected above");
         let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.host_port);
         if body.is_some() {
-            head.push_str("content-type: application/fhir+json\r\n");
+            let _ = write!(head, "content-type: {content_type}\r\n");
         }
         let _ = write!(head, "accept: application/fhir+json\r\nprefer: {}\r\n", self.prefer);
+        if let Some(value) = &self.authorization {
+            let _ = write!(head, "authorization: {value}\r\n");
+        }
         if let Some(body) = body {
             let _ = write!(head, "content-length: {}\r\n", body.len());
         }

@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// An object id (`oid`) granted every FHIR data action; repeatable, or comma-separated.
     #[arg(long = "allowed-object-id", env = "FHIRSIDE_ALLOWED_OBJECT_IDS", value_delimiter = ',')]
     pub allowed_object_ids: Vec<String>,
-    /// PEM file of extra certificate authorities to trust when fetching the --authority's keys.
+    /// PEM file of extra certificate authorities trusted by outbound HTTPS: the --authority's keys,
+    /// bulk storage, and the relay's destinations and token endpoints.
     #[arg(long, env = "FHIRSIDE_AUTHORITY_CA")]
     pub authority_ca: Option<PathBuf>,
     /// Version of the built-in authority's access tokens: 1 (as Azure's FHIR service) or 2 [default: 1].
@@ -120,6 +121,23 @@ pub struct ServeArgs {
     /// the job of a replica that died [default: 30].
     #[arg(long, env = "FHIRSIDE_JOB_LEASE_SECONDS")]
     pub job_lease_seconds: Option<u64>,
+    /// Relay: attempts of one delivery before it is dead-lettered (replay starts a new round)
+    /// [default: 12].
+    #[arg(long, env = "FHIRSIDE_RELAY_MAX_ATTEMPTS")]
+    pub relay_max_attempts: Option<u32>,
+    /// Relay: milliseconds before the first retry of a failed delivery; each later one doubles,
+    /// with jitter [default: 10000].
+    #[arg(long, env = "FHIRSIDE_RELAY_RETRY_BASE_MS")]
+    pub relay_retry_base_ms: Option<u64>,
+    /// Relay: the longest wait between two attempts, in milliseconds [default: 600000].
+    #[arg(long, env = "FHIRSIDE_RELAY_RETRY_MAX_MS")]
+    pub relay_retry_max_ms: Option<u64>,
+    /// Relay: consecutive failed attempts that open a destination's circuit [default: 5].
+    #[arg(long, env = "FHIRSIDE_RELAY_BREAKER_THRESHOLD")]
+    pub relay_breaker_threshold: Option<u32>,
+    /// Relay: milliseconds an open circuit holds a destination's deliveries back [default: 30000].
+    #[arg(long, env = "FHIRSIDE_RELAY_BREAKER_OPEN_MS")]
+    pub relay_breaker_open_ms: Option<u64>,
     /// Turn auditing off: requests are not recorded. For development and benchmarks only.
     #[arg(long, env = "FHIRSIDE_NO_AUDIT", num_args = 0..=1, default_missing_value = "true")]
     pub no_audit: Option<bool>,
@@ -217,6 +235,11 @@ pub struct FileConfig {
     pub audit_location: Option<String>,
     pub no_audit: Option<bool>,
     pub job_lease_seconds: Option<u64>,
+    pub relay_max_attempts: Option<u32>,
+    pub relay_retry_base_ms: Option<u64>,
+    pub relay_retry_max_ms: Option<u64>,
+    pub relay_breaker_threshold: Option<u32>,
+    pub relay_breaker_open_ms: Option<u64>,
     pub export_max_concurrent: Option<u32>,
     pub export_file_bytes: Option<usize>,
     pub import_roots: Option<Vec<PathBuf>>,
@@ -309,6 +332,8 @@ pub struct Settings {
     pub medtech: Option<fhirside_server::medtech::Medtech>,
     /// The brokers MedTech takes device messages from.
     pub medtech_subscriptions: Vec<fhirside_server::medtech::brokers::Subscription>,
+    /// How the relay retries deliveries.
+    pub relay: fhirside_relay::RelayConfig,
 }
 
 pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
@@ -497,6 +522,13 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
     if encryption_key.as_deref().is_some_and(|key| key.trim().is_empty()) {
         return Err("--encryption-key is empty".into());
     }
+    let relay = resolve_relay(RelayFlags {
+        max_attempts: args.relay_max_attempts.or(file.relay_max_attempts),
+        retry_base_ms: args.relay_retry_base_ms.or(file.relay_retry_base_ms),
+        retry_max_ms: args.relay_retry_max_ms.or(file.relay_retry_max_ms),
+        breaker_threshold: args.relay_breaker_threshold.or(file.relay_breaker_threshold),
+        breaker_open_ms: args.relay_breaker_open_ms.or(file.relay_breaker_open_ms),
+    })?;
     Ok(Settings {
         data_dir,
         database,
@@ -510,7 +542,59 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
         encryption_key,
         medtech,
         medtech_subscriptions,
+        relay,
     })
+}
+
+/// The relay's retry settings as given, each optional.
+struct RelayFlags {
+    max_attempts: Option<u32>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    breaker_threshold: Option<u32>,
+    breaker_open_ms: Option<u64>,
+}
+
+fn resolve_relay(flags: RelayFlags) -> Result<fhirside_relay::RelayConfig, String> {
+    use std::time::Duration;
+    let defaults = fhirside_relay::RelayConfig::default();
+    let in_range = |name: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("--{name} must be between {} and {}, not {value}", range.start(), range.end()))
+        }
+    };
+    let config = fhirside_relay::RelayConfig {
+        max_attempts: match flags.max_attempts {
+            None => defaults.max_attempts,
+            Some(n) => in_range("relay-max-attempts", n.into(), 1..=1000)? as u32,
+        },
+        retry_base: flags
+            .retry_base_ms
+            .map(|ms| in_range("relay-retry-base-ms", ms, 1..=3_600_000).map(Duration::from_millis))
+            .transpose()?
+            .unwrap_or(defaults.retry_base),
+        retry_max: flags
+            .retry_max_ms
+            .map(|ms| in_range("relay-retry-max-ms", ms, 1..=86_400_000).map(Duration::from_millis))
+            .transpose()?
+            .unwrap_or(defaults.retry_max),
+        breaker_threshold: match flags.breaker_threshold {
+            None => defaults.breaker_threshold,
+            Some(n) => in_range("relay-breaker-threshold", n.into(), 1..=1000)? as u32,
+        },
+        breaker_open: flags
+            .breaker_open_ms
+            .map(|ms| in_range("relay-breaker-open-ms", ms, 1..=3_600_000).map(Duration::from_millis))
+            .transpose()?
+            .unwrap_or(defaults.breaker_open),
+        ..defaults
+    };
+    if config.retry_max < config.retry_base {
+        return Err("--relay-retry-max-ms must not be less than --relay-retry-base-ms".into());
+    }
+    Ok(config)
 }
 
 /// Mutual TLS: the client CA bundle and the mode. A bundle alone means `required`, so that naming

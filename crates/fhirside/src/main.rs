@@ -13,6 +13,7 @@ mod identity;
 mod keys_cmd;
 mod medtech_cmd;
 mod migrate_cmd;
+mod relay_cmd;
 mod serve;
 mod token;
 
@@ -54,6 +55,8 @@ enum Command {
     Import(Box<bulk_cmd::ImportArgs>),
     /// MedTech mappings: `medtech test` runs a device message through them.
     Medtech(medtech_cmd::MedtechArgs),
+    /// The relay: auth credentials, destinations (and verify), sources, message status.
+    Relay(Box<relay_cmd::RelayArgs>),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +101,13 @@ fn main() -> ExitCode {
         Command::Export(args) => bulk_cmd::run_export(*args),
         Command::Import(args) => bulk_cmd::run_import(*args),
         Command::Medtech(args) => medtech_cmd::run(args),
+        Command::Relay(args) => match relay_cmd::run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fhirside: {message}");
+                ExitCode::from(1)
+            }
+        },
         Command::Admin(command) => match admin::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

@@ -11,14 +11,16 @@
 //! `identity_*` tables: tenant, settings, signing keys, apps and their secrets' hashes, users and
 //! role assignments, so that issued tokens and every credential keep working. One-time codes and
 //! refresh tokens stay behind (users signed in through the old server sign in again). The target
-//! is checked for both before anything is copied. The audit trail (`audit/`) stays in the data
-//! directory.
+//! is checked for both before anything is copied. The relay's state (`relay.db`), where there is
+//! one, moves into the `relay_*` tables with its queue, so that queued messages are delivered from
+//! the new store. The audit trail (`audit/`) stays in the data directory.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
 use fhirside_identity::store::{IdentityImport, IdentityStore};
+use fhirside_relay::RelayStore;
 use fhirside_store::{PostgresConfig, PostgresImporter, PostgresStore, RawVersion, SqliteExport};
 
 #[derive(Args, Debug)]
@@ -70,6 +72,7 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot open the PostgreSQL store {}: {e}", config.describe()))?;
         let importer = store.begin_import().await.map_err(|e| format!("{}: {e}", config.describe()))?;
         let identity = identity_to_move(&args.from, &url)?;
+        let relay = relay_to_move(&args.from, &url)?;
         eprintln!("copying {} versions from {} to {}", counts.versions, args.from.display(), config.describe());
         let copied = copy(&source, &importer, counts.versions).await?;
         eprintln!("rebuilding the search index of {} resources", counts.live);
@@ -97,8 +100,20 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
                 )
             }
         };
+        let relay = match relay {
+            None => format!("no {} to move", fhirside_relay::store::sqlite::FILE_NAME),
+            Some((source, target)) => {
+                let moved = source
+                    .move_to(&target)
+                    .map_err(|e| format!("copied {copied} versions, but moving the relay failed: {e}"))?;
+                format!(
+                    "relay moved: {} destinations, {} messages ({} to deliver)",
+                    moved.destinations, moved.messages, moved.pending
+                )
+            }
+        };
         println!(
-            "moved {copied} versions ({live} current resources) to {} in {:.1} s; {identity}; \
+            "moved {copied} versions ({live} current resources) to {} in {:.1} s; {identity}; {relay}; \
              audit/ stays in {}",
             config.describe(),
             started.elapsed().as_secs_f64(),
@@ -119,6 +134,21 @@ fn identity_to_move(from: &std::path::Path, url: &str) -> Result<Option<(Identit
     let export = source.export().map_err(read_error)?;
     let target = IdentityImport::connect(url).map_err(|e| format!("the target's identity tables: {e}"))?;
     target.check(&export).map_err(|e| format!("cannot move the identity store: {e}"))?;
+    Ok(Some((source, target)))
+}
+
+/// The source's relay store and the target's relay tables, when the source has a relay store;
+/// refused before anything is copied if the target already holds relay state.
+fn relay_to_move(from: &std::path::Path, url: &str) -> Result<Option<(RelayStore, RelayStore)>, String> {
+    if !from.join(fhirside_relay::store::sqlite::FILE_NAME).exists() {
+        return Ok(None);
+    }
+    let source =
+        RelayStore::open(from).map_err(|e| format!("cannot read the relay store in {}: {e}", from.display()))?;
+    let target = RelayStore::open_postgres(url).map_err(|e| format!("the target's relay tables: {e}"))?;
+    if !target.is_empty().map_err(|e| format!("the target's relay tables: {e}"))? {
+        return Err("cannot move the relay: the target already holds relay state".into());
+    }
     Ok(Some((source, target)))
 }
 

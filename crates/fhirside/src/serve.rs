@@ -64,6 +64,12 @@ pub fn run(settings: Settings) -> Result<(), String> {
             })),
         };
         let bulk = bulk_storage(settings.bulk_storage.as_deref(), &data_dir, settings.auth.authority_ca.as_deref())?;
+        // The relay's state lives beside the resource store.
+        let relay_store = match settings.database.as_deref() {
+            Some(url) => fhirside_relay::RelayStore::open_postgres(url),
+            None => fhirside_relay::RelayStore::open(&data_dir),
+        }
+        .map_err(|e| format!("cannot open the relay's store: {e}"))?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "Fhirside {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "data directory: {}", data_dir.display());
@@ -77,6 +83,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
             }
         }
         let _ = writeln!(out, "bulk data: {}", bulk.describe());
+        let _ = writeln!(out, "relay: {}", relay_store.describe());
         match &audit {
             Some(log) => {
                 let _ = writeln!(out, "audit log: {}", log.describe());
@@ -168,10 +175,20 @@ pub fn run(settings: Settings) -> Result<(), String> {
         if let Some(medtech) = settings.medtech {
             state = state.with_medtech(medtech);
         }
+        // The relay's worker runs in this process. What this data directory's worker was sending
+        // when it was killed goes out again at once.
+        let relay_owner = fhirside_relay::worker_id(&data_dir).map_err(|e| format!("relay: {e}"))?;
+        relay_store.release_leases(&relay_owner).map_err(|e| format!("relay: {e}"))?;
+        let relay_client = fhirside_fetch::Client::new(settings.auth.authority_ca.as_deref())
+            .map_err(|e| format!("relay: {e}"))?;
+        let relay =
+            Arc::new(fhirside_relay::Relay::new(Arc::new(relay_store), relay_client, settings.relay.clone()));
+        state = state.with_relay(relay.clone());
         // Custom search parameters, and a reindex if the stored index was built with others.
         fhirside_server::search_params::prepare(&state).await.map_err(|e| format!("search parameters: {e}"))?;
         // Background jobs from the store's job table (reindex, and what later issues add).
         let worker = fhirside_server::jobs::spawn(state.clone());
+        let relay_worker = fhirside_relay::worker::spawn(relay, relay_owner);
         let watcher = reloader.map(tls::Reloader::spawn);
         // MedTech's brokers: each subscription acknowledges only what it stored, so stopping it
         // anywhere loses nothing.
@@ -186,6 +203,8 @@ pub fn run(settings: Settings) -> Result<(), String> {
         if let Some(follower) = follower {
             follower.abort();
         }
+        // A delivery in flight is sent again at the next start (at least once; idempotent).
+        relay_worker.abort();
         for subscription in subscriptions {
             subscription.abort();
         }

@@ -274,6 +274,23 @@ impl From<StoreError> for FhirError {
     }
 }
 
+impl From<fhirside_relay::RelayError> for FhirError {
+    fn from(error: fhirside_relay::RelayError) -> Self {
+        use fhirside_relay::RelayError;
+        match error {
+            RelayError::Invalid(message) => FhirError::bad_request(message),
+            RelayError::NotFound(message) => FhirError::NoMatch(message),
+            RelayError::Conflict(message) => FhirError::Conflict(message),
+            // A source key is not a token of the authority: the challenge names the relay.
+            RelayError::Unauthenticated(message) => {
+                eprintln!("fhirside: request {} refused: {message}", context::request_id());
+                FhirError::Unauthenticated { challenge: HeaderValue::from_static("Bearer realm=\"relay\"") }
+            }
+            RelayError::Database(message) => FhirError::Internal(message),
+        }
+    }
+}
+
 /// An `OperationOutcome` body: `id` is the request's correlation id, as in Azure's service.
 pub fn operation_outcome(issues: Vec<Value>) -> Value {
     json!({

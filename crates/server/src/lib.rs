@@ -35,6 +35,7 @@ mod negotiate;
 mod params;
 mod patching;
 pub mod protect;
+mod relay;
 mod response;
 pub mod search_params;
 pub mod smart;
@@ -87,6 +88,8 @@ pub struct Shared {
     /// The keyring of encryption at rest, for what the server seals itself (audit fields); `None`
     /// when encryption at rest is off.
     pub(crate) keys: Option<fhirside_keys::KeyringCell>,
+    /// The relay behind `/relay/v1/…`; `None` when it is off.
+    pub(crate) relay: Option<Arc<fhirside_relay::Relay>>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
             bulk: None,
             medtech: None,
             keys: None,
+            relay: None,
         }))
     }
 
@@ -136,6 +140,13 @@ impl AppState {
     pub fn with_medtech(mut self, medtech: medtech::Medtech) -> AppState {
         let shared = Arc::make_mut(&mut self.0);
         shared.medtech = Some(Arc::new(medtech));
+        self
+    }
+
+    /// Turns the relay on: its Platform API under `/relay/v1` (the caller runs its worker).
+    pub fn with_relay(mut self, relay: Arc<fhirside_relay::Relay>) -> AppState {
+        let shared = Arc::make_mut(&mut self.0);
+        shared.relay = Some(relay);
         self
     }
 
@@ -181,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(audit::query::routes())
         .merge(medtech::http::routes())
+        .merge(relay::routes())
         .fallback(fallback::route_not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::middleware))

@@ -31,6 +31,7 @@ mod medtech_brokers;
 mod migrate_store;
 mod negotiation;
 mod patch;
+mod relay;
 mod replicas;
 mod search;
 mod search_types;
