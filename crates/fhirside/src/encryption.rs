@@ -98,6 +98,25 @@ pub async fn open_keyring(provider: &dyn KeyProvider, stored: &str) -> Result<Ke
     })
 }
 
+/// The keyring of an installation, for a command that works on its state beside a running server
+/// (`fhirside relay`): `None` when the store is not encrypted; an error when it is and `setting`
+/// does not open it.
+pub async fn keyring_for_command(
+    settings: SettingsOf<'_>,
+    setting: Option<&str>,
+) -> Result<Option<KeyringCell>, String> {
+    let stored = fhirside_store::read_setting(settings, KEYRING_SETTING)
+        .await
+        .map_err(|e| format!("cannot read the store's settings: {e}"))?;
+    let Some(stored) = stored else { return Ok(None) };
+    let setting = setting.ok_or(
+        "this installation is encrypted at rest: give the servers' --encryption-key (or FHIRSIDE_ENCRYPTION_KEY)",
+    )?;
+    let keys = KeyringCell::new();
+    keys.replace(open_keyring(provider(setting)?.as_ref(), &stored).await?);
+    Ok(Some(keys))
+}
+
 pub fn state_json(keyring: &Keyring) -> String {
     serde_json::to_string(keyring.state()).expect("a keyring state serializes")
 }

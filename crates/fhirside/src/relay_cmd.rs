@@ -28,6 +28,10 @@ pub struct RelayArgs {
     /// tables the command uses instead of the data directory's `relay.db`.
     #[arg(long, env = "FHIRSIDE_DATABASE_URL", global = true)]
     database: Option<String>,
+    /// The servers' key-encryption key, on an installation encrypted at rest (as `fhirside serve
+    /// --encryption-key`): credentials and messages are sealed with its keyring.
+    #[arg(long, env = "FHIRSIDE_ENCRYPTION_KEY", global = true)]
+    encryption_key: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     output: Output,
@@ -214,15 +218,35 @@ enum MessageCommand {
 }
 
 pub fn run(args: RelayArgs) -> Result<(), String> {
+    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("fhirside-data"));
     let store = match &args.database {
         Some(url) => RelayStore::open_postgres(url).map_err(|e| e.to_string())?,
         None => {
-            let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("fhirside-data"));
             if !data_dir.is_dir() {
                 return Err(format!("no data directory at {}", data_dir.display()));
             }
             RelayStore::open(&data_dir).map_err(|e| e.to_string())?
         }
+    };
+    // On an installation encrypted at rest the relay's secrets and messages are sealed.
+    let postgres = args
+        .database
+        .as_deref()
+        .map(fhirside_store::PostgresConfig::from_url)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let settings = match &postgres {
+        Some(config) => fhirside_store::SettingsOf::Postgres(config),
+        None => fhirside_store::SettingsOf::Embedded(&data_dir),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let keys = runtime.block_on(crate::encryption::keyring_for_command(settings, args.encryption_key.as_deref()))?;
+    let store = match keys {
+        Some(keys) => store.sealed_with(keys),
+        None => store,
     };
     let out = execute(&store, args.command)?;
     match args.output {

@@ -181,6 +181,10 @@ pub fn run(settings: Settings) -> Result<(), String> {
         relay_store.release_leases(&relay_owner).map_err(|e| format!("relay: {e}"))?;
         let relay_client = fhirside_fetch::Client::new(settings.auth.authority_ca.as_deref())
             .map_err(|e| format!("relay: {e}"))?;
+        let relay_store = match &encryption_keys {
+            Some(keys) => relay_store.sealed_with(keys.clone()),
+            None => relay_store,
+        };
         let relay =
             Arc::new(fhirside_relay::Relay::new(Arc::new(relay_store), relay_client, settings.relay.clone()));
         state = state.with_relay(relay.clone());

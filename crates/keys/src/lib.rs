@@ -126,6 +126,7 @@ mod error;
 pub mod format;
 mod keyring;
 mod provider;
+mod text;
 mod zeroize;
 
 pub use blind::BlindIndex;
@@ -138,4 +139,5 @@ pub use provider::{
     AzureKeyVault, AzureKeyVaultConfig, BoxFuture, KeyProvider, LocalKek, VaultConfig, VaultTransit, WrappedKey,
     AZURE_API_VERSION,
 };
+pub use text::is_sealed_text;
 pub use zeroize::{Zeroize, Zeroizing};

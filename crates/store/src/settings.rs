@@ -17,10 +17,14 @@ pub enum SettingsOf<'a> {
     Postgres(&'a PostgresConfig),
 }
 
-/// The value of `key`, if set.
+/// The value of `key`, if set; `None` also when the store has not been created yet.
 pub async fn read_setting(store: SettingsOf<'_>, key: &str) -> Result<Option<String>, StoreError> {
     match store {
         SettingsOf::Embedded(data_dir) => {
+            // No store yet (a command run before any server): nothing is set.
+            if !crate::SqliteConfig::in_dir(data_dir).path.exists() {
+                return Ok(None);
+            }
             let conn = open(data_dir)?;
             Ok(conn.query_row("SELECT value FROM setting WHERE key = ?1", [key], |row| row.get(0)).optional()?)
         }

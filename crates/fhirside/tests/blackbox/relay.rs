@@ -1021,3 +1021,76 @@ fn the_cli_manages_credentials_destinations_and_shows_messages() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
 }
+
+/// Every byte the relay keeps: `relay.db` and its WAL, or the text of the `relay_*` tables.
+fn relay_bytes(relay: &Server) -> Vec<u8> {
+    match &relay.database {
+        None => {
+            let mut bytes = Vec::new();
+            for entry in std::fs::read_dir(&relay.data_dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().unwrap().to_string_lossy().starts_with("relay.db") {
+                    bytes.extend(std::fs::read(&path).unwrap());
+                }
+            }
+            bytes
+        }
+        Some(url) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                let mut text = String::new();
+                for table in ["relay_credentials", "relay_destinations", "relay_messages", "relay_deliveries"] {
+                    let sql = format!("SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t");
+                    text.push_str(&client.query_one(&sql, &[]).await.unwrap().get::<_, String>(0));
+                }
+                text.into_bytes()
+            })
+        }
+    }
+}
+
+#[test]
+fn an_encrypted_installation_seals_the_relays_secrets_and_messages() {
+    let target = start_target();
+    let ca = trust(&[&read_ca(&target.server)]);
+    let kek = temp_dir("relay-kek").join("kek");
+    std::fs::write(&kek, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let setting = format!("file:{}", kek.display());
+    let (relay, environment, credential, _, key) = relay_to(&target, &ca, &["--encryption-key", &setting]);
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "fullUrl": "urn:uuid:7d3c1f52-55a6-4f0e-9d55-3f1c2b8a9e01",
+        "resource": {"resourceType": "Patient", "name": [{"family": "Sealingworth"}],
+                     "identifier": [{"system": "http://hospital.example.org/mrn", "value": "MRN-SEAL-1"}]},
+        "request": {"method": "POST", "url": "Patient"}}]});
+    let id = accepted(&relay, &environment, &key, bundle.to_string().as_bytes());
+    wait_status(&relay, &environment, &id, "succeeded", Duration::from_secs(60));
+    assert_eq!(target.count("Patient?identifier=MRN-SEAL-1&_summary=count"), 1);
+
+    let stored = relay_bytes(&relay);
+    assert!(stored.len() > 1000, "the relay's store was not found");
+    for secret in [target.secret.as_str(), "Sealingworth", "MRN-SEAL-1"] {
+        assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()), "'{secret}' is stored in plaintext");
+    }
+
+    // The CLI opens them with the servers' key, and says so without it.
+    let cli = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fhirside"));
+        command.args(["relay", "credential", "show", &credential, "--data-dir"]).arg(&relay.data_dir).args(extra);
+        if let Some(url) = &relay.database {
+            command.args(["--database", url]);
+        }
+        command.output().unwrap()
+    };
+    let shown = cli(&["--encryption-key", &setting]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("\"hasClientSecret\": true"));
+    let refused = cli(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("encrypted at rest"));
+}

@@ -21,11 +21,14 @@ use serde_json::{Map, Value};
 use crate::model::{self, Credential, Destination, Environment, Kind, Source, FLAGS};
 use crate::{new_id, RelayError, Result};
 pub use export::MoveCounts;
-use sql::{params, Db, Row};
+use sql::{opened, params, sealed, Db, Keyed, Row};
 
 /// The relay's database.
 pub struct RelayStore {
     backend: Backend,
+    /// Encryption at rest: message bodies, credential secrets, verification tokens and the
+    /// targets' answers are sealed with this keyring when there is one.
+    keys: Option<fhirside_keys::KeyringCell>,
 }
 
 enum Backend {
@@ -67,25 +70,32 @@ fn environment_row(row: &Row) -> Result<Environment> {
     Ok(Environment { id: row.text(0)?, organization: row.int(1)?, name: row.text(2)?, flag: row.text(3)? })
 }
 
-fn credential_row(row: &Row) -> Result<Credential> {
+fn credential_row(db: &dyn Db, row: &Row) -> Result<Credential> {
+    let id = row.text(0)?;
+    let secrets = opened(db, &format!("relay_credentials/{id}/secrets"), row.text(3)?)?;
     Ok(Credential {
-        id: row.text(0)?,
+        id,
         environment_id: row.text(1)?,
         fields: parse_map(&row.text(2)?)?,
-        secrets: parse_map(&row.text(3)?)?,
+        secrets: parse_map(&secrets)?,
         created_at: row.int(4)?,
         updated_at: row.int(5)?,
     })
 }
 
-fn destination_row(row: &Row) -> Result<Destination> {
+fn destination_row(db: &dyn Db, row: &Row) -> Result<Destination> {
+    let id = row.text(0)?;
+    let verification_token = row
+        .opt_text(5)?
+        .map(|token| opened(db, &format!("relay_destinations/{id}/verification_token"), token))
+        .transpose()?;
     Ok(Destination {
-        id: row.text(0)?,
+        id,
         environment_id: row.text(1)?,
         name: row.text(2)?,
         kind: Kind::parse(&row.text(3)?),
         endpoint: row.opt_text(4)?,
-        verification_token: row.opt_text(5)?,
+        verification_token,
         auth_credential: row.opt_text(6)?,
         cloud: row.opt_text(7)?.as_deref().map(parse_json).transpose()?,
         setup_state: row.opt_text(8)?.as_deref().map(parse_json).transpose()?,
@@ -108,20 +118,14 @@ pub(crate) fn environment_in(db: &mut dyn Db, id: &str) -> Result<Environment> {
 
 pub(crate) fn credential_in(db: &mut dyn Db, id: &str) -> Result<Credential> {
     let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM relay_credentials WHERE id = ?1");
-    db.query_opt(&sql, &params![id])?
-        .as_ref()
-        .map(credential_row)
-        .transpose()?
-        .ok_or_else(|| not_found("auth credential", id))
+    let row = db.query_opt(&sql, &params![id])?;
+    row.as_ref().map(|row| credential_row(db, row)).transpose()?.ok_or_else(|| not_found("auth credential", id))
 }
 
 pub(crate) fn destination_in(db: &mut dyn Db, id: &str) -> Result<Destination> {
     let sql = format!("SELECT {DESTINATION_COLUMNS} FROM relay_destinations WHERE id = ?1");
-    db.query_opt(&sql, &params![id])?
-        .as_ref()
-        .map(destination_row)
-        .transpose()?
-        .ok_or_else(|| not_found("destination", id))
+    let row = db.query_opt(&sql, &params![id])?;
+    row.as_ref().map(|row| destination_row(db, row)).transpose()?.ok_or_else(|| not_found("destination", id))
 }
 
 fn organization_of(fields: &Map<String, Value>) -> i64 {
@@ -148,13 +152,13 @@ fn new_key() -> Result<String> {
 impl RelayStore {
     /// Opens `relay.db` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<RelayStore> {
-        Ok(RelayStore { backend: Backend::Sqlite(Mutex::new(sqlite::open(data_dir)?)) })
+        Ok(RelayStore { backend: Backend::Sqlite(Mutex::new(sqlite::open(data_dir)?)), keys: None })
     }
 
     /// Opens (migrating if needed) the `relay_*` tables in the PostgreSQL database at `url`,
     /// beside the resource store's, shared by replicas.
     pub fn open_postgres(url: &str) -> Result<RelayStore> {
-        Ok(RelayStore { backend: Backend::Postgres(Mutex::new(postgres::PgConnection::open(url)?)) })
+        Ok(RelayStore { backend: Backend::Postgres(Mutex::new(postgres::PgConnection::open(url)?)), keys: None })
     }
 
     /// Where the state lives, for the start-up banner (no password).
@@ -165,8 +169,17 @@ impl RelayStore {
         }
     }
 
+    /// Seals what the relay stores that can carry PHI or a secret with the installation's keyring
+    /// (encryption at rest).
+    pub fn sealed_with(mut self, keys: fhirside_keys::KeyringCell) -> RelayStore {
+        self.keys = Some(keys);
+        self
+    }
+
     /// Runs `f` in a write transaction.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        let keyring = self.keys.as_ref().and_then(fhirside_keys::KeyringCell::get);
+        let f = move |db: &mut dyn Db| f(&mut Keyed { db, keyring });
         match &self.backend {
             Backend::Sqlite(conn) => sqlite::write(&mut lock(conn), f),
             Backend::Postgres(conn) => lock(conn).write(f),
@@ -175,6 +188,8 @@ impl RelayStore {
 
     /// Runs `f` on the connection, outside a transaction (each statement is its own).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        let keyring = self.keys.as_ref().and_then(fhirside_keys::KeyringCell::get);
+        let f = move |db: &mut dyn Db| f(&mut Keyed { db, keyring });
         match &self.backend {
             Backend::Sqlite(conn) => f(&mut sqlite::SqliteDb(&lock(conn))),
             Backend::Postgres(conn) => lock(conn).read(f),
@@ -233,7 +248,11 @@ impl RelayStore {
                     &credential.id,
                     &credential.environment_id,
                     Value::Object(credential.fields.clone()).to_string(),
-                    Value::Object(credential.secrets.clone()).to_string(),
+                    sealed(
+                        db,
+                        &format!("relay_credentials/{}/secrets", credential.id),
+                        Value::Object(credential.secrets.clone()).to_string()
+                    ),
                     now,
                     now
                 ],
@@ -248,7 +267,8 @@ impl RelayStore {
             let sql = format!(
                 "SELECT {CREDENTIAL_COLUMNS} FROM relay_credentials WHERE environment_id = ?1 ORDER BY created_at"
             );
-            db.query(&sql, &params![environment_id])?.iter().map(credential_row).collect()
+            let rows = db.query(&sql, &params![environment_id])?;
+            rows.iter().map(|row| credential_row(db, row)).collect()
         })
     }
 
@@ -265,7 +285,7 @@ impl RelayStore {
                 &params![
                     id,
                     Value::Object(fields.clone()).to_string(),
-                    Value::Object(secrets.clone()).to_string(),
+                    sealed(db, &format!("relay_credentials/{id}/secrets"), Value::Object(secrets.clone()).to_string()),
                     now
                 ],
             )?;
@@ -327,7 +347,8 @@ impl RelayStore {
             let sql = format!(
                 "SELECT {DESTINATION_COLUMNS} FROM relay_destinations WHERE environment_id = ?1 ORDER BY created_at"
             );
-            let list = db.query(&sql, &params![environment_id])?.iter().map(destination_row).collect::<Result<_>>()?;
+            let rows = db.query(&sql, &params![environment_id])?;
+            let list = rows.iter().map(|row| destination_row(db, row)).collect::<Result<_>>()?;
             Ok((list, environment))
         })
     }
@@ -519,7 +540,11 @@ fn save_destination(db: &mut dyn Db, d: &Destination, insert: bool) -> Result<()
             &d.name,
             d.kind.as_str(),
             d.endpoint.as_deref(),
-            d.verification_token.as_deref(),
+            d.verification_token.clone().map(|token| sealed(
+                db,
+                &format!("relay_destinations/{}/verification_token", d.id),
+                token
+            )),
             d.auth_credential.as_deref(),
             d.cloud.as_ref().map(Value::to_string),
             d.setup_state.as_ref().map(Value::to_string),

@@ -10,6 +10,7 @@
 use serde_json::{json, Value};
 
 use super::sql::{self, params, Db};
+use super::sql::{blinded, opened, sealed};
 use super::{credential_in, destination_in, environment_in, not_found, parse_json, shown_status, RelayStore};
 use crate::model::{Credential, Destination};
 use crate::{iso, new_id, RelayError, Result};
@@ -81,16 +82,18 @@ impl RelayStore {
                 )));
             }
             let id = new_id();
+            let body = sealed(db, &format!("relay_messages/{id}/body"), body.to_string());
+            let patient_key = patient_key.map(|key| blinded(db, "relay-patient-key", key));
             db.execute(
                 "INSERT INTO relay_messages (id, environment_id, source_id, body, patient_key, received_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &params![&id, environment_id, source_id, body.to_string(), patient_key, now],
+                &params![&id, environment_id, source_id, body, patient_key.as_deref(), now],
             )?;
             for target in &targets {
                 db.execute(
                     "INSERT INTO relay_deliveries (id, message_id, destination_id, patient_key, state, attempts, \
                      round_attempts, next_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, ?5, ?5)",
-                    &params![new_id(), &id, target.text(0)?, patient_key, now],
+                    &params![new_id(), &id, target.text(0)?, patient_key.as_deref(), now],
                 )?;
             }
             Ok(id)
@@ -181,10 +184,12 @@ impl RelayStore {
                 Some(id) => Some(credential_in(db, id)?),
                 None => None,
             };
+            let message_id = row.text(0)?;
+            let body = opened(db, &format!("relay_messages/{message_id}/body"), row.text(1)?)?;
             Ok(Some(Work {
                 delivery_id: delivery_id.to_owned(),
-                message_id: row.text(0)?,
-                body: parse_json(&row.text(1)?)?,
+                message_id,
+                body: parse_json(&body)?,
                 destination,
                 credential,
                 round_attempts: row.int(3)?,
@@ -211,7 +216,10 @@ impl RelayStore {
                     state,
                     next_at,
                     attempt.error.as_deref(),
-                    attempt.outcome.as_ref().map(Value::to_string),
+                    attempt
+                        .outcome
+                        .as_ref()
+                        .map(|outcome| sealed(db, &format!("relay_deliveries/{delivery_id}/outcome"), outcome.to_string())),
                     now
                 ],
             )?;
@@ -291,7 +299,13 @@ fn message_view(db: &mut dyn Db, id: &str) -> Result<Value> {
             "attempts": { "total": row.int(4)?, "latest": history.last().cloned() },
             "history": history,
             "error": row.opt_text(6)?,
-            "outcome": row.opt_text(7)?.as_deref().map(parse_json).transpose()?,
+            "outcome": row
+                .opt_text(7)?
+                .map(|stored| opened(db, &format!("relay_deliveries/{delivery_id}/outcome"), stored))
+                .transpose()?
+                .as_deref()
+                .map(parse_json)
+                .transpose()?,
             "updatedAt": iso(row.int(8)?),
         });
         if state == "pending" {

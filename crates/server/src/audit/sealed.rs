@@ -7,23 +7,17 @@
 //! resource content. The hash chain covers the record as stored, sealed fields included, so
 //! `fhirside audit verify` needs no key.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use fhirside_audit::AuditRecord;
 use fhirside_keys::Keyring;
 use serde_json::Value;
 
-/// What a sealed field starts with: never the start of a URL or of a header value we record
-/// unsealed.
-const SEALED: &str = "sealed:";
-
 /// Seals the record's `RequestUri` and `Properties` values. The associated data names the field
 /// and the request, so a sealed value copied into another record does not open there.
 pub(crate) fn seal(keyring: &Keyring, record: &mut AuditRecord) {
-    record.request_uri = seal_text(keyring, &record.request_uri, &aad("RequestUri", &record.correlation_id));
+    record.request_uri = keyring.seal_text(&record.request_uri, &aad("RequestUri", &record.correlation_id));
     for (name, value) in record.properties.iter_mut() {
         if let Value::String(text) = value {
-            *text = seal_text(keyring, text, &aad(&format!("Properties/{name}"), &record.correlation_id));
+            *text = keyring.seal_text(text, &aad(&format!("Properties/{name}"), &record.correlation_id));
         }
     }
 }
@@ -48,13 +42,8 @@ fn aad(field: &str, correlation_id: &str) -> String {
     format!("audit/{field}/{correlation_id}")
 }
 
-fn seal_text(keyring: &Keyring, text: &str, aad: &str) -> String {
-    format!("{SEALED}{}", STANDARD.encode(keyring.encrypt(text.as_bytes(), aad.as_bytes())))
-}
-
 fn open_text(keyring: &Keyring, stored: &str, aad: &str) -> Option<String> {
-    let sealed = STANDARD.decode(stored.strip_prefix(SEALED)?).ok()?;
-    String::from_utf8(keyring.decrypt(&sealed, aad.as_bytes()).ok()?).ok()
+    keyring.open_text(stored, aad)?.ok()
 }
 
 #[cfg(test)]

@@ -340,6 +340,11 @@ mod tests;
 /// A setting, read on a connection of its own (`crate::settings`).
 pub(crate) async fn read_setting(config: &PostgresConfig, key: &str) -> Result<Option<String>, StoreError> {
     let mut conn = pool::connect(&config.connect, &config.seal).await?;
+    // A schema no server has migrated yet has no settings.
+    let exists: bool = conn.query_one("SELECT to_regclass('setting') IS NOT NULL", &[]).await?.try_get(0)?;
+    if !exists {
+        return Ok(None);
+    }
     read::setting(&mut conn, key).await
 }
 
