@@ -9,6 +9,8 @@
 //!   definitions, with issues ready to become an `OperationOutcome`.
 //! - **FHIR date/time handling** ([`datetime`]): `date`, `dateTime` and `instant` parsed with their precision
 //!   and turned into UTC ranges for search, plus the timestamp formats the API emits.
+//! - **Links between resources** ([`links::for_each_link_mut`]): the elements R4 counts as references when a
+//!   transaction replaces its entries' `fullUrl`s (`Reference.reference`, uri-typed elements, narrative links).
 //! - **Search-parameter registry** ([`Definitions::search_params`], [`Definitions::search_param`],
 //!   [`Definitions::compartment_params`]).
 //!
@@ -20,6 +22,7 @@ pub mod datetime;
 mod definitions;
 pub mod fhirpath;
 pub mod index;
+pub mod links;
 mod search_param;
 pub mod terminology;
 pub mod ucum;

@@ -7,8 +7,8 @@
 //! - a resource with a business identifier (`identifier[0]` with `system` and `value`) becomes a
 //!   conditional create, `ifNoneExist: identifier=system|value`: the second send matches the first
 //!   one's resource and creates nothing; references to the entry resolve to it either way. Its
-//!   `urn:uuid:` placeholder is renamed (deterministically), because servers replace a placeholder
-//!   wherever it appears, and Synthea uses it as the identifier value too;
+//!   `urn:uuid:` placeholder is renamed (deterministically), because some servers replace a
+//!   placeholder wherever it appears, and Synthea uses it as the identifier value too;
 //! - a resource without one becomes an update by id (`PUT Type/id`) with the id it carries, or the
 //!   UUID of its `urn:uuid:` full URL, or one derived from the message and entry; references to its
 //!   full URL are rewritten to `Type/id`, since an update's full URL is not a placeholder.
@@ -122,7 +122,7 @@ fn make_idempotent(entry: &mut Value, message_id: &str, index: usize) -> Option<
     if let Some((system, value)) = first_identifier(&entry["resource"]) {
         let criteria = format!("identifier={}|{}", encode(&escape(system)), encode(&escape(value)));
         entry["request"] = json!({ "method": "POST", "url": kind, "ifNoneExist": criteria });
-        // A server replaces the placeholder wherever it appears in the bundle, identifier values
+        // Some servers replace the placeholder wherever it appears in the bundle, identifier values
         // included (Synthea's DocumentReference identifier is its own full URL), which would
         // change the very identifier the condition matches on; a placeholder of our own cannot
         // collide with the data.

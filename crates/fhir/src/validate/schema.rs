@@ -1,4 +1,4 @@
-//! The StructureDefinitions compiled into a graph the validator can walk without allocating.
+//! The StructureDefinitions compiled into a graph the validator (and [`crate::links`]) can walk without allocating.
 //!
 //! Each complex type, resource, primitive type (for its `_x` extension object) and BackboneElement becomes a
 //! [`Node`]: a hash map from JSON property name to [`Child`]. Choice elements are expanded at build time
@@ -8,6 +8,7 @@
 //! a `u64` instead of a set.
 
 use crate::definitions::{StructureKind, TypeDef};
+use crate::links::Link;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -52,6 +53,9 @@ pub(crate) struct Child {
     pub required_bit: Option<u8>,
     /// Index into [`Schema::value_sets`] for a `code` with a required binding.
     pub value_set: Option<u32>,
+    /// Whether the element can link to another resource ([`crate::links`]), decided once here so that
+    /// walking a resource for its links costs a hash probe per property.
+    pub link: Option<Link>,
 }
 
 #[derive(Clone, Copy)]
@@ -115,6 +119,18 @@ impl Primitive {
             "xhtml" => Primitive::Xhtml,
             _ => return None,
         })
+    }
+
+    /// R4 replaces `fullUrl`s in elements of type uri, url, oid and uuid (http.html#trules); canonical is a
+    /// uri too. The narrative's xhtml holds links in its attributes.
+    fn link(self) -> Option<Link> {
+        match self {
+            Primitive::Uri | Primitive::Url | Primitive::Oid | Primitive::Uuid | Primitive::Canonical => {
+                Some(Link::Uri)
+            }
+            Primitive::Xhtml => Some(Link::Narrative),
+            _ => None,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -269,6 +285,11 @@ impl Schema {
                 (Some(_), Some(code)) => format!("{base}{}{}", code[..1].to_ascii_uppercase(), &code[1..]),
                 _ => base.to_string(),
             };
+            let link = match kind {
+                ChildKind::Primitive(_, _) if node.is_reference && property == "reference" => Some(Link::Reference),
+                ChildKind::Primitive(p, _) => p.link(),
+                _ => None,
+            };
             let child = Child {
                 ext_key: format!("_{property}").into(),
                 name: property.as_str().into(),
@@ -277,6 +298,7 @@ impl Schema {
                 choice,
                 required_bit,
                 value_set,
+                link,
             };
             node.children.insert(property.into(), child);
         }

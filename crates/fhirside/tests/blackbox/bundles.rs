@@ -292,3 +292,35 @@ fn references_to_a_conditional_create_point_at_its_match() {
         "the patient, what its compartment refers to, and its compartment"
     );
 }
+
+#[test]
+fn an_identifier_equal_to_a_full_url_is_kept_so_conditional_creates_match_again() {
+    let server = Server::start_http();
+    // As in Synthea, whose DocumentReference identifiers are `urn:uuid:`s of the Bundle (there, the
+    // DiagnosticReport's fullUrl): R4 replaces fullUrls in references and uri-typed elements, not in strings.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:5d3f2a64-1c1e-4a8e-9a51-1b6f0f3c2a01",
+         "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:t", "value": "doc-owner"}]},
+         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:t|doc-owner"}},
+        {"fullUrl": "urn:uuid:5d3f2a64-1c1e-4a8e-9a51-1b6f0f3c2a02",
+         "resource": {"resourceType": "DocumentReference", "status": "current",
+                      "identifier": [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:5d3f2a64-1c1e-4a8e-9a51-1b6f0f3c2a02"}],
+                      "subject": {"reference": "urn:uuid:5d3f2a64-1c1e-4a8e-9a51-1b6f0f3c2a01"},
+                      "content": [{"attachment": {"contentType": "text/plain", "data": "bm90ZQ=="}}]},
+         "request": {"method": "POST", "url": "DocumentReference",
+                     "ifNoneExist": "identifier=urn:ietf:rfc:3986|urn:uuid:5d3f2a64-1c1e-4a8e-9a51-1b6f0f3c2a02"}}
+    ]});
+    let response = server.post_json("/", &bundle).expect(200).json();
+    assert_eq!(statuses(&response), ["201 Created", "201 Created"]);
+    let patient_id = response["entry"][0]["resource"]["id"].as_str().unwrap().to_owned();
+    let document_id = response["entry"][1]["resource"]["id"].as_str().unwrap().to_owned();
+    let stored = server.get(&format!("/DocumentReference/{document_id}")).expect(200).json();
+    assert_eq!(stored["identifier"][0]["value"], "urn:uuid:5d3f2a64-1c1e-4a8e-9a51-1b6f0f3c2a02");
+    assert_eq!(stored["subject"]["reference"], format!("Patient/{patient_id}"));
+
+    let again = server.post_json("/", &bundle).expect(200).json();
+    assert_eq!(statuses(&again), ["200 OK", "200 OK"], "both conditional creates match what the first one made");
+    assert_eq!(again["entry"][1]["resource"]["id"], document_id.as_str());
+    assert_eq!(count(&server, "DocumentReference"), 1);
+    assert_eq!(count(&server, "Patient"), 1);
+}

@@ -1,8 +1,13 @@
 //! Rewriting references inside a Bundle's resources.
 //!
 //! A transaction's entries refer to each other by `fullUrl` (`urn:uuid:…`, or an absolute URL). Once
-//! every entry's id is known, each string in every resource that equals such a `fullUrl` becomes the
-//! assigned `Type/id`, and links in the narrative are rewritten the same way (R4 http.html#trules).
+//! every entry's id is known, each `Reference.reference` and each element of type uri, url, oid, uuid
+//! or canonical that equals such a `fullUrl` becomes the assigned `Type/id`, and links in the
+//! narrative are rewritten the same way (R4 http.html#trules; [`fhir::links`] finds the elements by
+//! their type). Other elements are data, even when they hold the same text: Synthea's
+//! DocumentReference carries a `fullUrl` as `identifier.value`, a string, and a conditional create on
+//! that identifier must keep matching.
+//!
 //! Conditional references (`Patient?identifier=x|y`) are resolved against the store inside the same
 //! transaction: exactly one match is required.
 //!
@@ -14,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use fhir::links::Link;
 use fhirside_store::Transaction;
 use serde_json::{Map, Value};
 
@@ -72,10 +78,7 @@ impl References {
     /// Rewrites `resource` in place inside the transaction.
     pub fn rewrite(&mut self, tx: &mut dyn Transaction, resource: &mut Map<String, Value>) -> Result<(), FhirError> {
         let mut mode = Mode::InTransaction(tx);
-        for (key, value) in resource.iter_mut() {
-            self.rewrite_value(&mut mode, key, value)?;
-        }
-        Ok(())
+        fhir::links::for_each_link_mut(resource, |link, text| self.rewrite_link(&mut mode, link, text))
     }
 
     /// Rewrites what can be rewritten before the transaction (known `fullUrl`s, assumed conditional
@@ -83,52 +86,42 @@ impl References {
     pub fn rewrite_before(&mut self, resource: &mut Map<String, Value>) -> Unsettled {
         let mut unsettled = Unsettled::default();
         let mut mode = Mode::Before(&mut unsettled);
-        for (key, value) in resource.iter_mut() {
-            // Nothing fails before the transaction: unresolvable references are left for it to report.
-            let _ = self.rewrite_value(&mut mode, key, value);
-        }
+        // Nothing fails before the transaction: unresolvable references are left for it to report.
+        let _ = fhir::links::for_each_link_mut(resource, |link, text| self.rewrite_link(&mut mode, link, text));
         unsettled
     }
 
-    fn rewrite_value(&mut self, mode: &mut Mode<'_, '_>, key: &str, value: &mut Value) -> Result<(), FhirError> {
-        match value {
-            Value::String(text) => {
-                // Only URLs and URNs can be fullUrls; most strings are codes and names.
-                let could_be_full_url = text.starts_with("urn:") || text.contains("://");
-                let mapped = if could_be_full_url { self.by_full_url.get(text.as_str()) } else { None };
-                if let Some(reference) = mapped {
-                    *text = reference.clone();
-                } else if key == "reference" && is_conditional(text) {
-                    match mode {
-                        Mode::InTransaction(tx) => *text = self.resolve_conditional(&mut **tx, text)?,
-                        Mode::Before(unsettled) => match self.assumed.get(text.as_str()) {
-                            Some(resolved) => *text = resolved.clone(),
-                            None => unsettled.conditional.push(text.clone()),
-                        },
-                    }
-                } else if let Mode::Before(unsettled) = mode {
-                    if could_be_full_url && self.late.contains(text.as_str()) {
-                        unsettled.late = true;
-                    }
-                }
-                if key == "div" && !self.by_full_url.is_empty() {
-                    self.rewrite_narrative(text);
-                    if let Mode::Before(unsettled) = mode {
-                        unsettled.late |= self.late.iter().any(|l| text.contains(l.as_str()));
-                    }
-                }
+    /// One element that may name a `fullUrl`: a `Reference.reference`, an element of a uri type or
+    /// the narrative (see [`fhir::links`] for which elements R4 counts).
+    fn rewrite_link(&mut self, mode: &mut Mode<'_, '_>, link: Link, text: &mut String) -> Result<(), FhirError> {
+        if link == Link::Narrative {
+            if !self.by_full_url.is_empty() {
+                self.rewrite_narrative(text);
             }
-            Value::Array(items) => {
-                for item in items {
-                    self.rewrite_value(mode, key, item)?;
-                }
+            // Even when no id is known yet: a link to a conditional create's match is only settled
+            // inside the transaction.
+            if let Mode::Before(unsettled) = mode {
+                unsettled.late |= self.late.iter().any(|l| text.contains(l.as_str()));
             }
-            Value::Object(map) => {
-                for (k, v) in map.iter_mut() {
-                    self.rewrite_value(mode, k, v)?;
-                }
+            return Ok(());
+        }
+        // Only URLs and URNs can be fullUrls: relative references (`Patient/1`, `#p`) skip the lookup.
+        let could_be_full_url = text.starts_with("urn:") || text.contains("://");
+        let mapped = if could_be_full_url { self.by_full_url.get(text.as_str()) } else { None };
+        if let Some(reference) = mapped {
+            *text = reference.clone();
+        } else if link == Link::Reference && is_conditional(text) {
+            match mode {
+                Mode::InTransaction(tx) => *text = self.resolve_conditional(&mut **tx, text)?,
+                Mode::Before(unsettled) => match self.assumed.get(text.as_str()) {
+                    Some(resolved) => *text = resolved.clone(),
+                    None => unsettled.conditional.push(text.clone()),
+                },
             }
-            _ => {}
+        } else if let Mode::Before(unsettled) = mode {
+            if could_be_full_url && self.late.contains(text.as_str()) {
+                unsettled.late = true;
+            }
         }
         Ok(())
     }
@@ -201,6 +194,113 @@ fn is_conditional(reference: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn references() -> References {
+        let mut refs = References::default();
+        refs.insert("urn:uuid:a".into(), "Patient/a".into());
+        refs.insert("urn:uuid:b".into(), "DocumentReference/b".into());
+        refs.insert("http://example.org/fhir/Questionnaire/q".into(), "Questionnaire/q".into());
+        refs
+    }
+
+    fn rewritten_before(refs: &mut References, resource: Value) -> (Value, Unsettled) {
+        let Value::Object(mut resource) = resource else { panic!("a resource is an object") };
+        let unsettled = refs.rewrite_before(&mut resource);
+        (Value::Object(resource), unsettled)
+    }
+
+    #[test]
+    fn strings_equal_to_a_full_url_are_data() {
+        // Synthea's DocumentReference: a fullUrl as the value of its identifier.
+        let document = json!({
+            "resourceType": "DocumentReference",
+            "identifier": [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:b"}],
+            "status": "current",
+            "description": "urn:uuid:a",
+            "subject": {"reference": "urn:uuid:a", "display": "urn:uuid:a"},
+            "content": [{"attachment": {"title": "urn:uuid:b"}}],
+            "extension": [{"url": "http://example.org/note", "valueString": "urn:uuid:a"}]
+        });
+        let (after, _) = rewritten_before(&mut references(), document.clone());
+        let mut expected = document;
+        expected["subject"]["reference"] = json!("Patient/a");
+        assert_eq!(after, expected);
+
+        let observation = json!({
+            "resourceType": "Observation", "status": "final", "code": {"text": "urn:uuid:a"},
+            "note": [{"text": "urn:uuid:a"}], "valueString": "urn:uuid:b"
+        });
+        assert_eq!(rewritten_before(&mut references(), observation.clone()).0, observation);
+    }
+
+    #[test]
+    fn references_uris_canonicals_and_narrative_links_are_rewritten() {
+        let (after, _) = rewritten_before(
+            &mut references(),
+            json!({
+                "resourceType": "Provenance",
+                "meta": {"profile": ["http://example.org/fhir/Questionnaire/q"]},
+                "text": {"status": "generated",
+                         "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"urn:uuid:a\">a</a></div>"},
+                "target": [{"reference": "urn:uuid:b"}],
+                "recorded": "2024-01-01T00:00:00Z",
+                "policy": ["urn:uuid:a", "http://example.org/policy"],
+                "agent": [{"who": {"reference": "urn:uuid:a", "identifier": {"system": "urn:uuid:a", "value": "urn:uuid:a"}}}],
+                "extension": [{"url": "urn:uuid:a", "valueUri": "urn:uuid:b"},
+                              {"url": "http://example.org/q", "valueCanonical": "http://example.org/fhir/Questionnaire/q"}],
+                "_recorded": {"extension": [{"url": "http://example.org/by", "valueReference": {"reference": "urn:uuid:a"}}]}
+            }),
+        );
+        assert_eq!(
+            after,
+            json!({
+                "resourceType": "Provenance",
+                "meta": {"profile": ["Questionnaire/q"]},
+                "text": {"status": "generated",
+                         "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"Patient/a\">a</a></div>"},
+                "target": [{"reference": "DocumentReference/b"}],
+                "recorded": "2024-01-01T00:00:00Z",
+                "policy": ["Patient/a", "http://example.org/policy"],
+                "agent": [{"who": {"reference": "Patient/a", "identifier": {"system": "Patient/a", "value": "urn:uuid:a"}}}],
+                "extension": [{"url": "Patient/a", "valueUri": "DocumentReference/b"},
+                              {"url": "http://example.org/q", "valueCanonical": "Questionnaire/q"}],
+                "_recorded": {"extension": [{"url": "http://example.org/by", "valueReference": {"reference": "Patient/a"}}]}
+            })
+        );
+    }
+
+    #[test]
+    fn only_references_are_conditional_and_only_links_wait_for_the_transaction() {
+        let mut refs = references();
+        refs.insert_late("urn:uuid:late".into());
+        let (_, unsettled) = rewritten_before(
+            &mut refs,
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "identifier": [{"value": "urn:uuid:late"}, {"value": "Patient?identifier=x"}],
+                   "subject": {"reference": "Patient?identifier=y"}}),
+        );
+        assert_eq!(unsettled.conditional, ["Patient?identifier=y"]);
+        assert!(!unsettled.late, "an identifier's value is not a link");
+
+        let (_, unsettled) = rewritten_before(
+            &mut refs,
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "focus": [{"reference": "urn:uuid:late"}]}),
+        );
+        assert!(unsettled.late);
+
+        // A narrative link to a late entry, in a Bundle whose other ids are not known yet either.
+        let mut refs = References::default();
+        refs.insert_late("urn:uuid:late".into());
+        let (_, unsettled) = rewritten_before(
+            &mut refs,
+            json!({"resourceType": "Basic", "code": {"text": "x"},
+                   "text": {"status": "generated",
+                            "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"urn:uuid:late\">x</a></div>"}}),
+        );
+        assert!(unsettled.late);
+    }
 
     #[test]
     fn narrative_links_are_rewritten() {
