@@ -2,7 +2,7 @@
 //! with their secrets and public keys, users, role assignments, and the one-time authorization
 //! codes and refresh tokens of the OAuth flows.
 //!
-//! Two backends, one set of operations written over [`sql::Db`]:
+//! Two backends, one set of operations written over [`fhirside_sql::Db`]:
 //! - embedded ([`IdentityStore::open`]): its own SQLite file, `identity.db` in the data directory,
 //!   separate from the resource store: the admin CLI (`fhirside app create`, …) opens it while
 //!   `fhirside serve` runs (WAL mode lets both), whereas the resource store is locked to one
@@ -27,17 +27,15 @@ mod model;
 mod postgres;
 mod rows;
 mod rules;
-mod sql;
 mod sqlite;
 
 pub use export::{IdentityExport, IdentityImport, ImportCounts};
 pub use model::*;
 pub use rules::check_redirect_uri;
 
-use postgres::PgConnection;
+use fhirside_sql::{params, Db, PgConnection};
 use rows::{find_app, find_user, from_json, to_json, APP_COLUMNS, ASSIGNMENT_COLUMNS, SECRET_COLUMNS, USER_COLUMNS};
 use rules::{check_keys, check_password_value, checked_display_name, dedup, duplicate_user, no_app, no_user};
-use sql::{params, Db};
 
 /// How often, at most, [`IdentityStore::data_version`] asks the database whether another process
 /// (the admin CLI, another replica) changed the store: such changes are seen within this many
@@ -116,7 +114,7 @@ impl IdentityStore {
     /// migrating them if needed. The first replica to open a new database creates the tenant and
     /// the first signing key; the others use them.
     pub fn open_postgres(url: &str) -> Result<IdentityStore> {
-        IdentityStore::start(Backend::Postgres(Mutex::new(PgConnection::open(url)?)))
+        IdentityStore::start(Backend::Postgres(Mutex::new(postgres::open(url)?)))
     }
 
     fn start(backend: Backend) -> Result<IdentityStore> {
@@ -166,9 +164,10 @@ impl IdentityStore {
     /// answers at, so that the CLI issues tokens with the same issuer).
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
         self.read(|db| {
-            db.query_opt("SELECT value FROM identity_settings WHERE key = ?1", &params![key])?
+            Ok(db
+                .query_opt("SELECT value FROM identity_settings WHERE key = ?1", &params![key])?
                 .map(|row| row.text(0))
-                .transpose()
+                .transpose()?)
         })
     }
 
@@ -194,7 +193,7 @@ impl IdentityStore {
                 "INSERT INTO identity_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 &params![key, value],
             )?;
-            db.query_one("SELECT value FROM identity_settings WHERE key = ?1", &params![key])?.text(0)
+            Ok(db.query_one("SELECT value FROM identity_settings WHERE key = ?1", &params![key])?.text(0)?)
         })
     }
 
@@ -202,12 +201,12 @@ impl IdentityStore {
     /// keys newest first, excluding those retired before `published_after`.
     pub fn signing_keys(&self, published_after: i64) -> Result<Vec<SigningKey>> {
         let rows = self.read(|db| {
-            db.query(
+            Ok(db.query(
                 "SELECT kid, created_at, retired_at, pkcs8 FROM identity_signing_keys
                  WHERE retired_at IS NULL OR retired_at >= ?1
                  ORDER BY retired_at IS NOT NULL, retired_at DESC, created_at DESC",
                 &params![published_after],
-            )
+            )?)
         })?;
         rows.iter()
             .map(|row| {
@@ -283,10 +282,10 @@ impl IdentityStore {
         let redirect_uris = to_json(&dedup(app.redirect_uris.clone()))?;
         let jwks = app.jwks.as_ref().map(to_json).transpose()?;
         let changed = self.write(|db| {
-            db.execute(
+            Ok(db.execute(
                 "UPDATE identity_apps SET display_name = ?2, redirect_uris = ?3, jwks = ?4 WHERE object_id = ?1",
                 &params![&app.object_id, display_name, redirect_uris, jwks],
-            )
+            )?)
         })?;
         if changed == 0 {
             return Err(IdentityError::NotFound(format!("no app with object id {}", app.object_id)));
@@ -519,10 +518,10 @@ impl IdentityStore {
         let user = self.user(id)?.ok_or_else(|| no_user(id))?;
         let hash = secret::hash(password);
         let changed = self.write(|db| {
-            db.execute(
+            Ok(db.execute(
                 "UPDATE identity_users SET password_hash = ?2 WHERE object_id = ?1",
                 &params![&user.object_id, &hash],
-            )
+            )?)
         })?;
         if changed == 0 {
             return Err(no_user(id));
@@ -573,17 +572,17 @@ impl IdentityStore {
     /// All assignments, or those of one object id.
     pub fn role_assignments(&self, principal_id: Option<&str>) -> Result<Vec<RoleAssignment>> {
         let rows = self.read(|db| match principal_id {
-            None => db.query(
+            None => Ok(db.query(
                 &format!("SELECT {ASSIGNMENT_COLUMNS} FROM identity_role_assignments ORDER BY created_at, rowid"),
                 &[],
-            ),
-            Some(principal) => db.query(
+            )?),
+            Some(principal) => Ok(db.query(
                 &format!(
                     "SELECT {ASSIGNMENT_COLUMNS} FROM identity_role_assignments WHERE principal_id = ?1
                      ORDER BY created_at, rowid"
                 ),
                 &params![principal],
-            ),
+            )?),
         })?;
         rows.iter().map(rows::assignment).collect()
     }
@@ -621,7 +620,7 @@ impl IdentityStore {
     /// Runs `f` on the connection, outside a transaction.
     fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
         match &self.backend {
-            Backend::Sqlite(conn) => f(&mut sqlite::SqliteDb(&lock(conn))),
+            Backend::Sqlite(conn) => sqlite::read(&lock(conn), f),
             Backend::Postgres(conn) => lock(conn).read(f),
         }
     }
@@ -653,7 +652,7 @@ impl IdentityStore {
         let now = self.opened.elapsed().as_millis() as u64;
         let version = match &self.backend {
             Backend::Sqlite(conn) => sqlite::data_version(&lock(conn))?,
-            Backend::Postgres(conn) => lock(conn).data_version()?,
+            Backend::Postgres(conn) => postgres::data_version(&lock(conn))?,
         };
         self.external_version.store(version, Ordering::Release);
         self.external_checked_ms.store(now, Ordering::Release);

@@ -38,3 +38,13 @@ impl From<rusqlite::Error> for RelayError {
         RelayError::Database(format!("relay database: {error}"))
     }
 }
+
+impl From<fhirside_sql::Error> for RelayError {
+    fn from(error: fhirside_sql::Error) -> RelayError {
+        match error {
+            fhirside_sql::Error::Invalid(m) => RelayError::Invalid(m),
+            fhirside_sql::Error::Sqlite(e) => e.into(),
+            fhirside_sql::Error::Database(m) => RelayError::Database(m),
+        }
+    }
+}

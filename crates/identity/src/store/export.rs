@@ -6,9 +6,9 @@
 //! One-time codes and refresh tokens are not moved: a code lives minutes, and a user whose refresh
 //! token was issued by the old store signs in again.
 
-use super::postgres::PgConnection;
+use fhirside_sql::{Db, PgConnection, Row};
+
 use super::rows::{self, APP_COLUMNS, ASSIGNMENT_COLUMNS};
-use super::sql::{Db, Row};
 use super::{IdentityError, IdentityStore, Result};
 
 /// What is copied: each table with its columns (read and written in that order) and the order its
@@ -70,7 +70,7 @@ impl IdentityStore {
             TABLES
                 .iter()
                 .map(|(table, columns, order)| {
-                    db.query(&format!("SELECT {columns} FROM {table} ORDER BY {order}"), &[])
+                    Ok(db.query(&format!("SELECT {columns} FROM {table} ORDER BY {order}"), &[])?)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
@@ -86,7 +86,7 @@ pub struct IdentityImport {
 impl IdentityImport {
     /// Connects to the database at `url` and brings its identity tables to this build's schema.
     pub fn connect(url: &str) -> Result<IdentityImport> {
-        Ok(IdentityImport { conn: PgConnection::open(url)? })
+        Ok(IdentityImport { conn: super::postgres::open(url)? })
     }
 
     /// Why `export` cannot be imported here, if it cannot: the target holds apps, users or role
@@ -98,7 +98,7 @@ impl IdentityImport {
     /// Copies `export` in one transaction (checked again inside it). The target's signing keys, if
     /// any, are replaced by the export's; its settings take the export's values.
     pub fn import(&self, export: &IdentityExport) -> Result<ImportCounts> {
-        self.conn.write(|db| {
+        self.conn.write(|db| -> Result<()> {
             refusal(db, export)?;
             db.execute("DELETE FROM identity_signing_keys", &[])?;
             for ((table, columns, _), rows) in TABLES.iter().zip(&export.tables) {

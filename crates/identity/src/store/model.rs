@@ -33,6 +33,16 @@ impl From<rusqlite::Error> for IdentityError {
     }
 }
 
+impl From<fhirside_sql::Error> for IdentityError {
+    fn from(e: fhirside_sql::Error) -> IdentityError {
+        match e {
+            fhirside_sql::Error::Invalid(m) => IdentityError::Invalid(m),
+            fhirside_sql::Error::Sqlite(e) => e.into(),
+            fhirside_sql::Error::Database(m) => IdentityError::Database(m),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, IdentityError>;
 
 /// How an app registration authenticates at the token endpoint.

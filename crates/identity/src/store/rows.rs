@@ -1,8 +1,8 @@
 //! The identity tables' rows as the store's records, and the lookups several operations share.
 
+use fhirside_sql::{params, Db, Row};
 use serde::Serialize;
 
-use super::sql::{params, Db, Row};
 use super::{App, AppKind, IdentityError, Result, RoleAssignment, SecretInfo, User};
 
 pub(super) const APP_COLUMNS: &str = "object_id, client_id, display_name, kind, redirect_uris, jwks, created_at";
@@ -77,7 +77,8 @@ pub(super) fn find_user(db: &mut dyn Db, id: &str) -> Result<Option<User>> {
 
 /// The tenant id, if the store has one yet.
 pub(super) fn tenant(db: &mut dyn Db) -> Result<Option<String>> {
-    db.query_opt("SELECT value FROM identity_settings WHERE key = 'tenant_id'", &[])?.map(|row| row.text(0)).transpose()
+    let row = db.query_opt("SELECT value FROM identity_settings WHERE key = 'tenant_id'", &[])?;
+    Ok(row.map(|row| row.text(0)).transpose()?)
 }
 
 pub(super) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {

@@ -1,14 +1,18 @@
 //! The identity store's embedded backend: `identity.db` in the data directory, one connection in
 //! WAL mode shared by the server and the admin CLI's processes.
+//!
+//! The store's statements name tables as PostgreSQL does, where they share a schema with the
+//! resource store (`identity_apps`); here they run without the prefix, because `identity.db` holds
+//! nothing else and its tables had their names before PostgreSQL did. Insertion order is `rowid`:
+//! SQLite's own, and a column of that name on PostgreSQL.
 
+use std::borrow::Cow;
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, TransactionBehavior};
+use fhirside_sql::{Db, Dialect, Row, SqliteDb, Value};
+use rusqlite::Connection;
 
-use super::sql::{for_sqlite, Db, Dialect, Row, Value};
-use super::{IdentityError, Result, FILE_NAME};
+use super::{Result, FILE_NAME};
 
 /// Each entry migrates from version `i` to `i + 1`. Forward-only.
 const MIGRATIONS: &[&str] = &[
@@ -76,78 +80,18 @@ const MIGRATIONS: &[&str] = &[
 
 /// Opens (creating and migrating if needed) `identity.db` in `data_dir`.
 pub(super) fn open(data_dir: &Path) -> Result<Connection> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| IdentityError::Database(format!("cannot create {}: {e}", data_dir.display())))?;
-    let path = data_dir.join(FILE_NAME);
-    // The file holds the authority's private keys: readable by its owner only. SQLite gives the
-    // WAL and shared-memory files the database file's permissions.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| IdentityError::Database(format!("cannot open {}: {e}", path.display())))?;
-    }
-    let mut conn = Connection::open(&path)?;
-    conn.busy_timeout(Duration::from_millis(5000))?;
-    // Switching a new file to WAL needs an exclusive lock for a moment; another process opening
-    // the same new file can make it fail with "busy" rather than wait, so retry briefly.
-    let mut attempt = 0;
-    loop {
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
-            Ok(_) => break,
-            Err(e) if is_busy(&e) && attempt < 100 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    migrate(&mut conn)?;
-    Ok(conn)
+    Ok(fhirside_sql::sqlite::open(data_dir, FILE_NAME, MIGRATIONS)?)
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-}
-
-/// Brings the database to the newest schema, refusing one written by a newer Fhirside. Runs in an
-/// IMMEDIATE transaction, so that two processes opening a new file at once migrate it once.
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let newest = MIGRATIONS.len() as i64;
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if current == newest {
-        return Ok(());
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if current > newest {
-        return Err(IdentityError::Database(format!(
-            "{FILE_NAME} has schema version {current}, newer than this build's {newest}; \
-             upgrade Fhirside instead of downgrading it"
-        )));
-    }
-    for sql in MIGRATIONS.iter().skip(current as usize) {
-        tx.execute_batch(sql)?;
-    }
-    tx.pragma_update(None, "user_version", newest)?;
-    tx.commit()?;
-    Ok(())
+/// Runs `f` on the connection, outside a transaction.
+pub(super) fn read<T>(conn: &Connection, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+    f(&mut Unprefixed(&mut SqliteDb(conn)))
 }
 
 /// Runs `f` in an IMMEDIATE transaction (the write lock taken up front, so that a read-then-write
 /// never fails half-way for another process's write) and commits it.
 pub(super) fn write<T>(conn: &mut Connection, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Dropping `tx` on an error (or a panic) rolls it back.
-    let value = f(&mut SqliteDb(&tx))?;
-    tx.commit()?;
-    Ok(value)
+    fhirside_sql::sqlite::write(conn, |db| f(&mut Unprefixed(db)))
 }
 
 /// `PRAGMA data_version`: moves when another connection commits.
@@ -155,51 +99,40 @@ pub(super) fn data_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
 }
 
-/// A connection, or a transaction (which dereferences to one), as a [`Db`].
-pub(super) struct SqliteDb<'a>(pub(super) &'a Connection);
+/// A connection that runs the store's statements with `identity.db`'s table names.
+struct Unprefixed<'a>(&'a mut dyn Db);
 
-impl Db for SqliteDb<'_> {
+impl Db for Unprefixed<'_> {
     fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+        self.0.dialect()
     }
 
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        let mut statement = self.0.prepare_cached(&for_sqlite(sql))?;
-        Ok(statement.execute(rusqlite::params_from_iter(params))? as u64)
+    fn execute(&mut self, sql: &str, params: &[Value]) -> fhirside_sql::Result<u64> {
+        self.0.execute(&unprefixed(sql), params)
     }
 
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let mut statement = self.0.prepare_cached(&for_sqlite(sql))?;
-        let columns = statement.column_count();
-        let mut rows = statement.query(rusqlite::params_from_iter(params))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let values = (0..columns)
-                .map(|i| {
-                    Ok(match row.get_ref(i)? {
-                        ValueRef::Null => Value::Null,
-                        ValueRef::Integer(n) => Value::Integer(n),
-                        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-                        ValueRef::Real(r) => {
-                            return Err(IdentityError::Database(format!("unexpected real number {r} in column {i}")))
-                        }
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            out.push(Row(values));
-        }
-        Ok(out)
+    fn query(&mut self, sql: &str, params: &[Value]) -> fhirside_sql::Result<Vec<Row>> {
+        self.0.query(&unprefixed(sql), params)
     }
 }
 
-impl rusqlite::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
-            Value::Integer(n) => ToSqlOutput::Borrowed(ValueRef::Integer(*n)),
-            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-        })
+/// The statement with table names without the `identity_` prefix.
+fn unprefixed(sql: &str) -> Cow<'_, str> {
+    if sql.contains("identity_") {
+        Cow::Owned(sql.replace("identity_", ""))
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_lose_their_prefix() {
+        let sql = r#"UPDATE identity_codes SET used_at = ?2 WHERE hash = ?1 RETURNING "grant""#;
+        assert_eq!(unprefixed(sql), r#"UPDATE codes SET used_at = ?2 WHERE hash = ?1 RETURNING "grant""#);
+        assert!(matches!(unprefixed("SELECT 1"), Cow::Borrowed(_)));
     }
 }

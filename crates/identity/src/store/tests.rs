@@ -4,9 +4,11 @@
 //! fail, never skip, when the server is missing: CI starts one. Secret and password hashes are the
 //! production PBKDF2 (slow in a debug build), so the tests hash as few values as they can.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
+
+use fhirside_sql::testing::{admin_client, TestDir, TestSchema};
 
 use super::*;
 use crate::jwt::JwkSet;
@@ -15,17 +17,8 @@ use crate::roles;
 /// Where a test's stores live: a directory of its own, or a PostgreSQL schema of its own. Removed
 /// when dropped.
 pub(super) enum Place {
-    Dir(PathBuf),
-    Schema { name: String, url: String },
-}
-
-pub(super) fn postgres_base_url() -> String {
-    std::env::var("FHIRSIDE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
-}
-
-/// A connection for setting up and inspecting schemas, outside the store.
-pub(super) fn admin_client() -> ::postgres::Client {
-    ::postgres::Client::connect(&postgres_base_url(), ::postgres::NoTls).expect("PostgreSQL at FHIRSIDE_TEST_POSTGRES")
+    Dir(TestDir),
+    Schema(TestSchema),
 }
 
 fn unique(name: &str) -> String {
@@ -36,31 +29,25 @@ fn unique(name: &str) -> String {
 
 impl Place {
     pub(super) fn sqlite(name: &str) -> Place {
-        let dir = std::env::temp_dir().join(format!("fhirside-identity-{}", unique(name)));
-        std::fs::create_dir_all(&dir).unwrap();
-        Place::Dir(dir)
+        Place::Dir(TestDir::create(&format!("fhirside-identity-{}", unique(name))))
     }
 
     pub(super) fn postgres(name: &str) -> Place {
         let name = format!("fhirside_identity_test_{}", unique(name)).to_lowercase().replace('-', "_");
-        admin_client().batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
-        let base = postgres_base_url();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-csearch_path%3D{name}");
-        Place::Schema { name, url }
+        Place::Schema(TestSchema::create(&name))
     }
 
     pub(super) fn open(&self) -> IdentityStore {
         match self {
-            Place::Dir(dir) => IdentityStore::open(dir).unwrap(),
-            Place::Schema { url, .. } => IdentityStore::open_postgres(url).unwrap(),
+            Place::Dir(dir) => IdentityStore::open(dir.path()).unwrap(),
+            Place::Schema(schema) => IdentityStore::open_postgres(&schema.url).unwrap(),
         }
     }
 
     fn dir(&self) -> Option<&Path> {
         match self {
-            Place::Dir(dir) => Some(dir),
-            Place::Schema { .. } => None,
+            Place::Dir(dir) => Some(dir.path()),
+            Place::Schema(_) => None,
         }
     }
 
@@ -68,31 +55,16 @@ impl Place {
     fn set_schema_version(&self, version: i64) {
         match self {
             Place::Dir(dir) => {
-                let conn = rusqlite::Connection::open(dir.join(FILE_NAME)).unwrap();
+                let conn = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
                 conn.pragma_update(None, "user_version", version).unwrap();
             }
-            Place::Schema { name, .. } => {
+            Place::Schema(TestSchema { name, .. }) => {
                 admin_client()
                     .execute(
                         &format!("INSERT INTO {name}.identity_migration (version, description) VALUES ($1, 'newer')"),
                         &[&version],
                     )
                     .unwrap();
-            }
-        }
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        match self {
-            Place::Dir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Place::Schema { name, .. } => {
-                if let Ok(mut client) = ::postgres::Client::connect(&postgres_base_url(), ::postgres::NoTls) {
-                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
-                }
             }
         }
     }
@@ -294,7 +266,7 @@ fn client_secrets(place: &Place) {
     assert_eq!(store.secrets(&app.object_id).unwrap(), std::slice::from_ref(&info));
 
     // Nothing stored can be turned back into the secret.
-    let stored = store.read(|db| db.query_one("SELECT hash, hint FROM identity_secrets", &[])).unwrap();
+    let stored = store.read(|db| Ok(db.query_one("SELECT hash, hint FROM identity_secrets", &[])?)).unwrap();
     assert!(!stored.text(0).unwrap().contains(&secret), "plaintext secret stored");
     assert_eq!(stored.text(1).unwrap(), info.hint);
     if let Some(dir) = place.dir() {
@@ -407,7 +379,7 @@ fn codes_and_refresh_tokens_redeem_once(place: &Place) {
     assert_eq!(store.redeem_refresh_token("code-1", now).unwrap(), Redeemed::Unknown, "separate tables");
 
     // Only hashes are stored.
-    let stored = store.read(|db| db.query_one("SELECT hash FROM identity_codes LIMIT 1", &[])?.text(0)).unwrap();
+    let stored = store.read(|db| Ok(db.query_one("SELECT hash FROM identity_codes LIMIT 1", &[])?.text(0)?)).unwrap();
     assert!(stored != "code-1" && stored != "code-2");
 
     let refresh = refresh_grant();
@@ -432,8 +404,8 @@ fn refuses_a_newer_schema(place: &Place) {
     drop(place.open());
     place.set_schema_version(99);
     let err = match place {
-        Place::Dir(dir) => IdentityStore::open(dir).err(),
-        Place::Schema { url, .. } => IdentityStore::open_postgres(url).err(),
+        Place::Dir(dir) => IdentityStore::open(dir.path()).err(),
+        Place::Schema(schema) => IdentityStore::open_postgres(&schema.url).err(),
     };
     let err = err.expect("refused");
     assert!(err.to_string().contains("newer"), "{err}");
@@ -481,23 +453,10 @@ fn a_refresh_token_raced_on_two_stores_is_redeemed_once(place: &Place) {
 #[test]
 fn postgres_a_broken_connection_is_replaced() {
     let place = Place::postgres("reconnect");
-    let Place::Schema { url, name } = &place else { unreachable!() };
-    let store = IdentityStore::open_postgres(&format!("{url}&application_name={name}")).unwrap();
+    let Place::Schema(schema) = &place else { unreachable!() };
+    let store = IdentityStore::open_postgres(&schema.named_url()).unwrap();
     store.set_setting("k", "v").unwrap();
-    let mut admin = admin_client();
-    // The function in the select list, so that it runs only for the rows the filter keeps.
-    let ended: Vec<(i32, bool)> = admin
-        .query("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[name])
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    assert!(matches!(ended[..], [(_, true)]), "the store's one connection: {ended:?}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !admin.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&ended[0].0]).unwrap().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the backend did not end");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    assert_eq!(schema.end_sessions(), 1, "the store's one connection");
     assert!(matches!(store.setting("k"), Err(IdentityError::Database(_))), "the broken connection's operation fails");
     assert_eq!(store.setting("k").unwrap().as_deref(), Some("v"), "the next one reconnects");
     store.set_setting("k", "w").unwrap();
@@ -537,7 +496,7 @@ fn postgres_identity_moves_from_an_embedded_store() {
     assert_eq!(export.counts(), counts);
 
     let target_place = Place::postgres("import");
-    let Place::Schema { url, .. } = &target_place else { unreachable!() };
+    let Place::Schema(TestSchema { url, .. }) = &target_place else { unreachable!() };
     let target = IdentityImport::connect(url).unwrap();
     target.check(&export).unwrap();
     assert_eq!(target.import(&export).unwrap(), counts);
@@ -562,7 +521,7 @@ fn postgres_identity_moves_from_an_embedded_store() {
     assert!(target.import(&export).is_err());
     // A target a server already ran on has a tenant of its own.
     let other_place = Place::postgres("import-other");
-    let Place::Schema { url, .. } = &other_place else { unreachable!() };
+    let Place::Schema(TestSchema { url, .. }) = &other_place else { unreachable!() };
     drop(other_place.open());
     let refused = IdentityImport::connect(url).unwrap().check(&export).unwrap_err();
     assert!(refused.to_string().contains("another tenant"), "{refused}");

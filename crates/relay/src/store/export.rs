@@ -3,7 +3,8 @@
 //! that queued messages are delivered from the new store. Leases are not moved: the worker that
 //! held them is gone with the embedded installation.
 
-use super::sql::Value;
+use fhirside_sql::Value;
+
 use super::RelayStore;
 use crate::{RelayError, Result};
 

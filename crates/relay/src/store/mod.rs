@@ -21,7 +21,8 @@ use serde_json::{Map, Value};
 use crate::model::{self, Credential, Destination, Environment, Kind, Source, FLAGS};
 use crate::{new_id, RelayError, Result};
 pub use export::MoveCounts;
-use sql::{opened, params, sealed, Db, Keyed, Row};
+use fhirside_sql::{params, PgConnection, Row, SqliteDb};
+use sql::{opened, sealed, Db, Keyed};
 
 /// The relay's database.
 pub struct RelayStore {
@@ -33,7 +34,7 @@ pub struct RelayStore {
 
 enum Backend {
     Sqlite(Mutex<Connection>),
-    Postgres(Mutex<postgres::PgConnection>),
+    Postgres(Mutex<PgConnection>),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,7 +159,7 @@ impl RelayStore {
     /// Opens (migrating if needed) the `relay_*` tables in the PostgreSQL database at `url`,
     /// beside the resource store's, shared by replicas.
     pub fn open_postgres(url: &str) -> Result<RelayStore> {
-        Ok(RelayStore { backend: Backend::Postgres(Mutex::new(postgres::PgConnection::open(url)?)), keys: None })
+        Ok(RelayStore { backend: Backend::Postgres(Mutex::new(postgres::open(url)?)), keys: None })
     }
 
     /// Where the state lives, for the start-up banner (no password).
@@ -179,9 +180,9 @@ impl RelayStore {
     /// Runs `f` in a write transaction.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
         let keyring = self.keys.as_ref().and_then(fhirside_keys::KeyringCell::get);
-        let f = move |db: &mut dyn Db| f(&mut Keyed { db, keyring });
+        let f = move |db: &mut dyn fhirside_sql::Db| f(&mut Keyed { db, keyring });
         match &self.backend {
-            Backend::Sqlite(conn) => sqlite::write(&mut lock(conn), f),
+            Backend::Sqlite(conn) => fhirside_sql::sqlite::write(&mut lock(conn), f),
             Backend::Postgres(conn) => lock(conn).write(f),
         }
     }
@@ -189,9 +190,9 @@ impl RelayStore {
     /// Runs `f` on the connection, outside a transaction (each statement is its own).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
         let keyring = self.keys.as_ref().and_then(fhirside_keys::KeyringCell::get);
-        let f = move |db: &mut dyn Db| f(&mut Keyed { db, keyring });
+        let f = move |db: &mut dyn fhirside_sql::Db| f(&mut Keyed { db, keyring });
         match &self.backend {
-            Backend::Sqlite(conn) => f(&mut sqlite::SqliteDb(&lock(conn))),
+            Backend::Sqlite(conn) => f(&mut SqliteDb(&lock(conn))),
             Backend::Postgres(conn) => lock(conn).read(f),
         }
     }
@@ -299,7 +300,7 @@ impl RelayStore {
             credential_in(db, id)?;
             let users = db.query("SELECT name FROM relay_destinations WHERE auth_credential = ?1", &params![id])?;
             if !users.is_empty() {
-                let names: Vec<String> = users.iter().map(|r| r.text(0)).collect::<Result<_>>()?;
+                let names: Vec<String> = users.iter().map(|r| r.text(0)).collect::<fhirside_sql::Result<_>>()?;
                 return Err(RelayError::Conflict(format!(
                     "The auth credential is in use by the destination(s) {}; detach it from them first.",
                     names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")

@@ -7,10 +7,10 @@
 //! Its states: `pending` (queued or retrying), `succeeded`, `failed` (the destination rejected the
 //! message: final), `dead` (attempts exhausted; replay puts it back).
 
+use fhirside_sql::params;
 use serde_json::{json, Value};
 
-use super::sql::{self, params, Db};
-use super::sql::{blinded, opened, sealed};
+use super::sql::{blinded, opened, sealed, Db};
 use super::{credential_in, destination_in, environment_in, not_found, parse_json, shown_status, RelayStore};
 use crate::model::{Credential, Destination};
 use crate::{iso, new_id, RelayError, Result};
@@ -111,12 +111,12 @@ impl RelayStore {
     pub fn messages(&self, environment_id: &str, states: &[&str], limit: i64) -> Result<Vec<Value>> {
         self.read(|db| {
             environment_in(db, environment_id)?;
-            let mut params = vec![sql::Value::from(environment_id), sql::Value::from(limit)];
+            let mut params = vec![fhirside_sql::Value::from(environment_id), fhirside_sql::Value::from(limit)];
             let filter = if states.is_empty() {
                 String::new()
             } else {
                 let slots: Vec<String> = (0..states.len()).map(|i| format!("?{}", i + 3)).collect();
-                params.extend(states.iter().map(|s| sql::Value::from(*s)));
+                params.extend(states.iter().map(|s| fhirside_sql::Value::from(*s)));
                 format!(
                     " AND EXISTS (SELECT 1 FROM relay_deliveries d WHERE d.message_id = m.id AND d.state IN ({}))",
                     slots.join(", ")
@@ -135,11 +135,11 @@ impl RelayStore {
     pub fn replay(&self, message_id: &str, now: i64) -> Result<u64> {
         self.write(|db| {
             message_view(db, message_id)?;
-            db.execute(
+            Ok(db.execute(
                 "UPDATE relay_deliveries SET state = 'pending', round_attempts = 0, next_at = ?2, lease_owner = NULL, \
                  lease_until = NULL, updated_at = ?2 WHERE message_id = ?1 AND state IN ('failed', 'dead')",
                 &params![message_id, now],
-            )
+            )?)
         })
     }
 
@@ -252,10 +252,10 @@ impl RelayStore {
     /// stable per data directory, whose lock makes it unique among live processes.
     pub fn release_leases(&self, owner: &str) -> Result<u64> {
         self.write(|db| {
-            db.execute(
+            Ok(db.execute(
                 "UPDATE relay_deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
                 &params![owner],
-            )
+            )?)
         })
     }
 }

@@ -3,13 +3,10 @@
 //! and the `fhirside relay` CLI share it, as they share `identity.db`.
 
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
-use super::sql::{Db, Row, Value};
-use crate::{RelayError, Result};
+use crate::Result;
 
 pub const FILE_NAME: &str = "relay.db";
 
@@ -97,114 +94,5 @@ const MIGRATIONS: &[&str] = &[
 
 /// Opens (creating and migrating if needed) `relay.db` in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Connection> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| RelayError::Database(format!("cannot create {}: {e}", data_dir.display())))?;
-    let path = data_dir.join(FILE_NAME);
-    // The file holds client secrets: readable by its owner only.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| RelayError::Database(format!("cannot open {}: {e}", path.display())))?;
-    }
-    let mut conn = Connection::open(&path)?;
-    conn.busy_timeout(Duration::from_millis(5000))?;
-    let mut attempt = 0;
-    loop {
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
-            Ok(_) => break,
-            Err(e) if is_busy(&e) && attempt < 100 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    migrate(&mut conn)?;
-    Ok(conn)
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let newest = MIGRATIONS.len() as i64;
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if current == newest {
-        return Ok(());
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if current > newest {
-        return Err(RelayError::Database(format!(
-            "{FILE_NAME} has schema version {current}, newer than this build's {newest}; upgrade Fhirside instead"
-        )));
-    }
-    for sql in MIGRATIONS.iter().skip(current as usize) {
-        tx.execute_batch(sql)?;
-    }
-    tx.pragma_update(None, "user_version", newest)?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Runs `f` in an IMMEDIATE transaction and commits it.
-pub fn write<T>(conn: &mut Connection, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let value = f(&mut SqliteDb(&tx))?;
-    tx.commit()?;
-    Ok(value)
-}
-
-/// A connection, or a transaction (which dereferences to one), as a [`Db`].
-pub struct SqliteDb<'a>(pub &'a Connection);
-
-impl Db for SqliteDb<'_> {
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        let mut statement = self.0.prepare_cached(sql)?;
-        Ok(statement.execute(rusqlite::params_from_iter(params))? as u64)
-    }
-
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let mut statement = self.0.prepare_cached(sql)?;
-        let columns = statement.column_count();
-        let mut rows = statement.query(rusqlite::params_from_iter(params))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let values = (0..columns)
-                .map(|i| {
-                    Ok(match row.get_ref(i)? {
-                        ValueRef::Null => Value::Null,
-                        ValueRef::Integer(n) => Value::Integer(n),
-                        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                        other => {
-                            return Err(RelayError::Database(format!(
-                                "unexpected {:?} in column {i}",
-                                other.data_type()
-                            )))
-                        }
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            out.push(Row(values));
-        }
-        Ok(out)
-    }
-}
-
-impl rusqlite::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
-            Value::Integer(n) => ToSqlOutput::Borrowed(ValueRef::Integer(*n)),
-            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-        })
-    }
+    Ok(fhirside_sql::sqlite::open(data_dir, FILE_NAME, MIGRATIONS)?)
 }

@@ -3,56 +3,31 @@
 //! `postgres://root@127.0.0.1:5432/test`, as the identity store's tests). The PostgreSQL variants
 //! fail, never skip, when the server is missing.
 
-use std::path::PathBuf;
-
 use serde_json::json;
+
+use fhirside_sql::testing::{TestDir, TestSchema};
 
 use super::queue::{Attempt, Next};
 use super::*;
 
-fn postgres_base_url() -> String {
-    std::env::var("FHIRSIDE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
-}
-
-fn admin_client() -> ::postgres::Client {
-    ::postgres::Client::connect(&postgres_base_url(), ::postgres::NoTls).expect("PostgreSQL at FHIRSIDE_TEST_POSTGRES")
-}
-
 /// A store's place, removed when dropped.
+#[allow(dead_code)] // held for its drop
 enum Place {
-    Dir(PathBuf),
-    Schema(String),
+    Dir(TestDir),
+    Schema(TestSchema),
 }
 
 impl Place {
     fn sqlite() -> (Place, RelayStore) {
-        let dir = std::env::temp_dir().join(format!("fhirside-relay-test-{}", crate::new_id()));
-        let store = RelayStore::open(&dir).unwrap();
+        let dir = TestDir::create(&format!("fhirside-relay-test-{}", crate::new_id()));
+        let store = RelayStore::open(dir.path()).unwrap();
         (Place::Dir(dir), store)
     }
 
     fn postgres() -> (Place, RelayStore) {
-        let name = format!("fhirside_relay_test_{}", crate::new_id().replace('-', "_"));
-        admin_client().batch_execute(&format!("CREATE SCHEMA {name}")).unwrap();
-        let base = postgres_base_url();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let store = RelayStore::open_postgres(&format!("{base}{separator}options=-csearch_path%3D{name}")).unwrap();
-        (Place::Schema(name), store)
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        match self {
-            Place::Dir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Place::Schema(name) => {
-                if let Ok(mut client) = ::postgres::Client::connect(&postgres_base_url(), ::postgres::NoTls) {
-                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
-                }
-            }
-        }
+        let schema = TestSchema::create(&format!("fhirside_relay_test_{}", crate::new_id().replace('-', "_")));
+        let store = RelayStore::open_postgres(&schema.url).unwrap();
+        (Place::Schema(schema), store)
     }
 }
 
