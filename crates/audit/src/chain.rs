@@ -11,16 +11,35 @@ pub(crate) const EMPTY_HASH_MEMBER: &[u8] = br#""Hash":""}"#;
 /// chain members is `head` (it ends with the comma before `"Sequence"`), chained after
 /// `previous_hash`; returns its hash.
 pub(crate) fn append_line(buf: &mut Vec<u8>, head: &[u8], sequence: u64, previous_hash: &str) -> String {
-    use std::io::Write;
     let start = buf.len();
     buf.extend_from_slice(head);
-    let _ = write!(buf, "\"Sequence\":{sequence},\"PreviousHash\":\"{previous_hash}\",");
+    buf.extend_from_slice(br#""Sequence":"#);
+    push_decimal(buf, sequence);
+    buf.extend_from_slice(br#","PreviousHash":""#);
+    buf.extend_from_slice(previous_hash.as_bytes());
+    buf.extend_from_slice(br#"","#);
     buf.extend_from_slice(EMPTY_HASH_MEMBER);
     let hash = hash(previous_hash, &[&buf[start..]]);
     buf.truncate(buf.len() - 2);
     buf.extend_from_slice(hash.as_bytes());
     buf.extend_from_slice(b"\"}");
     hash
+}
+
+/// Appends `n` in decimal (what `write!` would, without the formatting machinery: this runs for
+/// every record).
+pub(crate) fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 /// `base64url(SHA-256(previous_hash + "\n" + canonical))`, the canonical line given in parts.
@@ -73,6 +92,11 @@ mod tests {
         assert!(split_hash(br#"{"A":1,"Hash":"a\"bc"}"#).is_none());
         assert!(split_hash(br#"{"Hash":"abc","A":1}"#).is_none());
         let (rehashed, _) = rehash("p", line).unwrap();
+        for n in [0, 7, 10, 99, 1_000_001, u64::MAX] {
+            let mut buf = b"x".to_vec();
+            push_decimal(&mut buf, n);
+            assert_eq!(buf, format!("x{n}").into_bytes());
+        }
         assert_eq!(rehashed, hash("p", &[br#"{"A":1,"Hash":""}"#]));
     }
 }

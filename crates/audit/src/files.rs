@@ -24,6 +24,21 @@ pub(crate) fn parse_day(text: &str) -> Option<Date> {
     Date::from_calendar_date(digits(0..4)? as i32, month, digits(8..10)? as u8).ok()
 }
 
+/// A day as `YYYY-MM-DD` (years 0 to 9999; others never match a stored line's first ten bytes).
+pub(crate) fn day_text(day: Date) -> [u8; 10] {
+    let mut text = *b"0000-00-00";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, day.year().clamp(0, 9999) as u32);
+    put(5, 2, u8::from(day.month()).into());
+    put(8, 2, day.day().into());
+    text
+}
+
 pub(crate) fn file_name(day: Date) -> String {
     format!("{PREFIX}{:04}-{:02}-{:02}{SUFFIX}", day.year(), u8::from(day.month()), day.day())
 }

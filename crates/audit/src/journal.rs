@@ -23,10 +23,10 @@ use std::path::Path;
 /// The journal's file name in the audit directory.
 pub(crate) const FILE_NAME: &str = "journal";
 
-/// Its size: room for the records of about a thousand requests, twenty milliseconds at full
-/// load, while the writer thread moves them every millisecond (and an append that finds it full
-/// moves them itself first).
-pub(crate) const SIZE: usize = 1 << 20;
+/// Its size: room for the records of about four thousand requests, some eighty milliseconds at
+/// full load, while the writer thread moves them every ten milliseconds (and an append that
+/// finds it full moves them itself first).
+pub(crate) const SIZE: usize = 4 << 20;
 
 pub(crate) struct Journal {
     map: *mut u8,

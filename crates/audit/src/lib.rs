@@ -13,7 +13,7 @@
 //! and an error when it could not be, so the caller fails the request instead of leaving it
 //! unaudited. Lines are chained in the order they are stored: with `Interval`, the request's task
 //! chains its lines under the log's mutex and copies them into the journal, a memory-mapped file
-//! of reserved blocks that a writer thread moves to the day files every millisecond and the next
+//! of reserved blocks that a writer thread moves to the day files every ten milliseconds and the next
 //! open recovers after a crash (`journal.rs`); with `Always`, one writer thread writes and syncs
 //! each batch of concurrent lines with one `write(2)` and one `fdatasync` (group commit).
 //!
@@ -30,8 +30,8 @@
 //! an older file, so the files in date order hold the chain in order, and a record lives in the file
 //! of its day or a later one. `<dir>/LOCK` keeps a second writer out. A line left incomplete by a
 //! crash is moved at the next open to `audit-YYYY-MM-DD.jsonl.torn` ([`AuditLog::recovered_torn_tail`]).
-//! `<dir>/journal` (1 MiB, mode 0600) holds the `Interval` lines not yet moved to the day files;
-//! readers in other processes see a record in the day files a millisecond or so after its request
+//! `<dir>/journal` (4 MiB, mode 0600) holds the `Interval` lines not yet moved to the day files;
+//! readers in other processes see a record in the day files ten milliseconds or so after its request
 //! was answered ([`AuditLog::flush`] moves them at once).
 //!
 //! # The hash chain
@@ -50,6 +50,7 @@
 mod chain;
 mod files;
 mod journal;
+mod line;
 mod log;
 pub mod postgres;
 mod query;
@@ -228,9 +229,49 @@ pub fn timestamp(t: std::time::SystemTime) -> String {
 }
 
 pub(crate) fn format_time(t: time::OffsetDateTime) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        let format =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+        return t.format(&format).unwrap_or_default();
+    }
+    // Two of these per request: written digit by digit, as the general formatter (which
+    // interprets its description at run time) cost more than the rest of the record together.
+    let (hour, minute, second, micro) = t.to_hms_micro();
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, u8::from(t.month()).into());
+    put(8, 2, t.day().into());
+    put(11, 2, hour.into());
+    put(14, 2, minute.into());
+    put(17, 2, second.into());
+    put(20, 6, micro);
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// The UTC day of a `TimeGenerated`: its first ten characters in the server's own form (UTC,
+/// `Z`), else parsed.
+pub(crate) fn day_of_time(text: &str) -> Option<time::Date> {
+    const FORM: &[u8; 27] = b"0000-00-00T00:00:00.000000Z";
+    let b = text.as_bytes();
+    let own_form = b.len() == 27
+        && b.iter().zip(FORM).all(|(&c, &f)| if f == b'0' { c.is_ascii_digit() } else { c == f })
+        && b[11..13] < b"24"[..]
+        && b[14..16] < b"60"[..]
+        && b[17..19] < b"61"[..];
+    if own_form {
+        if let Some(day) = files::parse_day(&text[..10]) {
+            return Some(day);
+        }
+    }
+    parse_time(text).map(|t| t.to_offset(time::UtcOffset::UTC).date())
 }
 
 /// Parses an RFC 3339 date-time (any offset), or a bare `YYYY-MM-DD` (midnight UTC).

@@ -60,7 +60,7 @@ impl AuditLog {
     pub async fn query(&self, filter: Filter, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
         match &self.sink {
             Sink::Files { log, dir } => {
-                // Lines still in the journal (appended within the last millisecond) first.
+                // Lines still in the journal (appended within the last ten milliseconds) first.
                 log.flush_pending()?;
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || crate::query(&dir, &filter, limit))
@@ -108,7 +108,7 @@ impl AuditLog {
     }
 
     /// Moves the records appended so far to where readers of the trail find them (the day files;
-    /// on PostgreSQL they are there already). Appends do it on their own within a millisecond.
+    /// on PostgreSQL they are there already). Appends do it on their own within ten milliseconds.
     pub fn flush(&self) -> Result<(), AuditError> {
         match &self.sink {
             Sink::Files { log, .. } => log.flush_pending(),

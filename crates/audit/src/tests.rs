@@ -506,6 +506,23 @@ fn timestamps() {
     let now = timestamp_now();
     assert_eq!(now.len(), 27);
     assert!(parse_time(&now).is_some());
+    // The digit-by-digit form agrees with the general formatter, at the edges of each field.
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    for micros in [0, 1, 951_782_399_999_999, 1_709_287_200_000_001, 4_102_444_799_999_999] {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
+        let expected = time::OffsetDateTime::from(t).format(&format).unwrap();
+        assert_eq!(timestamp(t), expected);
+    }
+    // The day of a `TimeGenerated`: the server's own form read directly, any other RFC 3339
+    // parsed, anything else refused.
+    let day = |text: &str| crate::day_of_time(text).map(|d| d.to_string());
+    assert_eq!(day("2024-03-01T23:59:59.999999Z").as_deref(), Some("2024-03-01"));
+    assert_eq!(day("2024-03-01T23:30:00-02:00").as_deref(), Some("2024-03-02"));
+    assert_eq!(day("2024-03-01T24:00:00.000000Z"), None);
+    assert_eq!(day("2024-02-30T10:00:00.000000Z"), None);
+    assert_eq!(day("2024-03-01Tab:00:00.000000Z"), None);
+    assert_eq!(day("yesterday"), None);
 }
 
 #[tokio::test]

@@ -1159,7 +1159,8 @@ fn a_full_disk_refuses_requests_until_the_log_can_write_again_with_sync_always()
 fn full_disk(args: &[&str]) {
     let data_dir = temp_dir("data");
     // CI runs as root, so a failed mount is a broken test set-up, not a reason to pass.
-    let Some(_tmpfs) = Tmpfs::mount(&audit_dir(&data_dir), &data_dir, "4m") else {
+    // Room for the journal (4 MiB, reserved at start) and as much again for the day files.
+    let Some(_tmpfs) = Tmpfs::mount(&audit_dir(&data_dir), &data_dir, "12m") else {
         panic!("cannot mount a tmpfs on the audit directory (the test needs root)");
     };
     let always = args.contains(&"always");
@@ -1171,8 +1172,8 @@ fn full_disk(args: &[&str]) {
     fill(&filler);
     // The day's file may still have room in its last page: short records (`/metadata` without a
     // token) use it up until one cannot be written; a create's record is longer. With `interval`
-    // they first fill the journal (its blocks were reserved at start), about a thousand requests,
-    // which the file system has room for once the filler goes.
+    // they first fill the journal (its blocks were reserved at start), some thousands of
+    // requests, which the file system has room for once the filler goes.
     let mut refused = None;
     let mut answered = 0;
     for _ in 0..5000 {

@@ -31,6 +31,8 @@
 //! `HEAD` is named as `GET`. `FhirResourceType` is the type the path names when it is an R4
 //! resource type (the searched type for a compartment search); system-level requests have none.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, Method};
 
 /// A request's audit identity.
@@ -45,8 +47,8 @@ pub(crate) const UNKNOWN: &str = "unknown";
 
 /// Names a request from its method, path (without the query) and headers.
 pub(crate) fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Operation {
-    let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let segments: Vec<Cow<str>> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segments: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
     let method = if method == Method::HEAD { &Method::GET } else { method };
     let typed = |t: &str| fhir::definitions().is_resource_type(t).then(|| t.to_owned());
     let op = |name: &'static str, resource_type: Option<String>| Operation { name, resource_type };
@@ -126,11 +128,11 @@ fn operation_name(op: &str) -> &'static str {
 /// `Patient/1/_history/2`), for `AuditEvent.entity.what`; `None` for type- and system-level paths.
 /// Segments before the first resource type (a base URL's path, `/fhir`) are skipped.
 pub(crate) fn resource_reference(path: &str) -> Option<String> {
-    let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segments: Vec<Cow<str>> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
     let is_type = |t: &str| fhir::definitions().is_resource_type(t);
     let start = segments.iter().position(|s| is_type(s))?;
     let is_id = |id: &str| fhir::is_valid_id(id);
-    match segments[start..].iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match segments[start..].iter().map(|s| s.as_ref()).collect::<Vec<_>>().as_slice() {
         [t, id, "_history", vid] if is_id(id) && is_id(vid) => Some(format!("{t}/{id}/_history/{vid}")),
         [t, id, ..] if is_id(id) => Some(format!("{t}/{id}")),
         _ => None,
@@ -138,9 +140,9 @@ pub(crate) fn resource_reference(path: &str) -> Option<String> {
 }
 
 /// `%24everything` → `$everything`. Invalid escapes are kept as written.
-fn percent_decode(segment: &str) -> String {
+fn percent_decode(segment: &str) -> Cow<'_, str> {
     if !segment.contains('%') {
-        return segment.to_owned();
+        return Cow::Borrowed(segment);
     }
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -158,7 +160,7 @@ fn percent_decode(segment: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
