@@ -48,6 +48,7 @@
 //! newest records were cut off the end: keep [`VerifyReport::last_hash`] elsewhere to prove that.
 
 mod chain;
+mod day_files;
 mod files;
 mod journal;
 mod line;

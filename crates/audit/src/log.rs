@@ -1,18 +1,19 @@
 //! [`FileLog`]: appending records to the daily files, chained in the order they are written.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use time::Date;
 use tokio::sync::oneshot;
 
+use crate::day_files::{line_day, DayFiles};
 use crate::journal::{self, Journal};
 use crate::{chain, files, AuditConfig, AuditError, AuditRecord, SyncPolicy};
 
@@ -37,8 +38,9 @@ const FLUSH_RETRY: Duration = Duration::from_millis(100);
 /// - `Interval`: the caller chains its lines under the mutex and copies them into the journal
 ///   ([`crate::journal`], a memory-mapped file): no system call on the request's thread. The
 ///   writer thread moves the journal's lines to the day files ten milliseconds after the first
-///   append asks, in one `write(2)` for all the requests answered meanwhile, and `fdatasync`s
-///   every interval while lines are unsynced. A `write(2)` per request under the mutex cost
+///   append asks, in one `write(2)` for all the requests answered meanwhile, made without the
+///   mutex (it borrows the day files, [`Lent`]), and `fdatasync`s every interval while lines are
+///   unsynced. A `write(2)` per request under the mutex cost
 ///   about a third of a read's throughput (the call, and the other worker waiting on the lock
 ///   meanwhile); batches handed to a writer thread, or a leader/follower group write, cost more
 ///   in thread wake-ups than they saved.
@@ -51,6 +53,8 @@ const FLUSH_RETRY: Duration = Duration::from_millis(100);
 /// the file system refuses, and succeed again once it accepts, the chain intact.
 pub(crate) struct FileLog {
     writer: Arc<Mutex<Writer>>,
+    /// Notified when the writer thread gives the day files back ([`Writer::files`]).
+    returned: Arc<Condvar>,
     sync: SyncPolicy,
     /// To the background thread: appends (`Always`) and the close request.
     sender: Sender<Message>,
@@ -121,19 +125,12 @@ impl FileLog {
         let (sequence, hash) = last.map_or((0, String::new()), |r| (r.sequence, r.hash));
         let (sender, receiver) = mpsc::channel();
         let mut writer = Writer {
-            dir: dir.clone(),
-            retention_days: config.retention_days,
-            stdout: config.stdout,
             sync: config.sync,
             sequence,
             hash: hash.clone(),
             next_sequence: sequence,
             next_hash: hash,
-            day: newest,
-            file: None,
-            len: None,
-            dirty: false,
-            force_sync: false,
+            files: Some(DayFiles::new(dir.clone(), config.retention_days, config.stdout, newest)),
             closed: false,
             buf: Vec::with_capacity(64 * 1024),
             pending: Vec::new(),
@@ -141,8 +138,6 @@ impl FileLog {
             flush_requested: false,
             signal: sender.clone(),
             _lock: lock,
-            #[cfg(test)]
-            short_write: false,
         };
         // Lines a crash left in the journal go to the day files first; `Always` then writes
         // without it.
@@ -155,13 +150,14 @@ impl FileLog {
             },
         }
         let writer = Arc::new(Mutex::new(writer));
-        let background = writer.clone();
+        let returned = Arc::new(Condvar::new());
+        let (background, signal) = (writer.clone(), returned.clone());
         let sync = config.sync;
         let handle = std::thread::Builder::new().name("audit-writer".into()).spawn(move || match sync {
             SyncPolicy::Always => group_commit(&background, &receiver),
-            SyncPolicy::Interval(interval) => periodic_sync(&background, &receiver, interval),
+            SyncPolicy::Interval(interval) => periodic_sync(&background, &signal, &receiver, interval),
         })?;
-        Ok(FileLog { writer, sync, sender, thread: Mutex::new(Some(handle)), recovered_torn_tail, recovered })
+        Ok(FileLog { writer, returned, sync, sender, thread: Mutex::new(Some(handle)), recovered_torn_tail, recovered })
     }
 
     /// Chains and writes a record; returns it as stored (with `sequence`, `previous_hash`, `hash`).
@@ -229,7 +225,29 @@ impl FileLog {
         if writer.closed {
             return Err(closed());
         }
+        if let Some(links) = writer.try_journal(lines.clone()) {
+            return Ok(links);
+        }
+        let mut writer = self.with_files(writer)?;
+        if writer.closed {
+            return Err(closed());
+        }
         writer.append_many(lines)
+    }
+
+    /// The writer's state with the day files in it: waits while the writer thread has them.
+    fn lock_with_files(&self) -> Result<MutexGuard<'_, Writer>, AuditError> {
+        self.with_files(lock_writer(&self.writer))
+    }
+
+    fn with_files<'a>(&self, mut writer: MutexGuard<'a, Writer>) -> Result<MutexGuard<'a, Writer>, AuditError> {
+        while writer.files.is_none() {
+            if writer.closed {
+                return Err(closed());
+            }
+            writer = self.returned.wait(writer).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(writer)
     }
 
     /// Writes what is queued, syncs and stops the writer; later appends fail. Blocks until done.
@@ -242,7 +260,8 @@ impl FileLog {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
-        // Whatever the thread did (or if it died), nothing is written after this.
+        // Whatever the thread did (or if it died), nothing is written after this. The thread has
+        // ended, so the day files are back (or were lost with it).
         let mut writer = lock_writer(&self.writer);
         if !writer.closed {
             writer.finish();
@@ -263,7 +282,11 @@ impl FileLog {
 
     /// `Interval`: moves what the journal holds to the day files now (before reading them back).
     pub(crate) fn flush_pending(&self) -> Result<(), AuditError> {
-        let mut writer = lock_writer(&self.writer);
+        let mut writer = match self.lock_with_files() {
+            Ok(writer) => writer,
+            Err(_) if lock_writer(&self.writer).closed => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if writer.closed {
             return Ok(());
         }
@@ -273,13 +296,13 @@ impl FileLog {
     /// Tests: the next batch writes half its bytes, then fails.
     #[cfg(test)]
     pub(crate) fn inject_short_write(&self) {
-        lock_writer(&self.writer).short_write = true;
+        self.lock_with_files().expect("open").files().short_write = true;
     }
 
     /// Tests: lines were written since the last `fdatasync`.
     #[cfg(test)]
     pub(crate) fn unsynced(&self) -> bool {
-        lock_writer(&self.writer).dirty
+        self.lock_with_files().expect("open").files().dirty
     }
 }
 
@@ -319,6 +342,15 @@ fn closed() -> AuditError {
     AuditError::Io(io::Error::new(io::ErrorKind::BrokenPipe, "the audit log is closed"))
 }
 
+fn journal_full() -> AuditError {
+    AuditError::Io(io::Error::new(io::ErrorKind::StorageFull, "the audit journal is full"))
+}
+
+/// The day files are with the writer thread (only code that waited for them writes to them).
+fn files_lent() -> AuditError {
+    AuditError::Io(io::Error::other("the audit day files are being written by the writer thread"))
+}
+
 fn lock_writer(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
     // A panic under the lock leaves the chain state consistent (it changes only after a write).
     writer.lock().unwrap_or_else(|e| e.into_inner())
@@ -349,7 +381,7 @@ fn group_commit(writer: &Mutex<Writer>, receiver: &Receiver<Message>) {
 /// `Interval`: the background thread moves the journal's lines to the day files soon after
 /// appends ask ([`FLUSH_DELAY`] later, so that one write carries the lines of many requests), and
 /// `fdatasync`s the day file at most every interval while it has unsynced lines, outside the lock.
-fn periodic_sync(writer: &Mutex<Writer>, receiver: &Receiver<Message>, interval: Duration) {
+fn periodic_sync(writer: &Mutex<Writer>, returned: &Condvar, receiver: &Receiver<Message>, interval: Duration) {
     let mut last_sync = std::time::Instant::now();
     let mut failing = false;
     loop {
@@ -372,29 +404,106 @@ fn periodic_sync(writer: &Mutex<Writer>, receiver: &Receiver<Message>, interval:
                 return;
             }
         }
-        let file = {
-            let mut writer = lock_writer(writer);
-            if writer.closed {
+        let lent = {
+            let mut guard = lock_writer(writer);
+            if guard.closed {
                 return;
             }
-            writer.flush_requested = false;
-            failing = writer.flush_journal().is_err();
-            if !writer.dirty || last_sync.elapsed() < interval {
+            guard.flush_requested = false;
+            Lent::take(&mut guard, writer, returned)
+        };
+        if let Some(lent) = lent {
+            failing = lent.write_out().is_err();
+        }
+        let file = {
+            let mut guard = lock_writer(writer);
+            if guard.closed {
+                return;
+            }
+            let Some(files) = guard.files.as_mut() else { continue };
+            if !files.dirty || last_sync.elapsed() < interval {
                 continue;
             }
             last_sync = std::time::Instant::now();
-            writer.dirty = false;
-            writer.file.clone()
+            files.dirty = false;
+            files.file.clone()
         };
         if let Some(file) = file {
             if file.sync_data().is_err() {
                 // The lines' durability is unknown: reopen, and make the next write prove a sync works.
-                let mut writer = lock_writer(writer);
-                if writer.file.as_ref().is_some_and(|current| Arc::ptr_eq(current, &file)) {
-                    writer.file = None;
+                let mut guard = lock_writer(writer);
+                if let Some(files) = guard.files.as_mut() {
+                    if files.file.as_ref().is_some_and(|current| Arc::ptr_eq(current, &file)) {
+                        files.file = None;
+                    }
+                    files.force_sync = true;
                 }
-                writer.force_sync = true;
             }
+        }
+    }
+}
+
+/// `Interval`: the day files and the journal's pending lines, borrowed by the writer thread to
+/// write the lines out without holding the writer's lock. Appends go on meanwhile: they copy
+/// into the journal's free room, which never overlaps the pending lines (only the release after
+/// the write frees theirs), and anything that needs the day files waits for their return.
+/// A `write(2)` of ten milliseconds' lines under the lock made every append wait for it.
+struct Lent<'a> {
+    writer: &'a Mutex<Writer>,
+    returned: &'a Condvar,
+    files: Option<DayFiles>,
+    /// The pending pieces of the journal's mapping: position, start, length.
+    pieces: Vec<(u64, *const u8, usize)>,
+    written: u64,
+}
+
+impl<'a> Lent<'a> {
+    /// Borrows the day files if the journal has lines for them.
+    fn take(guard: &mut Writer, writer: &'a Mutex<Writer>, returned: &'a Condvar) -> Option<Lent<'a>> {
+        let journal = guard.journal.as_ref()?;
+        let pieces: Vec<_> =
+            journal.pending().into_iter().map(|(position, piece)| (position, piece.as_ptr(), piece.len())).collect();
+        if pieces.is_empty() {
+            return None;
+        }
+        let written = journal.written();
+        let files = guard.files.take()?;
+        Some(Lent { writer, returned, files: Some(files), pieces, written })
+    }
+
+    /// Writes the lines to their day files, then gives the files back and frees the lines' room
+    /// in the journal (as far as they were written; a failed write leaves the rest for the next
+    /// attempt, as `Writer::flush_journal` does).
+    fn write_out(mut self) -> Result<(), AuditError> {
+        // SAFETY: the pieces lie in the journal's mapping, which lives as long as the writer's
+        // state (`Writer::journal` is only ever taken and put back, under the lock, by code that
+        // needs the day files, which are here); their bytes change only when released below.
+        let pending: Vec<(u64, &[u8])> = self
+            .pieces
+            .iter()
+            .map(|&(position, start, len)| (position, unsafe { std::slice::from_raw_parts(start, len) }))
+            .collect();
+        let files = self.files.as_mut().expect("borrowed");
+        let (released, outcome) = match files.write_journal(&pending, self.written) {
+            Ok(position) => (position, Ok(())),
+            Err((position, error)) => (position, Err(error)),
+        };
+        let mut guard = lock_writer(self.writer);
+        guard.files = self.files.take();
+        if let Some(journal) = guard.journal.as_mut() {
+            journal.release(released);
+        }
+        self.returned.notify_all();
+        outcome
+    }
+}
+
+impl Drop for Lent<'_> {
+    /// Gives the day files back if the write did not (it panicked): appends that need them wait.
+    fn drop(&mut self) {
+        if let Some(files) = self.files.take() {
+            lock_writer(self.writer).files = Some(files);
+            self.returned.notify_all();
         }
     }
 }
@@ -415,9 +524,6 @@ fn lock(dir: &Path) -> Result<File, AuditError> {
 
 /// The writer's state, behind the log's mutex.
 struct Writer {
-    dir: PathBuf,
-    retention_days: u32,
-    stdout: bool,
     sync: SyncPolicy,
     /// The chain's end as written (the last record that is in the file).
     sequence: u64,
@@ -425,17 +531,9 @@ struct Writer {
     /// The chain's end including the lines formatted in `buf` but not yet written.
     next_sequence: u64,
     next_hash: String,
-    /// The day of the file the chain continues in (the newest file).
-    day: Option<Date>,
-    /// That file, open for appending; `None` before the first append and after a failure. Shared
-    /// with the periodic sync, which syncs it outside the lock.
-    file: Option<Arc<File>>,
-    /// Its length up to the last complete batch, once known.
-    len: Option<u64>,
-    /// Lines written since the last `fdatasync` (`Interval`).
-    dirty: bool,
-    /// A periodic `fdatasync` failed: the next write syncs (and fails if it cannot).
-    force_sync: bool,
+    /// The day files; `None` while the `Interval` writer thread has borrowed them to move the
+    /// journal's lines ([`Lent`]; it gives them back and notifies [`FileLog::returned`]).
+    files: Option<DayFiles>,
     closed: bool,
     /// The lines of the batch being formatted, and who waits for them.
     buf: Vec<u8>,
@@ -446,32 +544,51 @@ struct Writer {
     flush_requested: bool,
     signal: Sender<Message>,
     _lock: File,
-    /// Tests: the next batch writes half its bytes, then fails.
-    #[cfg(test)]
-    short_write: bool,
 }
 
 impl Writer {
-    /// `Interval`: several lines in one write (two, if the day's file changes between them).
-    /// A batch too large for the journal (a broker's thousand messages, each audited) goes
-    /// straight to the day files, after what the journal holds, with one `write(2)`: the same
-    /// durability, without a copy the journal could never take.
+    /// The day files, which only the `Interval` writer thread borrows, and only while no one
+    /// else holds the lock after waiting for them ([`FileLog::lock_with_files`]).
+    fn files(&mut self) -> &mut DayFiles {
+        self.files.as_mut().expect("the day files are here: the caller waited for them")
+    }
+
+    /// `Interval`: the lines chained into the journal, without the day files; `None` when that
+    /// cannot be (a batch too large for the journal, or no room in it), the chain as it was.
+    fn try_journal<'a>(&mut self, lines: impl Iterator<Item = (Date, &'a [u8])> + Clone) -> Option<Vec<Link>> {
+        if !self.fits_journal(lines.clone()) {
+            return None;
+        }
+        // Without the day files, the only failure is a full journal.
+        self.append_to_journal(lines, false).ok()
+    }
+
+    /// Whether a batch goes through the journal. Each line grows by its sequence and two hashes
+    /// (under 200 bytes) when formatted.
+    fn fits_journal<'a>(&self, lines: impl Iterator<Item = (Date, &'a [u8])>) -> bool {
+        let Some(journal) = &self.journal else { return false };
+        lines.map(|(_, head)| head.len() + 200).sum::<usize>() <= journal.size() / 2
+    }
+
+    /// Several lines in one write (two, if the day's file changes between them), with the day
+    /// files at hand. A batch too large for the journal (a broker's thousand messages, each
+    /// audited) goes straight to the day files, after what the journal holds, with one
+    /// `write(2)`: the same durability, without a copy the journal could never take.
     fn append_many<'a>(
         &mut self,
         lines: impl Iterator<Item = (Date, &'a [u8])> + Clone,
     ) -> Result<Vec<Link>, AuditError> {
-        if let Some(journal) = &self.journal {
-            // Each line grows by its sequence and two hashes (under 200 bytes) when formatted.
-            let bytes: usize = lines.clone().map(|(_, head)| head.len() + 200).sum();
-            if bytes <= journal.size() / 2 {
-                return self.append_to_journal(lines);
+        if self.journal.is_some() {
+            if self.fits_journal(lines.clone()) {
+                return self.append_to_journal(lines, true);
             }
             self.flush_journal()?;
         }
         let mut links = Vec::new();
         for (day, head) in lines {
-            let day = self.day.map_or(day, |current| current.max(day));
-            if !self.pending.is_empty() && self.day != Some(day) {
+            let current = self.files().day;
+            let day = current.map_or(day, |current| current.max(day));
+            if !self.pending.is_empty() && current != Some(day) {
                 links.extend(self.flush()?);
             }
             self.add(day, head)?;
@@ -497,7 +614,8 @@ impl Writer {
                     let _ = reply.send(Err(closed()));
                 }
                 Message::Append { day, head, reply } => {
-                    if self.file.is_none() || self.day.is_some_and(|current| current < day) {
+                    let files = self.files();
+                    if files.file.is_none() || files.day.is_some_and(|current| current < day) {
                         // The file changes: the lines so far belong to the one before.
                         self.flush_and_answer();
                     }
@@ -517,10 +635,11 @@ impl Writer {
     /// Formats a line into `buf` (opening or rotating the file first if its day needs it).
     fn add(&mut self, day: Date, head: &[u8]) -> Result<(), AuditError> {
         // Never back to an older file: the files in date order are the chain in order.
-        let day = self.day.map_or(day, |current| current.max(day));
-        if self.file.is_none() || self.day != Some(day) {
+        let files = self.files();
+        let day = files.day.map_or(day, |current| current.max(day));
+        if files.file.is_none() || files.day != Some(day) {
+            files.open_file(day)?;
             debug_assert!(self.pending.is_empty());
-            self.open_file(day)?;
         }
         let link = self.format(head);
         self.pending.push((None, link));
@@ -537,79 +656,23 @@ impl Writer {
         Link { sequence, previous_hash, hash }
     }
 
-    /// Makes `day`'s file the open one: syncs the file it replaces, and applies the retention when
-    /// the day changes.
-    fn open_file(&mut self, day: Date) -> Result<(), AuditError> {
-        let rotating = self.day.is_some_and(|current| current != day);
-        if let Some(file) = &self.file {
-            if self.dirty || self.force_sync {
-                file.sync_data()?;
-                self.dirty = false;
-                self.force_sync = false;
-            }
-        }
-        self.file = None;
-        let path = self.dir.join(files::file_name(day));
-        let file = files::open_append(&path)?;
-        let actual = file.metadata()?.len();
-        let len = match self.len {
-            // Reopening after a failure: cut off what a failed write may have left.
-            Some(len) if !rotating && actual > len => {
-                file.set_len(len)?;
-                len
-            }
-            _ => actual,
-        };
-        if len == 0 {
-            // A new file: its directory entry must survive a crash too.
-            files::sync_dir(&self.dir)?;
-        }
-        self.len = Some(len);
-        self.file = Some(Arc::new(file));
-        self.day = Some(day);
-        if rotating {
-            files::apply_retention(&self.dir, day, self.retention_days, Some(day));
-        }
-        Ok(())
-    }
-
     /// Writes the formatted lines; returns their links, or the error (the file cut back, the chain
     /// rolled back, every line of the batch failed).
     fn flush(&mut self) -> Result<Vec<Link>, AuditError> {
-        let sync_now = self.sync == SyncPolicy::Always || self.force_sync;
-        let result = match self.file.as_deref() {
-            None => Err(io::Error::other("the audit file is not open")),
-            #[cfg(test)]
-            Some(mut file) if std::mem::take(&mut self.short_write) => {
-                file.write_all(&self.buf[..self.buf.len() / 2]).and(Err(io::Error::other("injected short write")))
-            }
-            Some(mut file) => file.write_all(&self.buf).and_then(|()| if sync_now { file.sync_data() } else { Ok(()) }),
-        };
-        let outcome = match result {
+        let always = self.sync == SyncPolicy::Always;
+        let Writer { files, buf, .. } = self;
+        let files = files.as_mut().expect("the day files are here: the caller waited for them");
+        let outcome = match files.write_batch(buf, always) {
             Ok(()) => {
-                self.len = self.len.map(|len| len + self.buf.len() as u64);
                 self.sequence = self.next_sequence;
                 self.hash.clone_from(&self.next_hash);
-                if sync_now {
-                    self.force_sync = false;
-                } else {
-                    self.dirty = true;
-                }
-                if self.stdout {
-                    let _ = io::stdout().lock().write_all(&self.buf);
-                }
                 Ok(())
             }
             Err(e) => {
-                // Cut the file back to its last complete batch; if even that fails, reopening will.
-                if let (Some(file), Some(len)) = (&self.file, self.len) {
-                    let _ = file.set_len(len);
-                }
-                self.file = None;
                 self.next_sequence = self.sequence;
                 self.next_hash.clone_from(&self.hash);
                 self.pending.clear();
-                Err(AuditError::Io(e))
+                Err(e)
             }
         };
         self.buf.clear();
@@ -643,20 +706,24 @@ impl Writer {
         self.flush_and_answer();
         // Best effort: what cannot be written now stays in the journal for the next open.
         let _ = self.flush_journal();
-        if let Some(file) = &self.file {
-            let _ = file.sync_data();
+        if let Some(files) = self.files.as_mut() {
+            if let Some(file) = &files.file {
+                let _ = file.sync_data();
+            }
+            files.file = None;
+            files.dirty = false;
         }
-        self.file = None;
-        self.dirty = false;
         self.closed = true;
     }
 
     /// `Interval`: chains the lines and copies them, adjacent, into the journal (one copy, no
     /// system call); the writer thread is asked to move them to the day files. When the journal
-    /// is full, the day files are written first, here; if that fails too, so does the append.
+    /// is full and `may_flush` (the day files are at hand), they are written first, here; if that
+    /// fails too, so does the append.
     fn append_to_journal<'a>(
         &mut self,
         lines: impl Iterator<Item = (Date, &'a [u8])>,
+        may_flush: bool,
     ) -> Result<Vec<Link>, AuditError> {
         debug_assert!(self.buf.is_empty() && self.pending.is_empty());
         let mut links = Vec::new();
@@ -667,16 +734,14 @@ impl Writer {
         let journal = self.journal.as_mut().expect("journal mode");
         let mut stored = journal.push(&self.buf);
         if !stored {
-            let flushed = self.flush_journal();
+            let flushed = if may_flush { self.flush_journal() } else { Err(journal_full()) };
             let journal = self.journal.as_mut().expect("journal mode");
             stored = flushed.is_ok() && journal.push(&self.buf);
             if !stored {
                 self.buf.clear();
                 self.next_sequence = self.sequence;
                 self.next_hash.clone_from(&self.hash);
-                return Err(flushed.err().unwrap_or_else(|| {
-                    AuditError::Io(io::Error::new(io::ErrorKind::StorageFull, "the audit journal is full"))
-                }));
+                return Err(flushed.err().unwrap_or_else(journal_full));
             }
         }
         self.buf.clear();
@@ -695,7 +760,11 @@ impl Writer {
     /// for the next attempt.
     fn flush_journal(&mut self) -> Result<(), AuditError> {
         let Some(journal) = self.journal.take() else { return Ok(()) };
-        let result = self.write_journal(&journal);
+        let Some(files) = self.files.as_mut() else {
+            self.journal = Some(journal);
+            return Err(files_lent());
+        };
+        let result = files.write_journal(&journal.pending(), journal.written());
         let (released, outcome) = match result {
             Ok(position) => (position, Ok(())),
             Err((position, error)) => (position, Err(error)),
@@ -703,78 +772,6 @@ impl Writer {
         self.journal = Some(journal);
         self.journal.as_mut().expect("just put back").release(released);
         outcome
-    }
-
-    /// Writes the journal's pending lines; returns the position up to which they are in the day
-    /// files (with the error that stopped it).
-    fn write_journal(&mut self, journal: &Journal) -> Result<u64, (u64, AuditError)> {
-        let mut done = journal.pending().first().map_or(journal.written(), |(position, _)| *position);
-        for (position, piece) in journal.pending() {
-            // The zeros a wrapped line skipped end the first piece.
-            let piece = &piece[..piece.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)];
-            let mut start = 0;
-            while start < piece.len() {
-                // The run of lines from `start` that go to one file.
-                let day = line_day(&piece[start..]);
-                let target = self.day.map_or(day, |current| current.max(day));
-                let target_text = files::day_text(target);
-                // Later lines of an earlier day follow the run into its file; a later day starts
-                // a new run. Nearly every line is of the target day, told by its bytes alone.
-                let mut end = start;
-                while end < piece.len() {
-                    let line = &piece[end..];
-                    if end > start && !is_of_day(line, &target_text) && line_day(line) > target {
-                        break;
-                    }
-                    end += memchr::memchr(b'\n', line).map_or(line.len(), |i| i + 1);
-                }
-                if let Err(e) = self.write_lines_to(target, &piece[start..end]) {
-                    return Err((done, e));
-                }
-                start = end;
-                done = position + end as u64;
-            }
-            done = position + piece.len() as u64;
-        }
-        Ok(journal.written())
-    }
-
-    /// Writes formatted lines to the file of `day` (opening or rotating to it first).
-    fn write_lines_to(&mut self, day: Date, lines: &[u8]) -> Result<(), AuditError> {
-        if self.file.is_none() || self.day != Some(day) {
-            self.open_file(day)?;
-        }
-        let result = match self.file.as_deref() {
-            None => Err(io::Error::other("the audit file is not open")),
-            #[cfg(test)]
-            Some(mut file) if std::mem::take(&mut self.short_write) => {
-                file.write_all(&lines[..lines.len() / 2]).and(Err(io::Error::other("injected short write")))
-            }
-            Some(mut file) => {
-                file.write_all(lines).and_then(|()| if self.force_sync { file.sync_data() } else { Ok(()) })
-            }
-        };
-        match result {
-            Ok(()) => {
-                self.len = self.len.map(|len| len + lines.len() as u64);
-                if self.force_sync {
-                    self.force_sync = false;
-                } else {
-                    self.dirty = true;
-                }
-                if self.stdout {
-                    let _ = io::stdout().lock().write_all(lines);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if let (Some(file), Some(len)) = (&self.file, self.len) {
-                    let _ = file.set_len(len);
-                }
-                self.file = None;
-                Err(AuditError::Io(e))
-            }
-        }
     }
 
     /// At open: writes the records a crash left in the journal that continue the chain after the
@@ -798,9 +795,10 @@ impl Writer {
                 break;
             }
             let day = line_day(&line);
-            let target = self.day.map_or(day, |current| current.max(day));
+            let files = self.files();
+            let target = files.day.map_or(day, |current| current.max(day));
             line.push(b'\n');
-            self.write_lines_to(target, &line)?;
+            files.write_lines_to(target, &line)?;
             self.sequence = sequence;
             self.hash = hash;
             moved += 1;
@@ -808,34 +806,12 @@ impl Writer {
         self.next_sequence = self.sequence;
         self.next_hash.clone_from(&self.hash);
         if moved > 0 {
-            if let Some(file) = &self.file {
+            let files = self.files();
+            if let Some(file) = &files.file {
                 file.sync_data()?;
             }
-            self.dirty = false;
+            files.dirty = false;
         }
         Ok(moved)
-    }
-}
-
-/// Whether a stored line's `TimeGenerated` is in the server's own form (UTC, `Z`) on the day
-/// whose `YYYY-MM-DD` is `day`: a comparison of bytes, without parsing.
-fn is_of_day(line: &[u8], day: &[u8; 10]) -> bool {
-    const PREFIX: &[u8] = br#"{"TimeGenerated":""#;
-    line.strip_prefix(PREFIX)
-        .and_then(|rest| rest.get(..28))
-        .is_some_and(|time| time.starts_with(day) && time[10] == b'T' && time[26] == b'Z' && time[27] == b'"')
-}
-
-/// The UTC day of a stored line's `TimeGenerated` (its first member, checked at append). A line it
-/// cannot read goes to the current file (day 0, never later).
-fn line_day(line: &[u8]) -> Date {
-    const PREFIX: &[u8] = br#"{"TimeGenerated":""#;
-    let Some(rest) = line.strip_prefix(PREFIX) else { return Date::MIN };
-    let text = rest.iter().position(|&b| b == b'"').and_then(|end| std::str::from_utf8(&rest[..end]).ok());
-    match text {
-        // The server's own form, in UTC: the day is its first ten characters.
-        Some(text) if text.ends_with('Z') => text.get(..10).and_then(files::parse_day).unwrap_or(Date::MIN),
-        Some(text) => crate::parse_time(text).map_or(Date::MIN, |t| t.to_offset(time::UtcOffset::UTC).date()),
-        None => Date::MIN,
     }
 }

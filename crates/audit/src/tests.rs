@@ -317,6 +317,42 @@ async fn concurrent_appends(sync: SyncPolicy) {
     assert_eq!(report.last_hash.as_deref(), Some(all[1999].hash.as_str()));
 }
 
+/// Threads append while the writer thread moves the journal's lines out without the lock, more
+/// lines than the journal holds: appends that find it full wait for the day files, and the chain
+/// comes out whole and in order.
+#[test]
+fn appends_go_on_while_the_writer_thread_writes_the_journal_out() {
+    const THREADS: usize = 4;
+    const EACH: usize = 5_000;
+    let tmp = TempDir::new("lent");
+    let log = Arc::new(open(tmp.path()));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                // Long records, so that the lines overrun the journal several times.
+                let padding = "x".repeat(800);
+                for i in 0..EACH {
+                    let mut r = record("2024-03-01T12:00:00.000000Z", &format!("t{t}-{i}"));
+                    r.request_uri = format!("https://localhost/Patient?name={padding}");
+                    runtime.block_on(log.append(r)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    drop(log);
+    let report = verify(&tmp.path().join("audit")).unwrap();
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.records, (THREADS * EACH) as u64);
+    let lines = lines(&audit_file(tmp.path(), "2024-03-01"));
+    assert_eq!(lines.len(), THREADS * EACH);
+    assert!(lines.len() * lines[0].len() > 3 * crate::journal::SIZE, "the journal filled several times");
+}
+
 #[tokio::test]
 async fn write_failures_are_errors_until_writes_work_again() {
     for sync in [SyncPolicy::Always, SyncPolicy::Interval(std::time::Duration::from_secs(1))] {
