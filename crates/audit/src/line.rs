@@ -72,12 +72,24 @@ fn optional_number(buf: &mut Vec<u8>, number: Option<u64>) {
     }
 }
 
+/// `CallerIdentity` and `Properties`: string values (all the server writes) directly, others as
+/// serde writes them.
 fn map(buf: &mut Vec<u8>, map: &serde_json::Map<String, serde_json::Value>) {
-    if map.is_empty() {
-        buf.extend_from_slice(b"{}");
-    } else {
-        let _ = serde_json::to_writer(&mut *buf, map);
+    buf.push(b'{');
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        string(buf, key);
+        buf.push(b':');
+        match value {
+            serde_json::Value::String(text) => string(buf, text),
+            other => {
+                let _ = serde_json::to_writer(&mut *buf, other);
+            }
+        }
     }
+    buf.push(b'}');
 }
 
 #[cfg(test)]
@@ -126,7 +138,13 @@ mod tests {
         full.caller_identity_object_id = Some("o-1".into());
         full.status_code = Some(404);
         full.operation_duration = Some(0);
-        full.properties = serde_json::from_value(serde_json::json!({"X-MS-AZUREFHIR-AUDIT-A": "b, c"})).unwrap();
+        full.properties = serde_json::from_value(serde_json::json!({
+            "X-MS-AZUREFHIR-AUDIT-A": "b, c",
+            "X-MS-AZUREFHIR-AUDIT-\"B\"": "tab\there",
+            "n": 1.5,
+            "list": [1, "two", null, {"k": true}]
+        }))
+        .unwrap();
         // Escapes: quotes, backslashes, control characters; non-ASCII and `/` stay as they are.
         full.request_uri = "https://localhost/Patient?name=\"O'Brien\"\\\n\t\u{1}&given=Zoë/ü".into();
         let mut succeeded = record();
