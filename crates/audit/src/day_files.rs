@@ -160,37 +160,7 @@ impl DayFiles {
         if self.file.is_none() || self.day != Some(day) {
             self.open_file(day)?;
         }
-        let result = match self.file.as_deref() {
-            None => Err(io::Error::other("the audit file is not open")),
-            #[cfg(test)]
-            Some(mut file) if std::mem::take(&mut self.short_write) => {
-                file.write_all(&lines[..lines.len() / 2]).and(Err(io::Error::other("injected short write")))
-            }
-            Some(mut file) => {
-                file.write_all(lines).and_then(|()| if self.force_sync { file.sync_data() } else { Ok(()) })
-            }
-        };
-        match result {
-            Ok(()) => {
-                self.len = self.len.map(|len| len + lines.len() as u64);
-                if self.force_sync {
-                    self.force_sync = false;
-                } else {
-                    self.dirty = true;
-                }
-                if self.stdout {
-                    let _ = io::stdout().lock().write_all(lines);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if let (Some(file), Some(len)) = (&self.file, self.len) {
-                    let _ = file.set_len(len);
-                }
-                self.file = None;
-                Err(AuditError::Io(e))
-            }
-        }
+        self.write_batch(lines, false)
     }
 }
 

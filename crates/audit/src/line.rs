@@ -96,27 +96,14 @@ fn map(buf: &mut Vec<u8>, map: &serde_json::Map<String, serde_json::Value>) {
 mod tests {
     use super::*;
 
+    /// A record with nothing optional: no resource type, caller, status or duration.
     fn record() -> AuditRecord {
-        AuditRecord {
-            time_generated: "2026-05-01T12:34:56.123456Z".into(),
-            log_category: crate::LOG_CATEGORY.into(),
-            operation_name: "read".into(),
-            result_type: ResultType::Started,
-            correlation_id: "c-1".into(),
-            request_uri: "https://localhost/Patient/1".into(),
-            fhir_resource_type: None,
-            caller_identity: serde_json::Map::new(),
-            caller_identity_issuer: None,
-            caller_identity_object_id: None,
-            caller_ip_address: "127.0.0.1".into(),
-            status_code: None,
-            operation_duration: None,
-            location: "local".into(),
-            properties: serde_json::Map::new(),
-            sequence: 0,
-            previous_hash: String::new(),
-            hash: String::new(),
-        }
+        let mut record = crate::tests::record("2026-05-01T12:34:56.123456Z", "read");
+        record.fhir_resource_type = None;
+        record.caller_identity.clear();
+        record.caller_identity_issuer = None;
+        record.caller_identity_object_id = None;
+        record
     }
 
     /// The head as serde writes it: the whole line, less the unset chain members.

@@ -32,7 +32,7 @@ impl Drop for TempDir {
     }
 }
 
-fn record(time: &str, operation: &str) -> AuditRecord {
+pub(crate) fn record(time: &str, operation: &str) -> AuditRecord {
     let claims: Map<String, Value> =
         json!({"oid": "o-1", "iss": "https://issuer/", "appid": "app-1"}).as_object().unwrap().clone();
     AuditRecord {
