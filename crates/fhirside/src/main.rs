@@ -117,3 +117,56 @@ fn main() -> ExitCode {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// Issued secrets and tokens may begin with `-` (Entra's secret alphabet has it): such a value
+    /// is the option's value, not an unknown flag.
+    #[test]
+    fn secrets_and_tokens_may_begin_with_a_hyphen() {
+        let secret = "-2Q8~a.b_c";
+        let commands: [&[&str]; 5] = [
+            &["token", "--client-id", "app", "--client-secret", secret],
+            &["export", "--to", "out", "--client-id", "app", "--client-secret", secret],
+            &["import", "in", "--token", secret],
+            &[
+                "relay",
+                "credential",
+                "create",
+                "--organization",
+                "1",
+                "--environment",
+                "e",
+                "--name",
+                "n",
+                "--url",
+                "https://host/t/oauth2/v2.0/token",
+                "--client-id",
+                "app",
+                "--client-secret",
+                secret,
+            ],
+            &[
+                "relay",
+                "destination",
+                "create",
+                "--environment",
+                "e",
+                "--name",
+                "n",
+                "--endpoint",
+                "https://host/in",
+                "--verification-token",
+                secret,
+            ],
+        ];
+        for args in commands {
+            let parsed = Cli::try_parse_from(std::iter::once("fhirside").chain(args.iter().copied()));
+            assert!(parsed.is_ok(), "{args:?}: {}", parsed.err().map(|e| e.to_string()).unwrap_or_default());
+        }
+    }
+}

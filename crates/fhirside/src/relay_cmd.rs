@@ -105,7 +105,7 @@ struct CredentialCreate {
     #[arg(long)]
     client_id: String,
     /// The client secret; prefer the environment variable, which other users cannot see.
-    #[arg(long, env = "FHIRSIDE_RELAY_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "FHIRSIDE_RELAY_CLIENT_SECRET", hide_env_values = true, allow_hyphen_values = true)]
     client_secret: Option<String>,
     /// Instead of a secret: a PKCS#8 PEM private key (RSA, P-256 or P-384) that signs client
     /// assertions (`OAuth_2.0_2-legged_JWT`).
@@ -167,7 +167,7 @@ struct DestinationCreate {
     #[arg(long, conflicts_with = "fhir_base_url")]
     endpoint: Option<String>,
     /// A standard endpoint's verification token (sent in the `verification-token` header).
-    #[arg(long, env = "FHIRSIDE_RELAY_VERIFICATION_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "FHIRSIDE_RELAY_VERIFICATION_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     verification_token: Option<String>,
     /// A FHIR service's base URL (Azure's `cloudProviderSettings` for Health Data Services).
     #[arg(long)]

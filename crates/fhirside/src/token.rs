@@ -21,7 +21,7 @@ pub struct TokenArgs {
     #[arg(long, env = "FHIRSIDE_CLIENT_ID")]
     client_id: String,
     /// One of the app's client secrets.
-    #[arg(long, env = "FHIRSIDE_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "FHIRSIDE_CLIENT_SECRET", hide_env_values = true, allow_hyphen_values = true)]
     client_secret: String,
     /// The resource to get a token for [default: the FHIR service].
     #[arg(long)]

@@ -47,13 +47,13 @@ pub struct ConnectArgs {
     #[arg(long, env = "FHIRSIDE_URL")]
     url: Option<String>,
     /// A bearer token for the server.
-    #[arg(long, env = "FHIRSIDE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "FHIRSIDE_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     token: Option<String>,
     /// An app's client id: get a token for it from the built-in authority, as `fhirside token`.
     #[arg(long, env = "FHIRSIDE_CLIENT_ID")]
     client_id: Option<String>,
     /// One of the app's client secrets (with --client-id).
-    #[arg(long, env = "FHIRSIDE_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "FHIRSIDE_CLIENT_SECRET", hide_env_values = true, allow_hyphen_values = true)]
     client_secret: Option<String>,
     /// A CA certificate (PEM) to trust [default: the data directory's tls/ca.pem when present].
     #[arg(long)]
