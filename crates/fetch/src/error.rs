@@ -21,7 +21,8 @@ pub enum FetchError {
         url: String,
         reason: String,
     },
-    /// Plain `http` to a host that is not on the loopback interface.
+    /// Plain `http` to a host that is not on the loopback interface (nor the instance metadata
+    /// address, for a request allowed to reach it).
     InsecureUrl {
         url: String,
     },

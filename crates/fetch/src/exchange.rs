@@ -168,7 +168,7 @@ impl Client {
     ) -> Result<StreamingResponse, FetchError> {
         let target = parse_url(&request.url)?;
         let shown = target.redacted();
-        if !target.tls && !target.may_be_loopback() {
+        if !target.tls && !target.may_use_plain_http(request.instance_metadata) {
             return Err(FetchError::InsecureUrl { url: shown });
         }
         let http_request = build_request(&target, &shown, request)?;
@@ -251,8 +251,9 @@ where
     Ok((sender, Box::pin(connection)))
 }
 
-/// Resolves the host and connects to the first address that accepts; over plain http, only to
-/// loopback addresses (so `localhost` cannot be pointed elsewhere by a resolver).
+/// Resolves the host and connects to the first address that accepts; over plain http, a name
+/// (`localhost`) only to loopback addresses, so that a resolver cannot point it elsewhere. An IP
+/// literal has been checked already.
 async fn connect_tcp(target: &Target, shown: &str) -> Result<TcpStream, FetchError> {
     let mut addresses: Vec<SocketAddr> = match target.ip {
         Some(ip) => vec![SocketAddr::new(ip, target.port)],
@@ -261,7 +262,7 @@ async fn connect_tcp(target: &Target, shown: &str) -> Result<TcpStream, FetchErr
             .map_err(|e| FetchError::Resolve { url: shown.to_owned(), reason: e.to_string() })?
             .collect(),
     };
-    if !target.tls {
+    if !target.tls && target.ip.is_none() {
         addresses.retain(|a| is_loopback(a.ip()));
         if addresses.is_empty() {
             return Err(FetchError::InsecureUrl { url: shown.to_owned() });

@@ -5,7 +5,10 @@
 //! pool, no redirects, no proxy. What it insists on:
 //! - **https**, except to the loopback interface (`127.0.0.0/8`, `::1`, `localhost`), because
 //!   tokens and keys must not travel in clear (emulators such as Azurite and moto listen on
-//!   `http://127.0.0.1`);
+//!   `http://127.0.0.1`), and to the instance metadata address `169.254.169.254` for a request
+//!   that asks for it ([`Request::instance_metadata`]: cloud platforms hand out identity tokens
+//!   there over http only). Other requests, such as those to URLs a client supplied, cannot reach
+//!   it;
 //! - **trust roots** from the system store (`rustls-native-certs`, which honours `SSL_CERT_FILE`
 //!   and `SSL_CERT_DIR`) plus an optional CA file (PEM) from the configuration, e.g. the `ca.pem`
 //!   of another Fhirside;
@@ -103,6 +106,7 @@ pub struct Request {
     timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     max_response_bytes: Option<usize>,
+    instance_metadata: bool,
 }
 
 impl std::fmt::Debug for Request {
@@ -126,6 +130,7 @@ impl Request {
             timeout: None,
             idle_timeout: None,
             max_response_bytes: None,
+            instance_metadata: false,
         }
     }
 
@@ -158,6 +163,14 @@ impl Request {
     /// no limit for [`Client::send_streaming`] (whose reader decides what it keeps).
     pub fn max_response_bytes(mut self, limit: usize) -> Request {
         self.max_response_bytes = Some(limit);
+        self
+    }
+
+    /// Allows plain http to the instance metadata address, `http://169.254.169.254` (the IPv4
+    /// literal only), for this request. It is opt-in so that a URL from elsewhere (an `$import`
+    /// input, a webhook) cannot make the server read the platform's metadata or identity tokens.
+    pub fn instance_metadata(mut self) -> Request {
+        self.instance_metadata = true;
         self
     }
 }

@@ -113,6 +113,37 @@ async fn refuses_plain_http_beyond_loopback_without_connecting() {
 }
 
 #[tokio::test]
+async fn plain_http_to_the_instance_metadata_address_only_when_asked() {
+    let mut client = plain_client();
+    client.set_timeouts(Duration::from_millis(300), Duration::from_secs(2));
+    // Port 9 (discard): a real metadata service, should this run on a cloud VM, is not disturbed.
+    let metadata = "http://169.254.169.254:9/metadata/identity/oauth2/token?api-version=2018-02-01";
+
+    // Allowed: the request is sent. What answers depends on the machine (nothing, so a failed or
+    // timed-out connection; a metadata service; a network's transparent proxy), so only the
+    // refusal is ruled out.
+    let outcome = client.send(Request::new("GET", metadata).header("Metadata", "true").instance_metadata()).await;
+    assert!(!matches!(outcome, Err(FetchError::InsecureUrl { .. } | FetchError::InvalidUrl { .. })), "{outcome:?}");
+
+    // Without asking, and for any other address even when asking: refused before connecting
+    // (an attempt at these would time out or fail to connect instead).
+    let error = client.send(Request::new("GET", metadata)).await.unwrap_err();
+    assert!(matches!(error, FetchError::InsecureUrl { .. }), "{error}");
+    assert!(!error.to_string().contains("api-version"), "{error}");
+    for url in [
+        "http://169.254.1.1/metadata/identity/oauth2/token",
+        "http://169.254.169.253/",
+        "http://10.0.0.1/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fe80::1]/",
+        "http://metadata.example/",
+    ] {
+        let error = client.send(Request::new("GET", url).instance_metadata()).await.unwrap_err();
+        assert!(matches!(error, FetchError::InsecureUrl { .. }), "{url}: {error}");
+    }
+}
+
+#[tokio::test]
 async fn https_with_a_configured_ca() {
     let (ca, config) = tls_fixture();
     let address =

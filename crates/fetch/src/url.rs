@@ -28,6 +28,14 @@ pub(crate) fn printable(text: &str, max: usize) -> String {
     out
 }
 
+/// The instance metadata address: the one non-loopback address a request may reach over plain
+/// http, when it asks to ([`crate::Request::instance_metadata`]). Azure's Instance Metadata Service
+/// (which hands a VM or an AKS node its managed identity's tokens) answers there over http only. It
+/// is link-local, so never routed off the host's network segment, and answered by the host or the
+/// platform rather than by another machine. Other link-local addresses stay refused: they may be
+/// anyone on the segment.
+pub(crate) const INSTANCE_METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
 pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
@@ -82,10 +90,11 @@ impl Target {
     }
 
     /// Whether plain http could be allowed: a loopback IP, or `localhost` (whose addresses are
-    /// checked again after resolution).
-    pub(crate) fn may_be_loopback(&self) -> bool {
+    /// checked again after resolution), or, when `instance_metadata` is allowed, exactly the IPv4
+    /// literal [`INSTANCE_METADATA`] (never a name that resolves to it).
+    pub(crate) fn may_use_plain_http(&self, instance_metadata: bool) -> bool {
         match self.ip {
-            Some(ip) => is_loopback(ip),
+            Some(ip) => is_loopback(ip) || (instance_metadata && ip == IpAddr::V4(INSTANCE_METADATA)),
             None => self.host == "localhost",
         }
     }

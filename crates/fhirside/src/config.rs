@@ -149,7 +149,8 @@ pub struct ServeArgs {
     pub export_file_bytes: Option<usize>,
     /// Where bulk data lives: a directory (`file:/path`), Azure Blob Storage
     /// (`azure-blob:https://ACCOUNT.blob.core.windows.net` with FHIRSIDE_BLOB_ACCOUNT_KEY,
-    /// FHIRSIDE_BLOB_SAS or FHIRSIDE_BLOB_TOKEN) or S3 (`s3:https://s3.REGION.amazonaws.com?region=REGION`
+    /// FHIRSIDE_BLOB_SAS, FHIRSIDE_BLOB_MANAGED_IDENTITY (`system` or a client id) or
+    /// FHIRSIDE_BLOB_TOKEN) or S3 (`s3:https://s3.REGION.amazonaws.com?region=REGION`
     /// with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: <data dir>/bulk].
     #[arg(long, env = "FHIRSIDE_BULK_STORAGE")]
     pub bulk_storage: Option<String>,

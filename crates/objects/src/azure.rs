@@ -1,6 +1,6 @@
 //! Azure Blob Storage (and Azurite) over its REST API: Create Container, Put Blob or Put Block and
 //! Put Block List, Get Blob, Delete Blob and List Blobs, authorized with the account's Shared Key,
-//! a SAS, or a bearer token.
+//! a SAS, a bearer token, or a managed identity's tokens (src/managed_identity.rs).
 //!
 //! The account URL is `https://{account}.blob.core.windows.net`, or Azurite's path-style
 //! `http://127.0.0.1:10000/devstoreaccount1`; an object is at `{account URL}/{container}/{key}`.
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use fhirside_fetch::{Request, Response};
 
 use crate::http::{failure, stream_failure, Http};
+use crate::managed_identity::TokenSource;
 use crate::reader::ObjectReader;
 use crate::text::{hmac_sha256, http_date, percent_encode, url_path, xml_elements, xml_escape, xml_text};
 use crate::{names, BlobAuth, ObjectError};
@@ -25,6 +26,8 @@ pub(crate) struct Blob<'a> {
     pub account_url: &'a str,
     pub auth: &'a BlobAuth,
     pub http: &'a Http,
+    /// The token cache of a managed identity (`BlobAuth::ManagedIdentity`).
+    pub tokens: Option<&'a TokenSource>,
 }
 
 impl Blob<'_> {
@@ -85,9 +88,11 @@ impl Blob<'_> {
         names::check_azure_container(container)?;
         names::check_key(key)?;
         let what = format!("Azure Blob get in '{container}'");
-        let response =
-            self.http.open(&what, || self.request("GET", container, Some(key), &[], &[], Bytes::new())).await?;
+        let bearer = self.bearer().await?;
+        let make = || self.request("GET", container, Some(key), &[], &[], Bytes::new(), bearer.as_deref());
+        let response = self.http.open(&what, make).await?;
         if response.status != 200 {
+            self.refused(response.status, response.header("x-ms-error-code"), bearer.as_deref()).await;
             return Err(stream_failure(&what, response).await);
         }
         Ok(ObjectReader::http(response, what))
@@ -155,10 +160,40 @@ impl Blob<'_> {
         body: Bytes,
     ) -> Result<Response, ObjectError> {
         let body_len = body.len();
-        self.http.call(what, body_len, || self.request(method, container, key, query, headers, body.clone())).await
+        let bearer = self.bearer().await?;
+        let make = || self.request(method, container, key, query, headers, body.clone(), bearer.as_deref());
+        let response = self.http.call(what, body_len, make).await?;
+        self.refused(response.status, response.header("x-ms-error-code"), bearer.as_deref()).await;
+        Ok(response)
+    }
+
+    /// The token of a request's attempts: the configured one, or the managed identity's current
+    /// one (fetched once for all attempts, which follow each other within minutes).
+    async fn bearer(&self) -> Result<Option<String>, ObjectError> {
+        match (self.auth, self.tokens) {
+            (BlobAuth::Bearer(token), _) => Ok(Some(token.clone())),
+            (BlobAuth::ManagedIdentity(_), Some(tokens)) => tokens.token(self.http).await.map(Some),
+            (BlobAuth::ManagedIdentity(_), None) => {
+                Err(ObjectError::Invalid("Azure Blob: a managed identity without its token cache".into()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// When the storage did not accept the token (`401`, or `403 AuthenticationFailed`: expired,
+    /// revoked, or not valid here), a managed identity's cached token is dropped so that the next
+    /// request fetches a new one. This request's error stands. Other refusals, such as `403
+    /// AuthorizationPermissionMismatch` (the identity lacks a role), keep it: another token would
+    /// not help.
+    async fn refused(&self, status: u16, code: Option<&str>, bearer: Option<&str>) {
+        let not_accepted = status == 401 || (status == 403 && code == Some("AuthenticationFailed"));
+        if let (true, Some(tokens), Some(token)) = (not_accepted, self.tokens, bearer) {
+            tokens.forget(token).await;
+        }
     }
 
     /// A request with its credentials: a Shared Key signature, the SAS appended, or the token.
+    #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
         method: &str,
@@ -167,6 +202,7 @@ impl Blob<'_> {
         query: &[(&str, String)],
         headers: &[(&str, String)],
         body: Bytes,
+        bearer: Option<&str>,
     ) -> Result<Request, ObjectError> {
         let mut url = self.url(container, key);
         let mut all_headers: Vec<(String, String)> = vec![
@@ -195,7 +231,11 @@ impl Blob<'_> {
                 }
                 query_string.push_str(sas);
             }
-            BlobAuth::Bearer(token) => all_headers.push(("Authorization".into(), format!("Bearer {token}"))),
+            BlobAuth::Bearer(_) | BlobAuth::ManagedIdentity(_) => {
+                let token =
+                    bearer.ok_or_else(|| ObjectError::Invalid("Azure Blob: no token for the request".into()))?;
+                all_headers.push(("Authorization".into(), format!("Bearer {token}")));
+            }
         }
         if !query_string.is_empty() {
             url.push('?');

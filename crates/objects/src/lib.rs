@@ -4,16 +4,18 @@
 //!
 //! This crate knows nothing of FHIR, of serving HTTP or of the resource store; it talks to the
 //! storage services with [`fhirside_fetch`] (https only, except to emulators on the loopback
-//! interface), signs requests itself (Azure's Shared Key, S3's Signature V4) and reads their XML
-//! answers by hand, so it adds no SDK, XML or URL crate to the build.
+//! interface), signs requests itself (Azure's Shared Key, S3's Signature V4), gets an Azure
+//! managed identity's tokens from the platform's identity endpoint (src/managed_identity.rs) and
+//! reads the XML answers by hand, so it adds no SDK, XML or URL crate to the build.
 //!
-//! Credentials never appear in URLs ([`ObjectStore::url`]), descriptions
-//! ([`ObjectStore::describe`]) or errors ([`ObjectError`]).
+//! Credentials and tokens never appear in URLs ([`ObjectStore::url`]), descriptions
+//! ([`ObjectStore::describe`]), Debug output or errors ([`ObjectError`]).
 
 mod azure;
 mod errors;
 mod http;
 mod local;
+mod managed_identity;
 mod names;
 mod reader;
 mod s3;
@@ -53,8 +55,31 @@ pub enum BlobAuth {
     SharedKey { account: String, key: String },
     /// A shared access signature: the query string (`sv=…&sig=…`, with or without `?`).
     Sas(String),
-    /// An OAuth 2.0 access token for `https://storage.azure.com/` (Entra ID).
+    /// An OAuth 2.0 access token for `https://storage.azure.com/` (Entra ID), used as it is until
+    /// it expires.
     Bearer(String),
+    /// The tokens of an Azure managed identity, fetched from the platform's identity endpoint,
+    /// cached and refreshed before they expire.
+    ManagedIdentity(ManagedIdentity),
+}
+
+/// An Azure managed identity (Entra ID) and where its tokens come from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ManagedIdentity {
+    /// A user-assigned identity's client id; `None` for the system-assigned identity.
+    pub client_id: Option<String>,
+    pub endpoint: IdentityEndpoint,
+}
+
+/// The platform's endpoint that hands out a managed identity's tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum IdentityEndpoint {
+    /// App Service, Azure Functions, Container Apps: the URL of `IDENTITY_ENDPOINT`, and the value
+    /// of `IDENTITY_HEADER`, which each request carries back (a secret of the platform's).
+    AppService { url: String, header: String },
+    /// The Instance Metadata Service of VMs, scale sets and AKS nodes, at `http://169.254.169.254`
+    /// unless `AZURE_POD_IDENTITY_AUTHORITY_HOST` names another authority (`scheme://host[:port]`).
+    Imds { authority: String },
 }
 
 /// AWS credentials (an access key, or temporary ones with their session token).
@@ -78,6 +103,24 @@ impl std::fmt::Debug for BlobAuth {
             BlobAuth::SharedKey { account, .. } => write!(f, "SharedKey {{ account: {account:?}, .. }}"),
             BlobAuth::Sas(_) => f.write_str("Sas(..)"),
             BlobAuth::Bearer(_) => f.write_str("Bearer(..)"),
+            BlobAuth::ManagedIdentity(identity) => write!(f, "ManagedIdentity({identity:?})"),
+        }
+    }
+}
+
+impl std::fmt::Debug for ManagedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedIdentity").field("client_id", &self.client_id).field("endpoint", &self.endpoint).finish()
+    }
+}
+
+impl std::fmt::Debug for IdentityEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityEndpoint::AppService { url, .. } => {
+                f.debug_struct("AppService").field("url", &shown_url(url)).finish_non_exhaustive()
+            }
+            IdentityEndpoint::Imds { authority } => f.debug_struct("Imds").field("authority", authority).finish(),
         }
     }
 }
@@ -127,6 +170,9 @@ pub struct ObjectStore {
 struct Shared {
     backend: Backend,
     http: http::Http,
+    /// A managed identity's token cache, shared by all requests (and by [`ObjectStore::with_tuning`]'s
+    /// copies, the identity being the same).
+    tokens: Option<Arc<managed_identity::TokenSource>>,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -155,11 +201,19 @@ impl ObjectStore {
             }
             local => local,
         };
-        ObjectStore { shared: Arc::new(Shared { backend, http: http::Http { client, tuning: Tuning::default() } }) }
+        let tokens = match &backend {
+            Backend::AzureBlob { auth: BlobAuth::ManagedIdentity(identity), .. } => {
+                Some(Arc::new(managed_identity::TokenSource::new(identity.clone())))
+            }
+            _ => None,
+        };
+        let http = http::Http { client, tuning: Tuning::default() };
+        ObjectStore { shared: Arc::new(Shared { backend, http, tokens }) }
     }
 
     /// Parses an operator's setting (formats in src/setting.rs): `file:/abs/dir` or a plain
-    /// path; `azure-blob:{account URL}` with `FHIRSIDE_BLOB_ACCOUNT_KEY`, `FHIRSIDE_BLOB_SAS` or
+    /// path; `azure-blob:{account URL}` with `FHIRSIDE_BLOB_ACCOUNT_KEY`, `FHIRSIDE_BLOB_SAS`,
+    /// `FHIRSIDE_BLOB_MANAGED_IDENTITY` (and the platform's identity endpoint variables) or
     /// `FHIRSIDE_BLOB_TOKEN`; `s3:{endpoint}?region=…&path_style=true` with `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`. `env` looks variables up.
     pub fn from_setting(
@@ -175,6 +229,7 @@ impl ObjectStore {
         let shared = Shared {
             backend: self.shared.backend.clone(),
             http: http::Http { client: self.shared.http.client.clone(), tuning },
+            tokens: self.shared.tokens.clone(),
         };
         ObjectStore { shared: Arc::new(shared) }
     }
@@ -191,7 +246,9 @@ impl ObjectStore {
         let http = &self.shared.http;
         match &self.shared.backend {
             Backend::Local { root } => Imp::Local(local::Local { root }),
-            Backend::AzureBlob { account_url, auth } => Imp::Azure(azure::Blob { account_url, auth, http }),
+            Backend::AzureBlob { account_url, auth } => {
+                Imp::Azure(azure::Blob { account_url, auth, http, tokens: self.shared.tokens.as_deref() })
+            }
             Backend::S3 { endpoint, region, auth, path_style } => {
                 Imp::S3(s3::S3 { endpoint, region, auth, path_style: *path_style, http })
             }
@@ -302,6 +359,19 @@ fn describe(backend: &Backend) -> String {
                 BlobAuth::SharedKey { account, .. } => format!("shared key of account {account}"),
                 BlobAuth::Sas(_) => "a shared access signature".into(),
                 BlobAuth::Bearer(_) => "a bearer token".into(),
+                BlobAuth::ManagedIdentity(identity) => {
+                    let which = match &identity.client_id {
+                        None => "system-assigned".to_owned(),
+                        Some(client_id) => format!("user-assigned, client id {client_id}"),
+                    };
+                    let source = match &identity.endpoint {
+                        IdentityEndpoint::AppService { url, .. } => format!("the identity endpoint {}", shown_url(url)),
+                        IdentityEndpoint::Imds { authority } => {
+                            format!("the instance metadata service at {}", shown_url(authority))
+                        }
+                    };
+                    format!("managed identity, {which}, tokens from {source}")
+                }
             };
             format!("Azure Blob Storage at {} ({auth})", shown_url(account_url))
         }

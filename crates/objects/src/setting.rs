@@ -6,7 +6,14 @@
 //!   `azure-blob:http://127.0.0.1:10000/devstoreaccount1`), with, in this order of preference,
 //!   `FHIRSIDE_BLOB_ACCOUNT_KEY` (the account name is the URL's first host label, or its first
 //!   path segment for an IP address or `localhost`, unless `FHIRSIDE_BLOB_ACCOUNT_NAME` says),
-//!   `FHIRSIDE_BLOB_SAS` or `FHIRSIDE_BLOB_TOKEN`;
+//!   `FHIRSIDE_BLOB_SAS`, `FHIRSIDE_BLOB_MANAGED_IDENTITY` (`system`, or a user-assigned
+//!   identity's client id) or `FHIRSIDE_BLOB_TOKEN`. The secrets come first: whoever set one
+//!   meant it. A managed identity comes before a static token, which expires within hours, so
+//!   that a leftover token does not shadow it. The identity's tokens come from App Service's
+//!   endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are both set, else from the Instance
+//!   Metadata Service (`AZURE_POD_IDENTITY_AUTHORITY_HOST` replacing `http://169.254.169.254`);
+//!   a managed identity is never used unless asked for, since a VM's identity may have rights
+//!   the operator did not mean Fhirside to use;
 //! - `s3:https://s3.{region}.amazonaws.com?region={region}` (or
 //!   `s3:http://127.0.0.1:9000?region=us-east-1&path_style=true`) with `AWS_ACCESS_KEY_ID`,
 //!   `AWS_SECRET_ACCESS_KEY` and, for temporary credentials, `AWS_SESSION_TOKEN`. Without
@@ -17,8 +24,9 @@ use std::path::PathBuf;
 
 use base64::Engine;
 
+use crate::managed_identity::IMDS_AUTHORITY;
 use crate::text::percent_decode;
-use crate::{Backend, BlobAuth, ObjectError, S3Auth};
+use crate::{Backend, BlobAuth, IdentityEndpoint, ManagedIdentity, ObjectError, S3Auth};
 
 pub(crate) fn parse(setting: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Backend, ObjectError> {
     // An empty variable counts as unset.
@@ -93,15 +101,79 @@ fn azure(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Backend, Obj
         BlobAuth::SharedKey { account, key }
     } else if let Some(sas) = env("FHIRSIDE_BLOB_SAS") {
         BlobAuth::Sas(sas.trim_start_matches('?').to_owned())
+    } else if let Some(which) = env("FHIRSIDE_BLOB_MANAGED_IDENTITY") {
+        BlobAuth::ManagedIdentity(managed_identity(&which, env)?)
     } else if let Some(token) = env("FHIRSIDE_BLOB_TOKEN") {
         BlobAuth::Bearer(token)
     } else {
         return Err(ObjectError::Invalid(
-            "no credentials for Azure Blob Storage: set FHIRSIDE_BLOB_ACCOUNT_KEY, FHIRSIDE_BLOB_SAS or FHIRSIDE_BLOB_TOKEN"
+            "no credentials for Azure Blob Storage: set FHIRSIDE_BLOB_ACCOUNT_KEY, FHIRSIDE_BLOB_SAS, \
+             FHIRSIDE_BLOB_MANAGED_IDENTITY or FHIRSIDE_BLOB_TOKEN"
                 .into(),
         ));
     };
     Ok(Backend::AzureBlob { account_url, auth })
+}
+
+/// `FHIRSIDE_BLOB_MANAGED_IDENTITY` (`system`, or a user-assigned identity's client id) and the
+/// endpoint the platform's variables name.
+fn managed_identity(which: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ManagedIdentity, ObjectError> {
+    let client_id = if which.eq_ignore_ascii_case("system") {
+        None
+    } else if is_guid(which) {
+        Some(which.to_ascii_lowercase())
+    } else {
+        return Err(ObjectError::Invalid(
+            "FHIRSIDE_BLOB_MANAGED_IDENTITY must be 'system' or a user-assigned identity's client id (a GUID)".into(),
+        ));
+    };
+    // Which platform this is, told as Azure's SDKs tell it: Service Fabric and Azure Arc set
+    // IDENTITY_ENDPOINT with other variables and speak other protocols, so they are refused
+    // rather than mistaken for App Service or the metadata service.
+    let identity_endpoint = env("IDENTITY_ENDPOINT");
+    if identity_endpoint.is_some() && env("IDENTITY_SERVER_THUMBPRINT").is_some() {
+        return Err(ObjectError::Invalid(
+            "IDENTITY_SERVER_THUMBPRINT is set: Service Fabric's managed identity endpoint is not supported".into(),
+        ));
+    }
+    let endpoint = match (identity_endpoint, env("IDENTITY_HEADER")) {
+        (Some(url), Some(header)) => {
+            check_url(&url, "IDENTITY_ENDPOINT", is_loopback, "the loopback interface")?;
+            IdentityEndpoint::AppService { url, header }
+        }
+        (Some(_), None) if env("IMDS_ENDPOINT").is_some() => {
+            return Err(ObjectError::Invalid(
+                "IDENTITY_ENDPOINT and IMDS_ENDPOINT are set: Azure Arc's managed identity endpoint is not supported"
+                    .into(),
+            ));
+        }
+        _ => {
+            let authority = env("AZURE_POD_IDENTITY_AUTHORITY_HOST").unwrap_or_else(|| IMDS_AUTHORITY.to_owned());
+            let authority = authority.trim_end_matches('/').to_owned();
+            // Plain http as the client allows it for the metadata service (src/managed_identity.rs).
+            let imds_host = IMDS_AUTHORITY.trim_start_matches("http://");
+            let (_, path) = check_url(
+                &authority,
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                |host| is_loopback(host) || host == imds_host,
+                "the loopback interface and 169.254.169.254",
+            )?;
+            if !path.is_empty() || authority.contains(['?', '#']) {
+                return Err(ObjectError::Invalid(
+                    "AZURE_POD_IDENTITY_AUTHORITY_HOST must be scheme://host[:port], without a path".into(),
+                ));
+            }
+            IdentityEndpoint::Imds { authority }
+        }
+    };
+    Ok(ManagedIdentity { client_id, endpoint })
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hexadecimal digits: how Entra writes client ids.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `{account}.blob.core.windows.net` names the account first; an emulator on an IP address or
@@ -161,24 +233,34 @@ fn aws_region(host: &str) -> Option<String> {
 /// Checks an http(s) URL of a service (plain http only for the loopback interface, as the
 /// client will insist) and returns its lower-case host (without port) and its path.
 fn check_service_url(url: &str, what: &str) -> Result<(String, String), ObjectError> {
+    check_url(url, &format!("the {what} URL"), is_loopback, "emulators on the loopback interface")
+}
+
+/// Checks the http(s) URL `name` gives, plain http only to hosts `plain_http_ok` accepts
+/// (`plain_http_for` says which, in messages), and returns its lower-case host (without port) and
+/// its path.
+fn check_url(
+    url: &str,
+    name: &str,
+    plain_http_ok: impl Fn(&str) -> bool,
+    plain_http_for: &str,
+) -> Result<(String, String), ObjectError> {
     let authority_and_path = if let Some(rest) = url.strip_prefix("https://") {
         rest
     } else if let Some(rest) = url.strip_prefix("http://") {
         rest
     } else {
-        return Err(ObjectError::Invalid(format!("the {what} URL must start with https:// (or http:// on loopback)")));
+        return Err(ObjectError::Invalid(format!("{name} must start with https:// (or http:// for {plain_http_for})")));
     };
-    fhirside_fetch::host_header(url).map_err(|e| ObjectError::Invalid(format!("the {what} URL: {e}")))?;
+    fhirside_fetch::host_header(url).map_err(|e| ObjectError::Invalid(format!("{name}: {e}")))?;
     let (authority, path) =
-        authority_and_path.split_at(authority_and_path.find('/').unwrap_or(authority_and_path.len()));
+        authority_and_path.split_at(authority_and_path.find(['/', '?', '#']).unwrap_or(authority_and_path.len()));
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or("").to_owned(),
         None => authority.split(':').next().unwrap_or("").to_ascii_lowercase(),
     };
-    if url.starts_with("http://") && !is_loopback(&host) {
-        return Err(ObjectError::Invalid(format!(
-            "the {what} URL must use https: plain http is only for emulators on the loopback interface"
-        )));
+    if url.starts_with("http://") && !plain_http_ok(&host) {
+        return Err(ObjectError::Invalid(format!("{name} must use https: plain http is only for {plain_http_for}")));
     }
     Ok((host, path.to_owned()))
 }
@@ -268,6 +350,154 @@ mod tests {
             assert!(matches!(error, ObjectError::Invalid(_)), "{setting}");
             assert!(!error.to_string().contains("secret") && !error.to_string().contains("not base64!"), "{error}");
         }
+    }
+
+    #[test]
+    fn managed_identity_settings() {
+        const URL: &str = "azure-blob:https://a.blob.core.windows.net";
+        let auth = |vars: &[(&str, &str)]| match parse(URL, &env(vars)) {
+            Ok(Backend::AzureBlob { auth, .. }) => Ok(auth),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let imds = |client_id: Option<&str>, authority: &str| {
+            BlobAuth::ManagedIdentity(ManagedIdentity {
+                client_id: client_id.map(str::to_owned),
+                endpoint: IdentityEndpoint::Imds { authority: authority.into() },
+            })
+        };
+        let client = "6A1F6E3B-2C4D-4E5F-8A9B-0C1D2E3F4A5B";
+        assert_eq!(auth(&[("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system")]).unwrap(), imds(None, IMDS_AUTHORITY));
+        assert_eq!(auth(&[("FHIRSIDE_BLOB_MANAGED_IDENTITY", "System")]).unwrap(), imds(None, IMDS_AUTHORITY));
+        assert_eq!(
+            auth(&[("FHIRSIDE_BLOB_MANAGED_IDENTITY", client)]).unwrap(),
+            imds(Some("6a1f6e3b-2c4d-4e5f-8a9b-0c1d2e3f4a5b"), IMDS_AUTHORITY)
+        );
+        let pod = [
+            ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:2579/"),
+        ];
+        assert_eq!(auth(&pod).unwrap(), imds(None, "http://127.0.0.1:2579"));
+        let app = [
+            ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+            ("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"),
+            ("IDENTITY_HEADER", "header-secret"),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:2579"),
+        ];
+        // App Service's endpoint needs both of its variables; with one, the metadata service is
+        // asked, as Azure's SDKs do.
+        for half in [&app[..2], &[app[0], app[2]][..]] {
+            assert_eq!(auth(half).unwrap(), imds(None, IMDS_AUTHORITY), "{half:?}");
+        }
+        let app_auth = auth(&app).unwrap();
+        assert_eq!(
+            app_auth,
+            BlobAuth::ManagedIdentity(ManagedIdentity {
+                client_id: None,
+                endpoint: IdentityEndpoint::AppService {
+                    url: "http://localhost:42356/msi/token".into(),
+                    header: "header-secret".into()
+                },
+            })
+        );
+        assert!(!format!("{app_auth:?}").contains("header-secret"), "{app_auth:?}");
+        let store = crate::ObjectStore::from_setting(URL, &env(&app), fhirside_fetch_client()).unwrap();
+        assert_eq!(
+            store.describe(),
+            "Azure Blob Storage at https://a.blob.core.windows.net (managed identity, system-assigned, \
+             tokens from the identity endpoint http://localhost:42356/msi/token)"
+        );
+        assert!(!format!("{store:?}").contains("header-secret"));
+        let store = crate::ObjectStore::from_setting(
+            URL,
+            &env(&[("FHIRSIDE_BLOB_MANAGED_IDENTITY", client)]),
+            fhirside_fetch_client(),
+        )
+        .unwrap();
+        assert_eq!(
+            store.describe(),
+            "Azure Blob Storage at https://a.blob.core.windows.net (managed identity, user-assigned, client id \
+             6a1f6e3b-2c4d-4e5f-8a9b-0c1d2e3f4a5b, tokens from the instance metadata service at http://169.254.169.254)"
+        );
+
+        // Precedence: key, SAS, managed identity, token.
+        let all = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"), ("FHIRSIDE_BLOB_TOKEN", "t")];
+            vars.extend_from_slice(extra);
+            auth(&vars).unwrap()
+        };
+        assert_eq!(all(&[]), imds(None, IMDS_AUTHORITY));
+        assert_eq!(all(&[("FHIRSIDE_BLOB_SAS", "sv=1&sig=x")]), BlobAuth::Sas("sv=1&sig=x".into()));
+        assert!(matches!(all(&[("FHIRSIDE_BLOB_ACCOUNT_KEY", KEY)]), BlobAuth::SharedKey { .. }));
+        assert_eq!(
+            auth(&[("FHIRSIDE_BLOB_MANAGED_IDENTITY", ""), ("FHIRSIDE_BLOB_TOKEN", "t")]).unwrap(),
+            BlobAuth::Bearer("t".into())
+        );
+
+        let none = auth(&[]).unwrap_err().to_string();
+        assert!(none.contains("FHIRSIDE_BLOB_MANAGED_IDENTITY") && none.contains("FHIRSIDE_BLOB_TOKEN"), "{none}");
+        for (vars, expected) in [
+            (&[("FHIRSIDE_BLOB_MANAGED_IDENTITY", "user-assigned")][..], "'system' or a user-assigned"),
+            (&[("FHIRSIDE_BLOB_MANAGED_IDENTITY", "6a1f6e3b-2c4d-4e5f-8a9b-0c1d2e3f4a5")][..], "(a GUID)"),
+            (
+                &[
+                    ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+                    ("IDENTITY_ENDPOINT", "http://localhost:40342/metadata/identity/oauth2/token"),
+                    ("IMDS_ENDPOINT", "http://localhost:40342"),
+                ][..],
+                "Azure Arc",
+            ),
+            (
+                &[
+                    ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+                    ("IDENTITY_ENDPOINT", "http://10.0.0.4:8081/msi/token"),
+                    ("IDENTITY_HEADER", "header-secret"),
+                ][..],
+                "IDENTITY_ENDPOINT must use https",
+            ),
+            (
+                &[
+                    ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+                    ("IDENTITY_ENDPOINT", "https://localhost:2377/metadata/identity/oauth2/token"),
+                    ("IDENTITY_HEADER", "header-secret"),
+                    ("IDENTITY_SERVER_THUMBPRINT", "ab12"),
+                ][..],
+                "Service Fabric",
+            ),
+            (
+                &[
+                    ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+                    ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://169.254.1.1"),
+                ][..],
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST must use https",
+            ),
+            (
+                &[
+                    ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+                    ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:1/x"),
+                ][..],
+                "without a path",
+            ),
+            (
+                &[
+                    ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+                    ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "169.254.169.254"),
+                ][..],
+                "must start with https://",
+            ),
+        ] {
+            let error = auth(vars).unwrap_err();
+            assert!(matches!(error, ObjectError::Invalid(_)), "{error}");
+            assert!(error.to_string().contains(expected), "{vars:?}: {error}");
+            assert!(!error.to_string().contains("header-secret"), "{error}");
+        }
+    }
+
+    fn fhirside_fetch_client() -> fhirside_fetch::Client {
+        let ca = fhirside_fetch::testing::temp_file(&fhirside_fetch::testing::tls_fixture().0);
+        let client = fhirside_fetch::Client::new(Some(&ca)).unwrap();
+        let _ = std::fs::remove_file(ca);
+        client
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Bulk data on object storage: `$export` to Azure Blob Storage (Azurite) and to S3 (moto), and
 //! `$import` back from there (by the blob's URL, by `s3://`) into another server, and from a plain
-//! HTTP URL. The storage servers are real, started here (see `fhirside_objects::testing`).
+//! HTTP URL; and both on Azurite over https with OAuth, authorized by a managed identity whose
+//! tokens a stand-in identity endpoint hands out. The storage servers are real, started here (see
+//! `fhirside_objects::testing`).
 
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fhirside_objects::testing::{azurite, moto_server, AZURITE_ACCOUNT, AZURITE_KEY};
+use fhirside_objects::testing::{
+    azurite, azurite_oauth, entra_token, moto_server, AZURITE_ACCOUNT, AZURITE_KEY, ENTRA_ISSUER, STORAGE_AUDIENCE,
+};
 use serde_json::{json, Value};
 
 use crate::harness::{match_ids, temp_dir, Server};
@@ -154,4 +160,151 @@ fn import_from_a_plain_http_url() {
         manifest["output"].as_array().unwrap().iter().map(|o| o["url"].as_str().unwrap().to_owned()).collect();
     let target = Server::start_http();
     import_and_check(&target, &urls);
+}
+
+/// A stand-in for the platform's managed identity endpoint: the metadata service's path (with
+/// `Metadata: true`) and App Service's (with `X-IDENTITY-HEADER`), each answering a token Azurite
+/// takes for an hour. Each request is recorded as what it asked for (`imds system`,
+/// `app-service user-assigned`), or as `wrong: {target}` (and answered 400) when it lacks what
+/// Azure's endpoints insist on: path, `api-version`, `resource`, `client_id` and the header.
+struct IdentityEndpoint {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+const IDENTITY_HEADER: &str = "platform-identity-header";
+const CLIENT_ID: &str = "5c4e9d1a-7b3f-4c2e-9a8d-1e2f3a4b5c6d";
+
+impl IdentityEndpoint {
+    fn start() -> IdentityEndpoint {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().to_owned()))
+                };
+                let storage = "resource=https%3a%2f%2fstorage.azure.com%2f";
+                let seen = if target.starts_with("/metadata/identity/oauth2/token?api-version=2018-02-01&")
+                    && target.ends_with(storage)
+                    && header("metadata").as_deref() == Some("true")
+                {
+                    "imds system".to_owned()
+                } else if target.starts_with("/msi/token?api-version=2019-08-01&")
+                    && target.contains(storage)
+                    && target.ends_with(&format!("client_id={CLIENT_ID}"))
+                    && header("x-identity-header").as_deref() == Some(IDENTITY_HEADER)
+                {
+                    "app-service user-assigned".to_owned()
+                } else {
+                    format!("wrong: {target}")
+                };
+                let ok = !seen.starts_with("wrong");
+                log.lock().unwrap().push(seen);
+                let expires_on =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+                let body = match ok {
+                    true => json!({"access_token": entra_token(ENTRA_ISSUER, STORAGE_AUDIENCE, 3600),
+                        "expires_on": expires_on.to_string(), "resource": "https://storage.azure.com/",
+                        "token_type": "Bearer"}),
+                    false => json!({"error": "invalid_request", "error_description": "unexpected request"}),
+                };
+                let status = if ok { "200 OK" } else { "400 Bad Request" };
+                let body = body.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        IdentityEndpoint { port, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// The status and body of a GET of `url` over https, trusting `ca`, with `token` as a bearer
+/// token or without credentials.
+fn https_get(url: &str, ca: &std::path::Path, token: Option<&str>) -> (u16, Vec<u8>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = fhirside_fetch::Client::new(Some(ca)).unwrap();
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("x-ms-version", "2021-08-06")];
+    if let Some(value) = &authorization {
+        headers.push(("authorization", value.as_str()));
+    }
+    let response = runtime.block_on(client.get(url, &headers)).unwrap();
+    (response.status, response.body)
+}
+
+#[test]
+fn export_and_import_on_blob_storage_with_a_managed_identity() {
+    // Azurite over https takes bearer tokens and checks their issuer, audience and lifetime; its
+    // CA is trusted through --authority-ca (here FHIRSIDE_AUTHORITY_CA).
+    let blob = azurite_oauth();
+    let ca = blob.ca_file.clone().unwrap();
+    let ca_path = ca.to_str().unwrap();
+    let account_url = format!("https://127.0.0.1:{}/{AZURITE_ACCOUNT}", blob.port);
+    let setting = format!("azure-blob:{account_url}");
+    let identity = IdentityEndpoint::start();
+
+    // On a VM or AKS node: the system-assigned identity, from the metadata service.
+    let authority = format!("http://127.0.0.1:{}", identity.port);
+    let source = start(
+        &setting,
+        &[
+            ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", &authority),
+            ("FHIRSIDE_AUTHORITY_CA", ca_path),
+        ],
+    );
+    load(&source);
+    let status = location(&source, source.request("GET", "/$export?_container=exports", &EXPORT, None));
+    let manifest = wait(&source, &status);
+    let urls: Vec<String> =
+        manifest["output"].as_array().unwrap().iter().map(|o| o["url"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(urls.len(), 2, "{manifest}");
+    // One token for the container, the files and their records.
+    assert_eq!(identity.requests(), ["imds system"]);
+
+    // The files landed: a valid token reads them, no token or one for another audience does not.
+    let good = entra_token(ENTRA_ISSUER, STORAGE_AUDIENCE, 600);
+    let other_audience = entra_token(ENTRA_ISSUER, "https://management.azure.com", 600);
+    for url in &urls {
+        assert!(url.starts_with(&format!("{account_url}/exports/")) && url.ends_with(".ndjson"), "{url}");
+        let (status, body) = https_get(url, &ca, Some(&good));
+        assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&body));
+        let lines: Vec<Value> =
+            body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(lines.len(), 5, "{url}");
+        let anonymous = https_get(url, &ca, None).0;
+        assert!(matches!(anonymous, 401 | 403 | 404), "an anonymous read answered {anonymous}");
+        assert_eq!(https_get(url, &ca, Some(&other_audience)).0, 403, "a token for another audience");
+    }
+
+    // On App Service: a user-assigned identity, from the endpoint the platform names.
+    let target = start(
+        &setting,
+        &[
+            ("FHIRSIDE_BLOB_MANAGED_IDENTITY", CLIENT_ID),
+            ("IDENTITY_ENDPOINT", &format!("http://127.0.0.1:{}/msi/token", identity.port)),
+            ("IDENTITY_HEADER", IDENTITY_HEADER),
+            ("FHIRSIDE_AUTHORITY_CA", ca_path),
+        ],
+    );
+    import_and_check(&target, &urls);
+    assert_eq!(identity.requests(), ["imds system", "app-service user-assigned"]);
 }

@@ -3,6 +3,7 @@
 
 mod azure;
 mod local;
+mod managed_identity;
 mod s3;
 mod scenarios;
 mod servers;
