@@ -104,8 +104,8 @@ pub struct AuditRecord {
     pub correlation_id: String,
     pub request_uri: String,
     pub fhir_resource_type: Option<String>,
-    /// The token's claims that identify the caller.
-    pub caller_identity: serde_json::Map<String, serde_json::Value>,
+    /// The token's claims that identify the caller; shared by the records of one token.
+    pub caller_identity: std::sync::Arc<serde_json::Map<String, serde_json::Value>>,
     pub caller_identity_issuer: Option<String>,
     pub caller_identity_object_id: Option<String>,
     #[serde(rename = "CallerIPAddress")]
@@ -254,7 +254,8 @@ pub(crate) fn format_time(t: time::OffsetDateTime) -> String {
     put(14, 2, minute.into());
     put(17, 2, second.into());
     put(20, 6, micro);
-    out.iter().map(|&b| b as char).collect()
+    // ASCII digits and separators only.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// The UTC day of a `TimeGenerated`: its first ten characters in the server's own form (UTC,

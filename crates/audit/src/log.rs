@@ -319,10 +319,19 @@ pub(crate) fn prepare(mut record: AuditRecord) -> Result<(Date, Vec<u8>, AuditRe
     record.previous_hash.clear();
     record.hash.clear();
     // The fixed part of a line is about 330 bytes; the chain members are added to a copy.
+    let entries = |map: &serde_json::Map<String, serde_json::Value>| {
+        map.iter().map(|(key, value)| key.len() + value.as_str().map_or(16, str::len) + 6).sum::<usize>()
+    };
     let variable = [&record.correlation_id, &record.request_uri, &record.location, &record.operation_name]
         .iter()
         .map(|s| s.len())
-        .sum::<usize>();
+        .sum::<usize>()
+        + [&record.caller_identity_issuer, &record.caller_identity_object_id, &record.fhir_resource_type]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+        + entries(&record.caller_identity)
+        + entries(&record.properties);
     let mut head = Vec::with_capacity(384 + variable);
     crate::line::write_head(&mut head, &record);
     Ok((day, head, record))
@@ -381,6 +390,7 @@ fn group_commit(writer: &Mutex<Writer>, receiver: &Receiver<Message>) {
 fn periodic_sync(writer: &Mutex<Writer>, returned: &Condvar, receiver: &Receiver<Message>, interval: Duration) {
     let mut last_sync = std::time::Instant::now();
     let mut failing = false;
+    let mut cached = CachedPages::default();
     loop {
         // After a failed write, try again soon: the lines wait in the journal meanwhile.
         let wait = if failing { FLUSH_RETRY.min(interval) } else { interval };
@@ -426,7 +436,9 @@ fn periodic_sync(writer: &Mutex<Writer>, returned: &Condvar, receiver: &Receiver
             files.file.clone()
         };
         if let Some(file) = file {
-            if file.sync_data().is_err() {
+            if file.sync_data().is_ok() {
+                cached.release(&file);
+            } else {
                 // The lines' durability is unknown: reopen, and make the next write prove a sync works.
                 let mut guard = lock_writer(writer);
                 if let Some(files) = guard.files.as_mut() {
@@ -436,6 +448,49 @@ fn periodic_sync(writer: &Mutex<Writer>, returned: &Condvar, receiver: &Receiver
                     files.force_sync = true;
                 }
             }
+        }
+    }
+}
+
+/// Granularity of [`CachedPages::release`]: what stays cached behind the end of the file.
+const CACHE_KEPT: u64 = 1 << 20;
+
+/// The part of the day file whose pages have been given back to the kernel.
+///
+/// The trail is written once and read rarely (`verify`, `GET /_audit`), yet every line would
+/// otherwise stay in the page cache until memory runs short, growing it by the day file's size
+/// (about a kilobyte per request) and evicting the store's pages, which are read all the time.
+/// Once a sync has made the lines durable their pages are clean, and dropping them costs nothing
+/// but a read should they be wanted again. The last [`CACHE_KEPT`] bytes stay: the next appends
+/// complete the last page, which would otherwise be read back from disk first.
+#[derive(Default)]
+struct CachedPages {
+    /// The file (its inode) the offset belongs to.
+    file: Option<(u64, u64)>,
+    released_to: u64,
+}
+
+impl CachedPages {
+    /// Drops the clean pages of `file` from the cache, but for its last [`CACHE_KEPT`] bytes.
+    /// Advisory: a failure changes nothing but the cache's size.
+    fn release(&mut self, file: &File) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(metadata) = file.metadata() else { return };
+        let identity = (metadata.dev(), metadata.ino());
+        if self.file != Some(identity) {
+            *self = CachedPages { file: Some(identity), released_to: 0 };
+        }
+        let end = metadata.len().saturating_sub(CACHE_KEPT) & !(CACHE_KEPT - 1);
+        if end <= self.released_to {
+            return;
+        }
+        let (Ok(offset), Ok(length)) = (i64::try_from(self.released_to), i64::try_from(end - self.released_to)) else {
+            return;
+        };
+        // SAFETY: posix_fadvise only reads its arguments; the descriptor is open for the call.
+        let advised = unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, length, libc::POSIX_FADV_DONTNEED) };
+        if advised == 0 {
+            self.released_to = end;
         }
     }
 }

@@ -62,14 +62,34 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+/// The claims that identify a caller, in this order: Azure's audit logs carry them as
+/// `CallerIdentity`. Nothing else of a token is recorded.
+pub const CALLER_CLAIMS: [&str; 10] =
+    ["iss", "oid", "sub", "tid", "appid", "azp", "idtyp", "upn", "unique_name", "preferred_username"];
+
 /// The verified claims of a token.
 #[derive(Debug, Clone)]
 pub struct Claims {
     pub claims: Map<String, Value>,
     pub expires_at: i64,
+    /// [`CALLER_CLAIMS`] of `claims`, made once per token: every request's audit records share it.
+    caller_identity: Arc<Map<String, Value>>,
 }
 
 impl Claims {
+    pub fn new(claims: Map<String, Value>, expires_at: i64) -> Claims {
+        let caller_identity = CALLER_CLAIMS
+            .iter()
+            .filter_map(|name| Some(((*name).to_owned(), Value::String(claims.get(*name)?.as_str()?.to_owned()))))
+            .collect();
+        Claims { claims, expires_at, caller_identity: Arc::new(caller_identity) }
+    }
+
+    /// The claims that identify the caller ([`CALLER_CLAIMS`], those present, as strings).
+    pub fn caller_identity(&self) -> &Arc<Map<String, Value>> {
+        &self.caller_identity
+    }
+
     pub fn str(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
     }
@@ -138,7 +158,7 @@ impl Validator {
         self.check_audience(&decoded.claims)?;
         let exp = decoded.claim_time("exp").ok_or(Rejection::Expired)?;
         check_lifetime(exp, decoded.claim_time("nbf"), now)?;
-        let claims = Arc::new(Claims { claims: decoded.claims, expires_at: exp });
+        let claims = Arc::new(Claims::new(decoded.claims, exp));
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CACHE_LIMIT {
                 cache.retain(|_, c| c.expires_at + SKEW > now);

@@ -45,7 +45,7 @@ fn record(operation: &str, result: ResultType, caller: Option<&str>, days_ago: u
         correlation_id: format!("{operation}-{days_ago}"),
         request_uri: "https://fhir.example/Patient".into(),
         fhir_resource_type: Some("Patient".into()),
-        caller_identity,
+        caller_identity: caller_identity.into(),
         caller_identity_issuer: None,
         caller_identity_object_id: None,
         caller_ip_address: "127.0.0.1".into(),

@@ -18,7 +18,7 @@
 //!    written first. A request abandoned before it is answered (the client went away) is recorded
 //!    as `Failed` without a status.
 //!
-//! A record holds who called (only the token's identifying claims, [`CALLER_CLAIMS`]; never the
+//! A record holds who called (only the token's identifying claims, [`fhirside_identity::validate::CALLER_CLAIMS`]; never the
 //! token), from where (the TCP peer), what ([`operation`]), the request URI (credentials a client
 //! put in its query redacted), the correlation id and the custom audit headers ([`headers`]) —
 //! never a resource body, a secret or a token. The query string is kept as Azure keeps it: search
@@ -51,11 +51,6 @@ use crate::auth::Principal;
 use crate::error::FhirError;
 use crate::listener::ClientAddr;
 use crate::{context, AppState};
-
-/// The token claims that identify a caller, copied into `CallerIdentity` when present. Nothing
-/// else of the token is recorded.
-pub(crate) const CALLER_CLAIMS: [&str; 10] =
-    ["iss", "oid", "sub", "tid", "appid", "azp", "idtyp", "upn", "unique_name", "preferred_username"];
 
 /// Runs `next` between the `Started` record and the outcome record (see the module doc).
 /// `authenticated` is the result of authentication; a failure is answered, and audited, here.
@@ -229,13 +224,9 @@ fn request_uri(base: &str, path: &str, query: Option<&str>) -> String {
 
 /// `CallerIdentity`, `CallerIdentityIssuer` and `CallerIdentityObjectId` from the caller's verified
 /// claims; empty without a token (authentication off, `/metadata`, or a `401`).
-fn caller(principal: Option<&Principal>) -> (Map<String, Value>, Option<String>, Option<String>) {
-    let Some(claims) = principal.and_then(|p| p.claims.as_ref()) else { return (Map::new(), None, None) };
-    let identity: Map<String, Value> = CALLER_CLAIMS
-        .iter()
-        .filter_map(|name| claims.str(name).map(|value| ((*name).to_owned(), Value::String(value.to_owned()))))
-        .collect();
-    (identity, claims.str("iss").map(str::to_owned), claims.str("oid").map(str::to_owned))
+fn caller(principal: Option<&Principal>) -> (Arc<Map<String, Value>>, Option<String>, Option<String>) {
+    let Some(claims) = principal.and_then(|p| p.claims.as_ref()) else { return Default::default() };
+    (claims.caller_identity().clone(), claims.str("iss").map(str::to_owned), claims.str("oid").map(str::to_owned))
 }
 
 #[cfg(test)]
@@ -426,7 +417,7 @@ mod tests {
         let principal = Principal {
             data_actions: crate::auth::DataActions::NONE,
             object_id: "0b6a1c1e-0000-4000-8000-000000000001".into(),
-            claims: Some(Arc::new(fhirside_identity::validate::Claims { claims, expires_at: 1_900_000_000 })),
+            claims: Some(Arc::new(fhirside_identity::validate::Claims::new(claims, 1_900_000_000))),
             smart: None,
         };
         let (identity, issuer, object_id) = caller(Some(&principal));

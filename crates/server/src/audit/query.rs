@@ -402,7 +402,7 @@ mod tests {
         let broken = audit_event(&record("transaction", ResultType::Failed, Some(500), "https://h/"));
         assert_eq!((broken["outcome"].as_str(), broken["action"].as_str()), (Some("8"), Some("E")));
         let mut anonymous = record("admin", ResultType::Failed, Some(401), "https://h/_admin/apps");
-        anonymous.caller_identity.clear();
+        anonymous.caller_identity = Default::default();
         anonymous.caller_identity_issuer = None;
         anonymous.caller_identity_object_id = None;
         anonymous.caller_ip_address.clear();

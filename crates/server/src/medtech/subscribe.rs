@@ -136,7 +136,7 @@ async fn audit<S: Source>(
                 correlation_id: crate::ids::new_id(),
                 request_uri: format!("{broker}/{subject}"),
                 fhir_resource_type: Some("Observation".to_owned()),
-                caller_identity: caller,
+                caller_identity: Arc::new(caller),
                 caller_identity_issuer: None,
                 caller_identity_object_id: None,
                 caller_ip_address: host.clone(),
