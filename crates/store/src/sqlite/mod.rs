@@ -32,6 +32,9 @@ use crate::{Outcome, ResourceStore, StoreFuture, StoredVersion};
 /// The writer's page cache, in KiB (negative, as `PRAGMA cache_size` takes it).
 const WRITER_CACHE_KIB: i64 = -65_536;
 
+/// WAL pages past which a commit checkpoints on the writer thread (see `SqliteStore::open`).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 8192;
+
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -85,7 +88,7 @@ impl SqliteStore {
         // fall behind a steady stream of writes, and only a checkpoint that catches up lets the WAL
         // start over; the writer's own checkpoint, at a higher threshold than SQLite's default,
         // guarantees that and keeps the WAL bounded.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192i64)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         schema::migrate(&mut conn)?;
         // A bulk load that a crash interrupted left its deferred indexes unbuilt.
