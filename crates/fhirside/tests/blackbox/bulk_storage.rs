@@ -37,6 +37,16 @@ fn wait(server: &Server, status: &str) -> Value {
     }
 }
 
+/// Loads the test data into `server`, exports it with `path` and waits: the manifest and the URLs
+/// of its files.
+fn load_and_export(server: &Server, path: &str) -> (Value, Vec<String>) {
+    load(server);
+    let status = location(server, server.request("GET", path, &EXPORT, None));
+    let manifest = wait(server, &status);
+    let urls = manifest["output"].as_array().unwrap().iter().map(|o| o["url"].as_str().unwrap().to_owned()).collect();
+    (manifest, urls)
+}
+
 fn location(server: &Server, response: crate::harness::Response) -> String {
     response.expect(202).header("content-location").unwrap()[server.base.len()..].to_owned()
 }
@@ -135,11 +145,7 @@ fn export_to_s3_and_import_back_by_s3_urls() {
     let setting = format!("s3:http://127.0.0.1:{}?region=us-east-1&path_style=true", s3.port);
     let env = [("AWS_ACCESS_KEY_ID", "AKIDFHIRSIDETEST"), ("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")];
     let source = start(&setting, &env);
-    load(&source);
-    let status = location(&source, source.request("GET", "/$export?_container=fhir-bulk", &EXPORT, None));
-    let manifest = wait(&source, &status);
-    let urls: Vec<String> =
-        manifest["output"].as_array().unwrap().iter().map(|o| o["url"].as_str().unwrap().to_owned()).collect();
+    let (manifest, urls) = load_and_export(&source, "/$export?_container=fhir-bulk");
     assert_eq!(urls.len(), 2, "{manifest}");
     let prefix = format!("http://127.0.0.1:{}/fhir-bulk/", s3.port);
     assert!(urls.iter().all(|u| u.starts_with(&prefix)), "{urls:?}");
@@ -153,11 +159,7 @@ fn export_to_s3_and_import_back_by_s3_urls() {
 fn import_from_a_plain_http_url() {
     // Another Fhirside's export files are plain HTTP URLs on the loopback interface.
     let exporter = Server::start_http();
-    load(&exporter);
-    let status = location(&exporter, exporter.request("GET", "/$export", &EXPORT, None));
-    let manifest = wait(&exporter, &status);
-    let urls: Vec<String> =
-        manifest["output"].as_array().unwrap().iter().map(|o| o["url"].as_str().unwrap().to_owned()).collect();
+    let (_, urls) = load_and_export(&exporter, "/$export");
     let target = Server::start_http();
     import_and_check(&target, &urls);
 }
@@ -271,11 +273,7 @@ fn export_and_import_on_blob_storage_with_a_managed_identity() {
             ("FHIRSIDE_AUTHORITY_CA", ca_path),
         ],
     );
-    load(&source);
-    let status = location(&source, source.request("GET", "/$export?_container=exports", &EXPORT, None));
-    let manifest = wait(&source, &status);
-    let urls: Vec<String> =
-        manifest["output"].as_array().unwrap().iter().map(|o| o["url"].as_str().unwrap().to_owned()).collect();
+    let (manifest, urls) = load_and_export(&source, "/$export?_container=exports");
     assert_eq!(urls.len(), 2, "{manifest}");
     // One token for the container, the files and their records.
     assert_eq!(identity.requests(), ["imds system"]);
