@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use time::Date;
 
-use crate::{files, AuditError};
+use crate::{chain, files, AuditError};
 
 /// The open day file and what the writer knows of it. It sits in the writer's state; with
 /// `Interval` syncing the writer thread borrows it to move the journal's lines, so that appends,
@@ -27,6 +27,8 @@ pub(crate) struct DayFiles {
     pub(crate) dirty: bool,
     /// A periodic `fdatasync` failed: the next write syncs (and fails if it cannot).
     pub(crate) force_sync: bool,
+    /// The lines the journal's entries become, reused from one move to the next.
+    chained: Vec<u8>,
     /// Tests: the next write writes half its bytes, then fails.
     #[cfg(test)]
     pub(crate) short_write: bool,
@@ -43,6 +45,7 @@ impl DayFiles {
             len: None,
             dirty: false,
             force_sync: false,
+            chained: Vec::new(),
             #[cfg(test)]
             short_write: false,
         }
@@ -121,38 +124,58 @@ impl DayFiles {
         }
     }
 
-    /// Writes the journal's pending lines; returns the position up to which they are in the day
-    /// files (with the error that stopped it).
-    pub(crate) fn write_journal(&mut self, pending: &[(u64, &[u8])], written: u64) -> Result<u64, (u64, AuditError)> {
+    /// Chains the journal's pending entries after `end` and writes them as lines; returns the
+    /// position up to which they are in the day files (with the error that stopped it). `end`
+    /// follows what was written.
+    pub(crate) fn write_journal(
+        &mut self,
+        pending: &[(u64, &[u8])],
+        written: u64,
+        end: &mut chain::End,
+    ) -> Result<u64, (u64, AuditError)> {
         let mut done = pending.first().map_or(written, |(position, _)| *position);
-        for &(position, piece) in pending {
-            // The zeros a wrapped line skipped end the first piece.
+        let mut chained = std::mem::take(&mut self.chained);
+        let mut outcome = Ok(written);
+        'pieces: for &(position, piece) in pending {
+            // The zeros a wrapped entry skipped end the first piece.
             let piece = &piece[..piece.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)];
             let mut start = 0;
             while start < piece.len() {
-                // The run of lines from `start` that go to one file.
+                // The run of entries from `start` that go to one file.
                 let day = line_day(&piece[start..]);
                 let target = self.day.map_or(day, |current| current.max(day));
                 let target_text = files::day_text(target);
-                // Later lines of an earlier day follow the run into its file; a later day starts
-                // a new run. Nearly every line is of the target day, told by its bytes alone.
-                let mut end = start;
-                while end < piece.len() {
-                    let line = &piece[end..];
-                    if end > start && !is_of_day(line, &target_text) && line_day(line) > target {
+                // Later entries of an earlier day follow the run into its file; a later day
+                // starts a new run. Nearly every entry is of the target day, told by its bytes.
+                let mut run_end = end.clone();
+                chained.clear();
+                let mut at = start;
+                while at < piece.len() {
+                    let rest = &piece[at..];
+                    if at > start && !is_of_day(rest, &target_text) && line_day(rest) > target {
                         break;
                     }
-                    end += memchr::memchr(b'\n', line).map_or(line.len(), |i| i + 1);
+                    let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+                    let entry = &rest[..len];
+                    run_end.hash = chain::append_entry(&mut chained, entry, &run_end.hash);
+                    chained.push(b'\n');
+                    let sequence = chain::entry_sequence(entry);
+                    debug_assert_eq!(sequence, Some(run_end.sequence + 1), "entries are in chain order");
+                    run_end.sequence = sequence.unwrap_or(run_end.sequence + 1);
+                    at += len + 1;
                 }
-                if let Err(e) = self.write_lines_to(target, &piece[start..end]) {
-                    return Err((done, e));
+                if let Err(e) = self.write_lines_to(target, &chained) {
+                    outcome = Err((done, e));
+                    break 'pieces;
                 }
-                start = end;
-                done = position + end as u64;
+                *end = run_end;
+                start = at.min(piece.len());
+                done = position + start as u64;
             }
             done = position + piece.len() as u64;
         }
-        Ok(written)
+        self.chained = chained;
+        outcome
     }
 
     /// Writes formatted lines to the file of `day` (opening or rotating to it first).

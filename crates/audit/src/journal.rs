@@ -1,5 +1,7 @@
 //! The journal: a file of fixed size in the audit directory, mapped into memory, that takes each
-//! request's formatted lines with a copy instead of a `write(2)`.
+//! request's formatted lines with a copy instead of a `write(2)`. It holds them as entries: each
+//! line up to its `Sequence` member, numbered under the log's mutex; the writer thread completes
+//! the chain members (`PreviousHash`, `Hash`) as it moves them to the day files.
 //!
 //! With `Interval` syncing, an append returns once its lines are in the journal: pages of a shared
 //! file mapping belong to the kernel, so they survive a crash of the process exactly as a line

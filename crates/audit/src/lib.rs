@@ -8,13 +8,14 @@
 //! removed or torn line. [`query`] reads records back by time range, caller, resource type,
 //! operation, result and correlation id.
 //!
-//! Writing is part of a request's success: [`AuditLog::append`] returns only once the line is
-//! stored where a crash of the process cannot lose it (and, with [`SyncPolicy::Always`], on disk),
-//! and an error when it could not be, so the caller fails the request instead of leaving it
-//! unaudited. Lines are chained in the order they are stored: with `Interval`, the request's task
-//! chains its lines under the log's mutex and copies them into the journal, a memory-mapped file
-//! of reserved blocks that a writer thread moves to the day files every ten milliseconds and the next
-//! open recovers after a crash (`journal.rs`); with `Always`, one writer thread writes and syncs
+//! Writing is part of a request's success: [`AuditLog::record_all`] (and [`AuditLog::append`],
+//! which also returns the chain members) returns only once the line is stored where a crash of
+//! the process cannot lose it (and, with [`SyncPolicy::Always`], on disk), and an error when it
+//! could not be, so the caller fails the request instead of leaving it unaudited. Lines are
+//! chained in the order they are numbered: with `Interval`, the request's task numbers its lines
+//! under the log's mutex and copies them into the journal, a memory-mapped file of reserved blocks
+//! that a writer thread chains and moves to the day files every ten milliseconds and the next open
+//! recovers after a crash (`journal.rs`); with `Always`, one writer thread chains, writes and syncs
 //! each batch of concurrent lines with one `write(2)` and one `fdatasync` (group commit).
 //!
 //! What it must **not** know: HTTP, FHIR resources, the resource store. The server fills records in

@@ -31,19 +31,26 @@ const FLUSH_RETRY: Duration = Duration::from_millis(100);
 
 /// The audit trail being written to files (behind [`crate::AuditLog`]).
 ///
-/// [`append`](FileLog::append) serializes the record on the caller's task; the writer state (behind
-/// one mutex) assigns the sequence and hashes in the order it writes, so the file order is the chain
-/// order. How the line reaches the file depends on the [`SyncPolicy`]:
+/// Records are serialized on the caller's task; the writer state (behind one mutex) assigns each
+/// its sequence number, and the lines are chained in that order, so the file order is the chain
+/// order. How a line reaches the file depends on the [`SyncPolicy`] and on whether the caller
+/// wants the chain members back:
 ///
-/// - `Interval`: the caller chains its lines under the mutex and copies them into the journal
-///   ([`crate::journal`], a memory-mapped file): no system call on the request's thread. The
-///   writer thread moves the journal's lines to the day files ten milliseconds after the first
-///   append asks, in one `write(2)` for all the requests answered meanwhile, made without the
-///   mutex (it borrows the day files, [`Lent`]), and `fdatasync`s every interval while lines are
-///   unsynced. A `write(2)` per request under the mutex cost
-///   about a third of a read's throughput (the call, and the other worker waiting on the lock
-///   meanwhile); batches handed to a writer thread, or a leader/follower group write, cost more
-///   in thread wake-ups than they saved.
+/// - `Interval`, [`record_all`](FileLog::record_all) (the server's requests): under the mutex the
+///   caller only numbers its lines and copies them, as journal entries without their hashes, into
+///   the journal ([`crate::journal`], a memory-mapped file): no system call and no hashing on the
+///   request's thread, and the mutex is held for a copy. The writer thread moves the journal's
+///   entries to the day files ten milliseconds after the first append asks, chaining them (the
+///   SHA-256 of every line) and writing all the requests answered meanwhile in one `write(2)`,
+///   without the mutex (it borrows the day files, [`Lent`]), and `fdatasync`s every interval
+///   while lines are unsynced. A `write(2)` per request under the mutex cost about a third of a
+///   read's throughput (the call, and the other worker waiting on the lock meanwhile); batches
+///   handed to a writer thread, or a leader/follower group write, cost more in thread wake-ups
+///   than they saved; chaining under the mutex on the request's thread made the other worker
+///   wait on the lock for the hashing.
+/// - `Interval`, [`append`](FileLog::append) and [`append_all`](FileLog::append_all), which return
+///   the chain members: the caller waits for the day files, moves what the journal holds, and
+///   chains and writes its lines itself (tests, tools and batches too large for the journal).
 /// - `Always`: the line goes to the writer thread, which takes every line queued while it was busy
 ///   as one batch: one `write(2)` and one `fdatasync` for all of them (group commit), off the
 ///   request threads.
@@ -126,10 +133,10 @@ impl FileLog {
         let (sender, receiver) = mpsc::channel();
         let mut writer = Writer {
             sync: config.sync,
-            sequence,
-            hash: hash.clone(),
+            end: chain::End { sequence, hash: hash.clone() },
             next_sequence: sequence,
             next_hash: hash,
+            numbered: sequence,
             files: Some(DayFiles::new(dir.clone(), config.retention_days, config.stdout, newest)),
             closed: false,
             buf: Vec::with_capacity(64 * 1024),
@@ -162,77 +169,87 @@ impl FileLog {
 
     /// Chains and writes a record; returns it as stored (with `sequence`, `previous_hash`, `hash`).
     /// An error means the line is not in the trail (disk full, permissions, closed log, or a
-    /// `TimeGenerated` that is not RFC 3339): the caller fails the request.
+    /// `TimeGenerated` that is not RFC 3339).
     pub(crate) async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
-        let (day, head, record) = prepare(record)?;
-        let link = match self.sync {
-            SyncPolicy::Interval(_) => {
-                self.write_lines(vec![(day, head)]).map(|mut links| links.pop().expect("one line written"))
-            }
-            SyncPolicy::Always => {
-                let (reply, answer) = oneshot::channel();
-                self.sender.send(Message::Append { day, head, reply }).map_err(|_| closed())?;
-                answer.await.map_err(|_| closed())?
-            }
-        }?;
-        Ok(linked(record, link))
+        let mut stored = self.append_all(vec![record]).await?;
+        Ok(stored.pop().expect("one record appended"))
     }
 
-    /// Chains and writes several records one after the other, adjacent in the trail; with
-    /// `Interval` syncing in one write. For the `Started` and outcome records of a request that
-    /// changes nothing (a read), written together once it is answered: half the writes.
+    /// Chains and writes several records one after the other, adjacent in the trail, in one
+    /// write; returns them as stored. With `Interval` syncing this waits for the day files and
+    /// writes on the caller's thread: [`FileLog::record_all`] is the fast way.
     /// An error means not all of them are in the trail.
     pub(crate) async fn append_all(&self, records: Vec<AuditRecord>) -> Result<Vec<AuditRecord>, AuditError> {
         let prepared = records.into_iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
-        match self.sync {
+        let mut records = Vec::with_capacity(prepared.len());
+        let mut lines = Vec::with_capacity(prepared.len());
+        for (day, head, record) in prepared {
+            lines.push((day, head));
+            records.push(record);
+        }
+        let links = match self.sync {
             SyncPolicy::Interval(_) => {
-                let mut records = Vec::with_capacity(prepared.len());
-                let mut lines = Vec::with_capacity(prepared.len());
-                for (day, head, record) in prepared {
-                    lines.push((day, head));
-                    records.push(record);
+                let mut writer = self.lock_with_files()?;
+                if writer.closed {
+                    return Err(closed());
                 }
-                let links = self.write_lines(lines)?;
-                Ok(records.into_iter().zip(links).map(|(record, link)| linked(record, link)).collect())
+                writer.append_many(lines.iter().map(|(day, head)| (*day, head.as_slice())))?
             }
-            SyncPolicy::Always => {
-                // Queued back to back, so the writer thread takes them into one batch.
-                let mut answers = Vec::with_capacity(prepared.len());
-                let mut records = Vec::with_capacity(prepared.len());
-                for (day, head, record) in prepared {
-                    let (reply, answer) = oneshot::channel();
-                    self.sender.send(Message::Append { day, head, reply }).map_err(|_| closed())?;
-                    answers.push(answer);
-                    records.push(record);
-                }
-                let mut stored = Vec::with_capacity(records.len());
-                for (record, answer) in records.into_iter().zip(answers) {
-                    stored.push(linked(record, answer.await.map_err(|_| closed())??));
-                }
-                Ok(stored)
-            }
+            SyncPolicy::Always => self.queue(lines).await?,
+        };
+        Ok(records.into_iter().zip(links).map(|(record, link)| linked(record, link)).collect())
+    }
+
+    /// Writes several records one after the other, adjacent in the trail, without returning
+    /// their chain members: with `Interval` syncing they are chained when the writer thread moves
+    /// them to the day files. For a request's records: the `Started` and outcome records of a
+    /// request that changes nothing (a read) are written together once it is answered, half the
+    /// writes. An error means not all of them are in the trail.
+    pub(crate) async fn record_all(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        let lines = records.iter().map(head).collect::<Result<Vec<_>, _>>()?;
+        match self.sync {
+            SyncPolicy::Interval(_) => self.journal_lines(&lines),
+            SyncPolicy::Always => self.queue(lines).await.map(drop),
         }
     }
 
-    /// `Interval`: writes `lines` adjacent in the trail, on the caller's thread.
-    fn write_lines(&self, lines: Vec<(Date, Vec<u8>)>) -> Result<Vec<Link>, AuditError> {
-        self.write_now(lines.iter().map(|(day, head)| (*day, head.as_slice())))
+    /// `Always`: queues the lines back to back, so that the writer thread takes them into one
+    /// batch, and waits for their links.
+    async fn queue(&self, lines: Vec<(Date, Vec<u8>)>) -> Result<Vec<Link>, AuditError> {
+        let mut answers = Vec::with_capacity(lines.len());
+        for (day, head) in lines {
+            let (reply, answer) = oneshot::channel();
+            self.sender.send(Message::Append { day, head, reply }).map_err(|_| closed())?;
+            answers.push(answer);
+        }
+        let mut links = Vec::with_capacity(answers.len());
+        for answer in answers {
+            links.push(answer.await.map_err(|_| closed())??);
+        }
+        Ok(links)
     }
 
-    /// Writes lines in one `write(2)` (two if the day's file changes among them).
-    fn write_now<'a>(&self, lines: impl Iterator<Item = (Date, &'a [u8])> + Clone) -> Result<Vec<Link>, AuditError> {
+    /// `Interval`: numbers the lines and copies them, adjacent, into the journal. A batch the
+    /// journal has no room for waits for the day files: after the journal's entries are moved,
+    /// it goes into the journal, or straight to the day file if it is larger than the journal
+    /// takes.
+    fn journal_lines(&self, lines: &[(Date, Vec<u8>)]) -> Result<(), AuditError> {
         let mut writer = lock_writer(&self.writer);
         if writer.closed {
             return Err(closed());
         }
-        if let Some(links) = writer.try_journal(lines.clone()) {
-            return Ok(links);
+        if writer.push_entries(lines) {
+            return Ok(());
         }
         let mut writer = self.with_files(writer)?;
         if writer.closed {
             return Err(closed());
         }
-        writer.append_many(lines)
+        writer.flush_journal()?;
+        if writer.push_entries(lines) {
+            return Ok(());
+        }
+        writer.append_many(lines.iter().map(|(day, head)| (*day, head.as_slice()))).map(drop)
     }
 
     /// The writer's state with the day files in it: waits while the writer thread has them.
@@ -312,12 +329,18 @@ impl Drop for FileLog {
 /// The record's day and its line without the chain members (which the writer appends), and the
 /// record with those members cleared.
 pub(crate) fn prepare(mut record: AuditRecord) -> Result<(Date, Vec<u8>, AuditRecord), AuditError> {
-    let day = crate::day_of_time(&record.time_generated).ok_or_else(|| {
-        AuditError::invalid(format!("TimeGenerated '{}' is not an RFC 3339 date-time", record.time_generated))
-    })?;
+    let (day, head) = head(&record)?;
     record.sequence = 0;
     record.previous_hash.clear();
     record.hash.clear();
+    Ok((day, head, record))
+}
+
+/// The record's day and its line without the chain members (whatever the record holds in them).
+fn head(record: &AuditRecord) -> Result<(Date, Vec<u8>), AuditError> {
+    let day = crate::day_of_time(&record.time_generated).ok_or_else(|| {
+        AuditError::invalid(format!("TimeGenerated '{}' is not an RFC 3339 date-time", record.time_generated))
+    })?;
     // The fixed part of a line is about 330 bytes; the chain members are added to a copy.
     let entries = |map: &serde_json::Map<String, serde_json::Value>| {
         map.iter().map(|(key, value)| key.len() + value.as_str().map_or(16, str::len) + 6).sum::<usize>()
@@ -333,8 +356,8 @@ pub(crate) fn prepare(mut record: AuditRecord) -> Result<(Date, Vec<u8>, AuditRe
         + entries(&record.caller_identity)
         + entries(&record.properties);
     let mut head = Vec::with_capacity(384 + variable);
-    crate::line::write_head(&mut head, &record);
-    Ok((day, head, record))
+    crate::line::write_head(&mut head, record);
+    Ok((day, head))
 }
 
 pub(crate) fn linked(mut record: AuditRecord, link: Link) -> AuditRecord {
@@ -346,10 +369,6 @@ pub(crate) fn linked(mut record: AuditRecord, link: Link) -> AuditRecord {
 
 fn closed() -> AuditError {
     AuditError::Io(io::Error::new(io::ErrorKind::BrokenPipe, "the audit log is closed"))
-}
-
-fn journal_full() -> AuditError {
-    AuditError::Io(io::Error::new(io::ErrorKind::StorageFull, "the audit journal is full"))
 }
 
 /// The day files are with the writer thread (only code that waited for them writes to them).
@@ -507,6 +526,8 @@ struct Lent<'a> {
     /// The pending pieces of the journal's mapping: position, start, length.
     pieces: Vec<(u64, *const u8, usize)>,
     written: u64,
+    /// The chain's end in the day files, which the entries are chained after.
+    end: chain::End,
 }
 
 impl<'a> Lent<'a> {
@@ -520,7 +541,7 @@ impl<'a> Lent<'a> {
         }
         let written = journal.written();
         let files = guard.files.take()?;
-        Some(Lent { writer, returned, files: Some(files), pieces, written })
+        Some(Lent { writer, returned, files: Some(files), pieces, written, end: guard.end.clone() })
     }
 
     /// Writes the lines to their day files, then gives the files back and frees the lines' room
@@ -536,11 +557,13 @@ impl<'a> Lent<'a> {
             .map(|&(position, start, len)| (position, unsafe { std::slice::from_raw_parts(start, len) }))
             .collect();
         let files = self.files.as_mut().expect("borrowed");
-        let (released, outcome) = match files.write_journal(&pending, self.written) {
+        let (released, outcome) = match files.write_journal(&pending, self.written, &mut self.end) {
             Ok(position) => (position, Ok(())),
             Err((position, error)) => (position, Err(error)),
         };
         let mut guard = lock_writer(self.writer);
+        // Only code with the day files changes the chain's end, and they were here.
+        guard.end = std::mem::take(&mut self.end);
         guard.files = self.files.take();
         if let Some(journal) = guard.journal.as_mut() {
             journal.release(released);
@@ -577,12 +600,14 @@ fn lock(dir: &Path) -> Result<File, AuditError> {
 /// The writer's state, behind the log's mutex.
 struct Writer {
     sync: SyncPolicy,
-    /// The chain's end as written (the last record that is in the file).
-    sequence: u64,
-    hash: String,
+    /// The chain's end as written (the last record that is in the day files).
+    end: chain::End,
     /// The chain's end including the lines formatted in `buf` but not yet written.
     next_sequence: u64,
     next_hash: String,
+    /// `Interval`: the last sequence number given to an entry in the journal (`end.sequence`
+    /// when the journal is empty).
+    numbered: u64,
     /// The day files; `None` while the `Interval` writer thread has borrowed them to move the
     /// journal's lines ([`Lent`]; it gives them back and notifies [`FileLog::returned`]).
     files: Option<DayFiles>,
@@ -605,36 +630,54 @@ impl Writer {
         self.files.as_mut().expect("the day files are here: the caller waited for them")
     }
 
-    /// `Interval`: the lines chained into the journal, without the day files; `None` when that
-    /// cannot be (a batch too large for the journal, or no room in it), the chain as it was.
-    fn try_journal<'a>(&mut self, lines: impl Iterator<Item = (Date, &'a [u8])> + Clone) -> Option<Vec<Link>> {
-        if !self.fits_journal(lines.clone()) {
-            return None;
+    /// `Interval`: numbers the lines and copies them into the journal as entries (each line
+    /// without its chain members but for `Sequence`), which the writer thread chains when it
+    /// moves them to the day files; `false`, the journal unchanged, when the batch is too large
+    /// for the journal or there is no room in it.
+    fn push_entries(&mut self, lines: &[(Date, Vec<u8>)]) -> bool {
+        if !self.fits_journal(lines.iter().map(|(day, head)| (*day, head.as_slice()))) {
+            return false;
         }
-        // Without the day files, the only failure is a full journal.
-        self.append_to_journal(lines, false).ok()
+        debug_assert!(self.buf.is_empty());
+        let mut sequence = self.numbered;
+        for (_, head) in lines {
+            sequence += 1;
+            self.buf.extend_from_slice(head);
+            chain::push_sequence(&mut self.buf, sequence);
+            self.buf.push(b'\n');
+        }
+        let journal = self.journal.as_mut().expect("journal mode");
+        let stored = journal.push(&self.buf);
+        self.buf.clear();
+        if !stored {
+            return false;
+        }
+        self.numbered = sequence;
+        if !self.flush_requested {
+            self.flush_requested = true;
+            let _ = self.signal.send(Message::Flush);
+        }
+        true
     }
 
-    /// Whether a batch goes through the journal. Each line grows by its sequence and two hashes
-    /// (under 200 bytes) when formatted.
+    /// Whether a batch goes through the journal. Each line grows by its sequence (under 40
+    /// bytes) as an entry.
     fn fits_journal<'a>(&self, lines: impl Iterator<Item = (Date, &'a [u8])>) -> bool {
         let Some(journal) = &self.journal else { return false };
-        lines.map(|(_, head)| head.len() + 200).sum::<usize>() <= journal.size() / 2
+        lines.map(|(_, head)| head.len() + 40).sum::<usize>() <= journal.size() / 2
     }
 
     /// Several lines in one write (two, if the day's file changes between them), with the day
     /// files at hand. A batch too large for the journal (a broker's thousand messages, each
     /// audited) goes straight to the day files, after what the journal holds, with one
     /// `write(2)`: the same durability, without a copy the journal could never take.
-    fn append_many<'a>(
-        &mut self,
-        lines: impl Iterator<Item = (Date, &'a [u8])> + Clone,
-    ) -> Result<Vec<Link>, AuditError> {
+    fn append_many<'a>(&mut self, lines: impl Iterator<Item = (Date, &'a [u8])>) -> Result<Vec<Link>, AuditError> {
         if self.journal.is_some() {
-            if self.fits_journal(lines.clone()) {
-                return self.append_to_journal(lines, true);
-            }
+            // After the journal's entries, which hold the sequence numbers before these.
             self.flush_journal()?;
+            debug_assert_eq!(self.numbered, self.end.sequence);
+            self.next_sequence = self.end.sequence;
+            self.next_hash.clone_from(&self.end.hash);
         }
         let mut links = Vec::new();
         for (day, head) in lines {
@@ -646,6 +689,7 @@ impl Writer {
             self.add(day, head)?;
         }
         links.extend(self.flush()?);
+        self.numbered = self.end.sequence;
         Ok(links)
     }
 
@@ -716,13 +760,13 @@ impl Writer {
         let files = files.as_mut().expect("the day files are here: the caller waited for them");
         let outcome = match files.write_batch(buf, always) {
             Ok(()) => {
-                self.sequence = self.next_sequence;
-                self.hash.clone_from(&self.next_hash);
+                self.end.sequence = self.next_sequence;
+                self.end.hash.clone_from(&self.next_hash);
                 Ok(())
             }
             Err(e) => {
-                self.next_sequence = self.sequence;
-                self.next_hash.clone_from(&self.hash);
+                self.next_sequence = self.end.sequence;
+                self.next_hash.clone_from(&self.end.hash);
                 self.pending.clear();
                 Err(e)
             }
@@ -768,55 +812,17 @@ impl Writer {
         self.closed = true;
     }
 
-    /// `Interval`: chains the lines and copies them, adjacent, into the journal (one copy, no
-    /// system call); the writer thread is asked to move them to the day files. When the journal
-    /// is full and `may_flush` (the day files are at hand), they are written first, here; if that
-    /// fails too, so does the append.
-    fn append_to_journal<'a>(
-        &mut self,
-        lines: impl Iterator<Item = (Date, &'a [u8])>,
-        may_flush: bool,
-    ) -> Result<Vec<Link>, AuditError> {
-        debug_assert!(self.buf.is_empty() && self.pending.is_empty());
-        let mut links = Vec::new();
-        for (_, head) in lines {
-            links.push(self.format(head));
-        }
-        self.pending.clear();
-        let journal = self.journal.as_mut().expect("journal mode");
-        let mut stored = journal.push(&self.buf);
-        if !stored {
-            let flushed = if may_flush { self.flush_journal() } else { Err(journal_full()) };
-            let journal = self.journal.as_mut().expect("journal mode");
-            stored = flushed.is_ok() && journal.push(&self.buf);
-            if !stored {
-                self.buf.clear();
-                self.next_sequence = self.sequence;
-                self.next_hash.clone_from(&self.hash);
-                return Err(flushed.err().unwrap_or_else(journal_full));
-            }
-        }
-        self.buf.clear();
-        self.sequence = self.next_sequence;
-        self.hash.clone_from(&self.next_hash);
-        if !self.flush_requested {
-            self.flush_requested = true;
-            let _ = self.signal.send(Message::Flush);
-        }
-        Ok(links)
-    }
-
-    /// `Interval`: writes the journal's lines to their day files and frees their room. Each line
-    /// goes to the file of its day, or of a later day already started (as in `add`); lines of one
-    /// file go in one write. A failed write is cut off the file and the journal keeps the lines
-    /// for the next attempt.
+    /// `Interval`: chains the journal's entries and writes them to their day files, then frees
+    /// their room. Each line goes to the file of its day, or of a later day already started (as
+    /// in `add`); lines of one file go in one write. A failed write is cut off the file and the
+    /// journal keeps the entries for the next attempt.
     fn flush_journal(&mut self) -> Result<(), AuditError> {
         let Some(journal) = self.journal.take() else { return Ok(()) };
         let Some(files) = self.files.as_mut() else {
             self.journal = Some(journal);
             return Err(files_lent());
         };
-        let result = files.write_journal(&journal.pending(), journal.written());
+        let result = files.write_journal(&journal.pending(), journal.written(), &mut self.end);
         let (released, outcome) = match result {
             Ok(position) => (position, Ok(())),
             Err((position, error)) => (position, Err(error)),
@@ -827,36 +833,56 @@ impl Writer {
     }
 
     /// At open: writes the records a crash left in the journal that continue the chain after the
-    /// day files' last record, in order; returns how many. Lines that do not (fragments, records
+    /// day files' last record, in order; returns how many. Entries that do not (fragments, records
     /// already in the files, a torn copy) are left out: a request is answered only after its
-    /// lines are whole in the journal, and an incomplete copy cannot continue the chain.
+    /// entries are whole in the journal, so the entries to recover are whole and numbered on
+    /// from the files' last record. A journal of an earlier version holds chained lines instead,
+    /// which must also carry the right previous hash and their own hash.
     fn recover(&mut self, held: Vec<Vec<u8>>) -> Result<usize, AuditError> {
-        let mut found: Vec<(u64, String, String, Vec<u8>)> = held
+        let mut found: Vec<(u64, Vec<u8>)> = held
             .into_iter()
-            .filter_map(|line| {
-                let record: AuditRecord = serde_json::from_slice(&line).ok()?;
-                (record.sequence > self.sequence).then_some((record.sequence, record.previous_hash, record.hash, line))
+            .filter_map(|entry| {
+                let sequence = chain::entry_sequence(&entry)
+                    .or_else(|| serde_json::from_slice::<AuditRecord>(&entry).ok().map(|record| record.sequence))?;
+                (sequence > self.end.sequence).then_some((sequence, entry))
             })
             .collect();
-        found.sort_by_key(|(sequence, ..)| *sequence);
+        found.sort_by_key(|(sequence, _)| *sequence);
         let mut moved = 0;
-        for (sequence, previous_hash, hash, mut line) in found {
-            let rehashed = chain::rehash(&previous_hash, &line).map(|(computed, _)| computed);
-            if sequence != self.sequence + 1 || previous_hash != self.hash || rehashed.as_deref() != Some(hash.as_str())
-            {
+        let mut line = Vec::new();
+        for (sequence, entry) in found {
+            if sequence != self.end.sequence + 1 {
                 break;
             }
+            line.clear();
+            let hash = if chain::entry_sequence(&entry).is_some() {
+                let hash = chain::append_entry(&mut line, &entry, &self.end.hash);
+                // Only a record that reads back as one goes into the trail.
+                if serde_json::from_slice::<AuditRecord>(&line).is_err() {
+                    break;
+                }
+                hash
+            } else {
+                let record: AuditRecord =
+                    serde_json::from_slice(&entry).map_err(|e| AuditError::Corrupt(e.to_string()))?;
+                let rehashed = chain::rehash(&record.previous_hash, &entry).map(|(computed, _)| computed);
+                if record.previous_hash != self.end.hash || rehashed.as_deref() != Some(record.hash.as_str()) {
+                    break;
+                }
+                line.extend_from_slice(&entry);
+                record.hash
+            };
             let day = line_day(&line);
             let files = self.files();
             let target = files.day.map_or(day, |current| current.max(day));
             line.push(b'\n');
             files.write_lines_to(target, &line)?;
-            self.sequence = sequence;
-            self.hash = hash;
+            self.end = chain::End { sequence, hash };
             moved += 1;
         }
-        self.next_sequence = self.sequence;
-        self.next_hash.clone_from(&self.hash);
+        self.next_sequence = self.end.sequence;
+        self.next_hash.clone_from(&self.end.hash);
+        self.numbered = self.end.sequence;
         if moved > 0 {
             let files = self.files();
             if let Some(file) = &files.file {

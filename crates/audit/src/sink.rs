@@ -56,6 +56,17 @@ impl AuditLog {
         }
     }
 
+    /// Writes several records one after the other, adjacent in the trail, without returning
+    /// their chain members: the way to audit a request. In the day files, the writer thread
+    /// chains them when it moves them out of the journal; an error means not all of them are in
+    /// the trail.
+    pub async fn record_all(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        match &self.sink {
+            Sink::Files { log, .. } => log.record_all(records).await,
+            Sink::Postgres(log) => log.append_all(records.to_vec()).await.map(drop),
+        }
+    }
+
     /// The records that match, oldest first (in chain order), at most `limit`.
     pub async fn query(&self, filter: Filter, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
         match &self.sink {

@@ -290,31 +290,46 @@ async fn concurrent_appends(sync: SyncPolicy) {
     let tmp = TempDir::new("concurrent");
     let log = Arc::new(AuditLog::open(AuditConfig { sync, ..config(tmp.path()) }).unwrap());
     let mut tasks = Vec::new();
+    // Half the tasks append (the chain members come back), half record (with `Interval`, their
+    // entries are chained later, by the writer thread), so both kinds interleave in one chain.
     for t in 0..40 {
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for i in 0..50 {
                 let time = if i < 25 { "2024-03-01T23:59:59.000000Z" } else { "2024-03-02T00:00:01.000000Z" };
-                out.push(log.append(record(time, &format!("t{t}-{i}"))).await.unwrap());
+                let r = record(time, &format!("t{t}-{i}"));
+                if t % 2 == 0 {
+                    out.push(log.append(r).await.unwrap());
+                } else {
+                    log.record_all(&[r]).await.unwrap();
+                }
             }
             out
         }));
     }
-    let mut all = Vec::new();
+    let mut appended = Vec::new();
     for task in tasks {
-        all.extend(task.await.unwrap());
+        appended.extend(task.await.unwrap());
     }
     drop(log);
-    all.sort_by_key(|r| r.sequence);
-    assert_eq!(all.iter().map(|r| r.sequence).collect::<Vec<_>>(), (1..=2000).collect::<Vec<_>>());
-    for pair in all.windows(2) {
-        assert_eq!(pair[1].previous_hash, pair[0].hash);
-    }
     let report = verify(&tmp.path().join("audit")).unwrap();
     assert!(report.intact(), "{report:?}");
     assert_eq!(report.records, 2000);
-    assert_eq!(report.last_hash.as_deref(), Some(all[1999].hash.as_str()));
+    let stored: Vec<AuditRecord> = ["2024-03-01", "2024-03-02"]
+        .iter()
+        .flat_map(|day| lines(&audit_file(tmp.path(), day)))
+        .map(|line| serde_json::from_str(&line).unwrap())
+        .collect();
+    assert_eq!(stored.iter().map(|r| r.sequence).collect::<Vec<_>>(), (1..=2000).collect::<Vec<_>>());
+    let mut names: Vec<&str> = stored.iter().map(|r| r.operation_name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 2000, "every record once");
+    assert_eq!(appended.len(), 1000);
+    for r in &appended {
+        assert_eq!(&stored[r.sequence as usize - 1], r, "an appended record is stored as it was returned");
+    }
 }
 
 /// Threads append while the writer thread moves the journal's lines out without the lock, more
@@ -336,7 +351,7 @@ fn appends_go_on_while_the_writer_thread_writes_the_journal_out() {
                 for i in 0..EACH {
                     let mut r = record("2024-03-01T12:00:00.000000Z", &format!("t{t}-{i}"));
                     r.request_uri = format!("https://localhost/Patient?name={padding}");
-                    runtime.block_on(log.append(r)).unwrap();
+                    runtime.block_on(log.record_all(&[r])).unwrap();
                 }
             })
         })
@@ -380,10 +395,12 @@ async fn write_failures(sync: SyncPolicy) {
             assert!(is_enospc(&e), "{e}");
         }
     } else {
-        // The record waits in the journal (whose blocks are reserved) until the file takes it.
-        let r = log.append(record("2024-03-02T10:00:00.000001Z", "read")).await.unwrap();
-        assert_eq!(r.sequence, 3);
+        // A record waits in the journal (whose blocks are reserved) until the file takes it.
+        log.record_all(&[record("2024-03-02T10:00:00.000001Z", "read")]).await.unwrap();
         let e = log.flush().unwrap_err();
+        assert!(is_enospc(&e), "{e}");
+        // An append, which writes at once, fails, and the recorded line stays in the journal.
+        let e = log.append(record("2024-03-02T10:00:00.000002Z", "read")).await.unwrap_err();
         assert!(is_enospc(&e), "{e}");
     }
     std::fs::remove_file(&full).unwrap();
@@ -402,7 +419,7 @@ async fn write_failures(sync: SyncPolicy) {
         assert!(log.append(record("2024-03-03T10:00:00.000001Z", "read")).await.is_err());
         assert!(log.append(record("2024-03-03T10:00:01.000001Z", "read")).await.is_err());
     } else {
-        log.append(record("2024-03-03T10:00:00.000001Z", "read")).await.unwrap();
+        log.record_all(&[record("2024-03-03T10:00:00.000001Z", "read")]).await.unwrap();
         assert!(log.flush().is_err());
     }
     std::fs::rename(&moved, &audit).unwrap();
@@ -434,10 +451,9 @@ async fn failed_write_leaves_no_partial_line(sync: SyncPolicy) {
         assert!(e.to_string().contains("injected"), "{e}");
         assert_eq!(std::fs::read(&file).unwrap(), before, "the half-written line was cut off");
     } else {
-        // The append is in the journal; the move to the day file fails (here or on the writer
+        // The record is in the journal; the move to the day file fails (here or on the writer
         // thread, whichever comes first), is cut back, and is tried again.
-        let r = log.append(record("2024-03-01T10:00:01.000001Z", "read")).await.unwrap();
-        assert_eq!(r.sequence, 3);
+        log.record_all(&[record("2024-03-01T10:00:01.000001Z", "read")]).await.unwrap();
         let mut attempts = 0;
         while let Err(e) = log.flush() {
             assert!(e.to_string().contains("injected"), "{e}");
@@ -454,6 +470,14 @@ async fn failed_write_leaves_no_partial_line(sync: SyncPolicy) {
 
 #[tokio::test]
 async fn records_a_crash_left_in_the_journal_reach_the_day_files() {
+    // The journal holds entries, lines that wait for their `PreviousHash` and `Hash`.
+    let entry = |line: &str| line[..line.find(r#","PreviousHash""#).unwrap()].to_owned();
+    crash_left_in_the_journal(entry).await;
+    // An earlier version's journal held whole chained lines.
+    crash_left_in_the_journal(str::to_owned).await;
+}
+
+async fn crash_left_in_the_journal(as_journaled: fn(&str) -> String) {
     let tmp = TempDir::new("journal-recovery");
     let log = open(tmp.path());
     let stored = append_n(&log, "2024-03-01T10:00:00.000001Z", 5).await;
@@ -470,7 +494,7 @@ async fn records_a_crash_left_in_the_journal_reach_the_day_files() {
     at += fragment.len();
     for line in all[2..].iter().rev() {
         // Out of order in the ring (a wrap); recovery orders them by sequence.
-        let line = format!("{line}\n");
+        let line = format!("{}\n", as_journaled(line));
         journal[at..at + line.len()].copy_from_slice(line.as_bytes());
         at += line.len();
     }
@@ -505,15 +529,21 @@ async fn a_batch_larger_than_the_journal_is_written_whole_in_order() {
         big.push(r);
     }
     let count = big.len() as u64;
-    let stored = log.append_all(big).await.unwrap();
+    let stored = log.append_all(big.clone()).await.unwrap();
     assert_eq!(stored.len() as u64, count);
     assert_eq!(stored[0].previous_hash, first[2].hash);
     assert!(stored.windows(2).all(|w| w[1].sequence == w[0].sequence + 1 && w[1].previous_hash == w[0].hash));
+    // Recorded without the chain members, it goes the same way, after what the journal holds.
+    log.record_all(&[record("2024-03-01T10:00:01.500000Z", "read")]).await.unwrap();
+    log.record_all(&big).await.unwrap();
     let after = log.append(record("2024-03-01T10:00:02.000001Z", "read")).await.unwrap();
-    assert_eq!(after.sequence, 3 + count + 1);
+    assert_eq!(after.sequence, 3 + 2 * count + 2);
     drop(log);
     let report = verify(&tmp.path().join("audit")).unwrap();
-    assert!(report.intact() && report.records == 3 + count + 1, "{report:?}");
+    assert!(report.intact() && report.records == 3 + 2 * count + 2, "{report:?}");
+    let lines = lines(&audit_file(tmp.path(), "2024-03-01"));
+    let operation = |line: &String| serde_json::from_str::<AuditRecord>(line).unwrap().operation_name;
+    assert_eq!(operation(&lines[3 + count as usize]), "read", "the journal's record before the batch");
 }
 
 #[tokio::test]
@@ -800,11 +830,20 @@ async fn records_appended_together_are_adjacent_in_either_sync_mode() {
         let across = vec![record("2024-03-01T23:59:59.999999Z", "read"), record("2024-03-02T00:00:00.000001Z", "read")];
         let stored = log.append_all(across).await.unwrap();
         assert_eq!(stored.iter().map(|r| r.sequence).collect::<Vec<_>>(), [4, 5]);
+        // Recorded without the chain members: adjacent too, and across midnight as well.
+        let pair = [record("2024-03-02T10:00:01.000001Z", "read-a"), record("2024-03-02T10:00:02.000001Z", "read-b")];
+        log.record_all(&pair).await.unwrap();
+        let late = [record("2024-03-02T23:59:59.999999Z", "late"), record("2024-03-03T00:00:00.000001Z", "early")];
+        log.record_all(&late).await.unwrap();
         log.close();
         assert_eq!(lines(&audit_file(tmp.path(), "2024-03-01")).len(), 4);
-        assert_eq!(lines(&audit_file(tmp.path(), "2024-03-02")).len(), 1);
+        let second = lines(&audit_file(tmp.path(), "2024-03-02"));
+        let operations: Vec<String> =
+            second.iter().map(|line| serde_json::from_str::<AuditRecord>(line).unwrap().operation_name).collect();
+        assert_eq!(operations, ["read", "read-a", "read-b", "late"]);
+        assert_eq!(lines(&audit_file(tmp.path(), "2024-03-03")).len(), 1);
         let report = verify(&tmp.path().join("audit")).unwrap();
         assert!(report.intact(), "{report:?}");
-        assert_eq!(report.records, 5);
+        assert_eq!(report.records, 9);
     }
 }

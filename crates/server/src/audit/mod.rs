@@ -109,7 +109,7 @@ pub(crate) async fn audited(
     let unwritten_start = if read_only {
         Some(record.clone())
     } else {
-        if let Err(error) = log.append(record.clone()).await {
+        if let Err(error) = log.record_all(std::slice::from_ref(&record)).await {
             eprintln!("fhirside: request {} not run: the audit log refused its record: {error}", context::request_id());
             return FhirError::AuditUnavailable.into_response();
         }
@@ -128,7 +128,7 @@ pub(crate) async fn audited(
     let Some(record) = pending.finish(Some(status)) else { return response };
     if let Some(start) = pending.unwritten_start.take() {
         // A read: nothing changed, so an answer that cannot be audited is simply withheld.
-        return match log.append_all(vec![start, record]).await {
+        return match log.record_all(&[start, record]).await {
             Ok(_) => response,
             Err(error) => {
                 eprintln!(
@@ -141,7 +141,7 @@ pub(crate) async fn audited(
     }
     // The interaction has run: a write may already be committed. Its `Started` record is in the
     // log, so the attempt is on record even though its outcome cannot be.
-    match log.append(record).await {
+    match log.record_all(&[record]).await {
         Ok(_) => response,
         Err(error) => {
             eprintln!(
@@ -190,7 +190,7 @@ impl Drop for Pending {
         let records: Vec<AuditRecord> = self.unwritten_start.take().into_iter().chain([record]).collect();
         runtime.spawn(async move {
             let id = records[0].correlation_id.clone();
-            if let Err(error) = log.append_all(records).await {
+            if let Err(error) = log.record_all(&records).await {
                 eprintln!("fhirside: the outcome of abandoned request (correlation id {id}) was not audited: {error}");
             }
         });

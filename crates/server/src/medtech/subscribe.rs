@@ -112,7 +112,7 @@ async fn audit<S: Source>(
     let host = broker.split("://").nth(1).unwrap_or(&broker).to_owned();
     let duration = started.elapsed().as_millis() as u64;
     let keyring = state.keys.as_ref().and_then(fhirside_keys::KeyringCell::get);
-    let records = subjects
+    let records: Vec<AuditRecord> = subjects
         .iter()
         .zip(processed)
         .map(|(subject, result)| {
@@ -155,7 +155,7 @@ async fn audit<S: Source>(
             record
         })
         .collect();
-    log.append_all(records).await.map(drop).map_err(|e| e.to_string())
+    log.record_all(&records).await.map_err(|e| e.to_string())
 }
 
 /// One line per batch with refusals: how many, by code (no identifiers: the codes say enough to
