@@ -5,6 +5,11 @@
 //! directly skips serde's per-field machinery, which at two records per read was a measurable
 //! share of a read's cost.
 
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+
+use serde_json::{Map, Value};
+
 use crate::{AuditRecord, ResultType};
 
 /// Appends the record's line without its chain members: it ends with the comma before
@@ -29,7 +34,7 @@ pub(crate) fn write_head(buf: &mut Vec<u8>, record: &AuditRecord) {
     buf.extend_from_slice(br#","FhirResourceType":"#);
     optional_string(buf, record.fhir_resource_type.as_deref());
     buf.extend_from_slice(br#","CallerIdentity":"#);
-    map(buf, &record.caller_identity);
+    caller_identity(buf, &record.caller_identity);
     buf.extend_from_slice(br#","CallerIdentityIssuer":"#);
     optional_string(buf, record.caller_identity_issuer.as_deref());
     buf.extend_from_slice(br#","CallerIdentityObjectId":"#);
@@ -86,9 +91,41 @@ fn optional_number(buf: &mut Vec<u8>, number: Option<u64>) {
     }
 }
 
+thread_local! {
+    /// The `CallerIdentity` this thread wrote last and its JSON. Every record of a token shares
+    /// one map (made once per token), and the records of one caller come in runs, so this skips
+    /// writing and escape-checking the largest member of the line. The weak pointer keeps the
+    /// map's allocation alive, so an equal address is the same map, which nobody can change
+    /// while shared (`Arc::make_mut` would move it elsewhere).
+    static CALLER_IDENTITY: RefCell<Option<Written>> = const { RefCell::new(None) };
+}
+
+/// A `CallerIdentity` and its JSON as written.
+type Written = (Weak<Map<String, Value>>, Vec<u8>);
+
+/// `CallerIdentity`: the thread's last one again, or written (and kept) as [`map`] writes it.
+fn caller_identity(buf: &mut Vec<u8>, identity: &Arc<Map<String, Value>>) {
+    if identity.is_empty() {
+        buf.extend_from_slice(b"{}");
+        return;
+    }
+    CALLER_IDENTITY.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((weak, json)) = last.as_ref() {
+            if std::ptr::eq(weak.as_ptr(), Arc::as_ptr(identity)) {
+                buf.extend_from_slice(json);
+                return;
+            }
+        }
+        let start = buf.len();
+        map(buf, identity);
+        *last = Some((Arc::downgrade(identity), buf[start..].to_vec()));
+    });
+}
+
 /// `CallerIdentity` and `Properties`: string values (all the server writes) directly, others as
 /// serde writes them.
-fn map(buf: &mut Vec<u8>, map: &serde_json::Map<String, serde_json::Value>) {
+fn map(buf: &mut Vec<u8>, map: &Map<String, Value>) {
     buf.push(b'{');
     for (i, (key, value)) in map.iter().enumerate() {
         if i > 0 {
@@ -97,7 +134,7 @@ fn map(buf: &mut Vec<u8>, map: &serde_json::Map<String, serde_json::Value>) {
         string(buf, key);
         buf.push(b':');
         match value {
-            serde_json::Value::String(text) => string(buf, text),
+            Value::String(text) => string(buf, text),
             other => {
                 let _ = serde_json::to_writer(&mut *buf, other);
             }
@@ -157,6 +194,33 @@ mod tests {
             write_head(&mut head, &record);
             assert_eq!(String::from_utf8_lossy(&head[1..]), String::from_utf8_lossy(&serde_head(&record)));
         }
+    }
+
+    #[test]
+    fn a_shared_caller_identity_is_written_again_as_it_was_written_first() {
+        let identity = |json: serde_json::Value| Arc::new(json.as_object().unwrap().clone());
+        let first = identity(serde_json::json!({"oid": "o-1", "name": "Zoë \"Z\""}));
+        let second = identity(serde_json::json!({"oid": "o-2"}));
+        let mut record = record();
+        for (identity, expected) in [
+            (&first, r#"{"oid":"o-1","name":"Zoë \"Z\""}"#),
+            (&first, r#"{"oid":"o-1","name":"Zoë \"Z\""}"#),
+            (&second, r#"{"oid":"o-2"}"#),
+            (&first, r#"{"oid":"o-1","name":"Zoë \"Z\""}"#),
+        ] {
+            record.caller_identity = identity.clone();
+            let mut head = Vec::new();
+            write_head(&mut head, &record);
+            assert_eq!(String::from_utf8_lossy(&head), String::from_utf8_lossy(&serde_head(&record)));
+            assert!(String::from_utf8_lossy(&head).contains(&format!(r#""CallerIdentity":{expected},"#)));
+        }
+        // A map dropped and another made at the same address is written as itself: the weak
+        // pointer kept the first one's allocation, so the new one cannot be there.
+        drop(first);
+        record.caller_identity = identity(serde_json::json!({"oid": "o-3"}));
+        let mut head = Vec::new();
+        write_head(&mut head, &record);
+        assert!(String::from_utf8_lossy(&head).contains(r#""CallerIdentity":{"oid":"o-3"},"#));
     }
 
     #[test]
