@@ -1095,6 +1095,60 @@ fn records_wait_in_the_journal_until_their_day_file_can_be_written() {
     assert_eq!(code, 0, "{report:#}");
 }
 
+#[test]
+fn records_a_crash_left_in_the_journal_are_chained_at_the_next_start() {
+    // The day file cannot be written (a directory stands in its place), so the records of the
+    // requests answered meanwhile wait in the journal, numbered but not chained, when the server
+    // is killed. The next start chains them after the day files' last record and writes them.
+    let mut server = Server::start_secure(&[]);
+    let writer = Caller::new(&server, "Audit crash", &["FHIR Data Contributor"]);
+    let file = todays_file(&server.data_dir);
+    std::fs::create_dir(&file).unwrap();
+    let body = patient("crash").to_string();
+    let id = {
+        let headers = [("x-request-id", "crash-create")];
+        let response =
+            send(&server, Some(&writer.token), "POST", "/Patient", &headers, Some((FHIR_JSON, body.as_bytes())));
+        response.expect(201).json()["id"].as_str().unwrap().to_owned()
+    };
+    for i in 0..5 {
+        let request_id = format!("crash-read-{i}");
+        let headers = [("x-request-id", request_id.as_str())];
+        send(&server, Some(&writer.token), "GET", &format!("/Patient/{id}"), &headers, None).expect(200);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(file.is_dir(), "nothing could be written to the day file");
+    let journal = std::fs::read(audit_dir(&server.data_dir).join("journal")).unwrap();
+    assert!(journal.iter().any(|&b| b != 0), "the records are in the journal");
+
+    server.kill();
+    std::fs::remove_dir(&file).unwrap();
+    server.restart();
+    let all = records(&server.data_dir);
+    let ids: Vec<&str> = all.iter().map(|r| r["CorrelationId"].as_str().unwrap()).collect();
+    let mut expected = vec!["crash-create".to_owned(); 2];
+    for i in 0..5 {
+        expected.extend([format!("crash-read-{i}"), format!("crash-read-{i}")]);
+    }
+    assert_eq!(ids, expected, "every answered request's records, in the order they were numbered");
+    for (n, record) in all.iter().enumerate() {
+        assert_record_shape(record);
+        assert_eq!(record["Sequence"], n as u64 + 1);
+        assert_eq!(record["ResultType"], if n % 2 == 0 { "Started" } else { "Succeeded" });
+    }
+    // The chain goes on from the recovered records (a token's audience is the base URL, whose
+    // port changed).
+    let token = server.token(&writer.client_id, &writer.secret);
+    let headers = [("x-request-id", "after-crash")];
+    send(&server, Some(&token), "GET", &format!("/Patient/{id}"), &headers, None).expect(200);
+    let after = records_of(&server.data_dir, "after-crash");
+    assert_eq!(after[0]["Sequence"], 13);
+    assert_eq!(after[0]["PreviousHash"], all[11]["Hash"]);
+    server.kill();
+    let (code, report) = verify(&server.data_dir);
+    assert_eq!((code, &report["records"]), (0, &json!(14)), "{report:#}");
+}
+
 /// A small tmpfs mounted on a directory, unmounted (lazily: the server may still hold its files)
 /// and removed with the data directory when dropped.
 struct Tmpfs {
