@@ -337,7 +337,7 @@ pub(crate) fn prepare(mut record: AuditRecord) -> Result<(Date, Vec<u8>, AuditRe
 }
 
 /// The record's day and its line without the chain members (whatever the record holds in them).
-fn head(record: &AuditRecord) -> Result<(Date, Vec<u8>), AuditError> {
+pub(crate) fn head(record: &AuditRecord) -> Result<(Date, Vec<u8>), AuditError> {
     let day = crate::day_of_time(&record.time_generated).ok_or_else(|| {
         AuditError::invalid(format!("TimeGenerated '{}' is not an RFC 3339 date-time", record.time_generated))
     })?;

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use crate::log::{prepare, Link};
+use crate::log::{head, Link};
 use crate::query::Filter;
 use crate::verify::{check, finish, BreakKind, BrokenLink, VerifyReport};
 use crate::{chain, AuditError, AuditRecord, SyncPolicy};
@@ -162,10 +162,20 @@ impl PgLog {
 
     /// Chains and commits `records` adjacent in the trail; returns them as stored.
     pub(crate) async fn append_all(&self, records: Vec<AuditRecord>) -> Result<Vec<AuditRecord>, AuditError> {
+        let links = self.commit(&records).await?;
+        Ok(records.into_iter().zip(links).map(|(record, link)| crate::log::linked(record, link)).collect())
+    }
+
+    /// Chains and commits `records` adjacent in the trail.
+    pub(crate) async fn record_all(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        self.commit(records).await.map(drop)
+    }
+
+    /// Chains and commits `records` adjacent in the trail, in one transaction; their links.
+    async fn commit(&self, records: &[AuditRecord]) -> Result<Vec<Link>, AuditError> {
         let mut rows = Vec::with_capacity(records.len());
-        let mut cleared = Vec::with_capacity(records.len());
         for record in records {
-            let (_, head, record) = prepare(record)?;
+            let (_, head) = head(record)?;
             rows.push(Row {
                 head,
                 time_generated: record.time_generated.clone(),
@@ -174,14 +184,12 @@ impl PgLog {
                 correlation_id: record.correlation_id.clone(),
                 fhir_resource_type: record.fhir_resource_type.clone(),
                 caller_object_id: record.caller_identity_object_id.clone(),
-                caller_app_id: app_id(&record),
+                caller_app_id: app_id(record),
             });
-            cleared.push(record);
         }
         let (reply, answer) = oneshot::channel();
         self.sender.send(Message::Append { records: rows, reply }).map_err(|_| closed())?;
-        let links = answer.await.map_err(|_| closed())??;
-        Ok(cleared.into_iter().zip(links).map(|(record, link)| crate::log::linked(record, link)).collect())
+        answer.await.map_err(|_| closed())?
     }
 
     /// Commits what is queued and stops the writer; later appends fail. Blocks until done.

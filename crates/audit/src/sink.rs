@@ -63,7 +63,7 @@ impl AuditLog {
     pub async fn record_all(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
         match &self.sink {
             Sink::Files { log, .. } => log.record_all(records).await,
-            Sink::Postgres(log) => log.append_all(records.to_vec()).await.map(drop),
+            Sink::Postgres(log) => log.record_all(records).await,
         }
     }
 
