@@ -80,6 +80,11 @@ pub enum IdentityEndpoint {
     /// The Instance Metadata Service of VMs, scale sets and AKS nodes, at `http://169.254.169.254`
     /// unless `AZURE_POD_IDENTITY_AUTHORITY_HOST` names another authority (`scheme://host[:port]`).
     Imds { authority: String },
+    /// AKS workload identity: the service account token that Kubernetes writes to
+    /// `AZURE_FEDERATED_TOKEN_FILE` (and replaces before it expires), exchanged at the Entra
+    /// token endpoint of `AZURE_AUTHORITY_HOST` and `AZURE_TENANT_ID` for a token of the
+    /// identity whose federated credential trusts it.
+    Workload { authority: String, tenant: String, token_file: std::path::PathBuf },
 }
 
 /// AWS credentials (an access key, or temporary ones with their session token).
@@ -121,6 +126,12 @@ impl std::fmt::Debug for IdentityEndpoint {
                 f.debug_struct("AppService").field("url", &shown_url(url)).finish_non_exhaustive()
             }
             IdentityEndpoint::Imds { authority } => f.debug_struct("Imds").field("authority", authority).finish(),
+            IdentityEndpoint::Workload { authority, tenant, token_file } => f
+                .debug_struct("Workload")
+                .field("authority", authority)
+                .field("tenant", tenant)
+                .field("token_file", token_file)
+                .finish(),
         }
     }
 }
@@ -369,8 +380,17 @@ fn describe(backend: &Backend) -> String {
                         IdentityEndpoint::Imds { authority } => {
                             format!("the instance metadata service at {}", shown_url(authority))
                         }
+                        IdentityEndpoint::Workload { authority, tenant, token_file } => format!(
+                            "{}, tenant {tenant}, for the workload token in {}",
+                            shown_url(authority),
+                            token_file.display()
+                        ),
                     };
-                    format!("managed identity, {which}, tokens from {source}")
+                    let kind = match identity.endpoint {
+                        IdentityEndpoint::Workload { .. } => "workload identity",
+                        _ => "managed identity",
+                    };
+                    format!("{kind}, {which}, tokens from {source}")
                 }
             };
             format!("Azure Blob Storage at {} ({auth})", shown_url(account_url))

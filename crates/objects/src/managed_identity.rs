@@ -8,7 +8,15 @@
 //! - elsewhere (VMs, scale sets, AKS nodes) the Instance Metadata Service, with `Metadata: true`:
 //!   `GET http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=…`.
 //!
-//! A user-assigned identity adds `client_id=…`. Both answer JSON with `access_token` and its
+//! - AKS workload identity: Kubernetes writes the pod's service account token to
+//!   `AZURE_FEDERATED_TOKEN_FILE` (and replaces it before it expires, so it is read again for each
+//!   fetch), and Entra exchanges it for a token of the identity whose federated credential trusts
+//!   it: `POST {AZURE_AUTHORITY_HOST}/{AZURE_TENANT_ID}/oauth2/v2.0/token` with the form
+//!   `grant_type=client_credentials`, `client_id`, `scope=https://storage.azure.com/.default`,
+//!   `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and the file's
+//!   token as `client_assertion`.
+//!
+//! A user-assigned identity adds `client_id=…`. All answer JSON with `access_token` and its
 //! expiry, `expires_in` (seconds from now) and/or `expires_on` (epoch seconds), as numbers or
 //! strings.
 //!
@@ -36,6 +44,10 @@ pub(crate) const IMDS_AUTHORITY: &str = "http://169.254.169.254";
 const IMDS_TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 const IMDS_API_VERSION: &str = "2018-02-01";
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";
+/// The scope of workload identity tokens for Azure Storage (Entra's v2 endpoint takes scopes).
+const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+/// What `client_assertion` holds: a JWT, the service account token.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A token closer than this (or than a quarter of its life) to its expiry is not sent, even when
 /// its refresh failed: it could expire on the way.
@@ -127,8 +139,12 @@ impl TokenSource {
         let url = token_url(&self.identity);
         let shown = fhirside_fetch::redact(&url);
         let what = "Azure managed identity token";
+        let assertion = match &self.identity.endpoint {
+            IdentityEndpoint::Workload { token_file, .. } => Some(service_account_token(token_file).await?),
+            _ => None,
+        };
         let sent = Instant::now();
-        let response = http.call(what, 0, || Ok(token_request(&self.identity.endpoint, &url))).await?;
+        let response = http.call(what, 0, || Ok(token_request(&self.identity, &url, assertion.as_deref()))).await?;
         if response.status != 200 {
             return Err(refusal(&format!("{what} from {shown}"), &response));
         }
@@ -145,6 +161,10 @@ impl TokenSource {
 /// The token request's URL, with the identity's parameters.
 pub(crate) fn token_url(identity: &ManagedIdentity) -> String {
     let (base, api_version) = match &identity.endpoint {
+        // Entra's token endpoint takes its parameters in the form.
+        IdentityEndpoint::Workload { authority, tenant, .. } => {
+            return format!("{}/{tenant}/oauth2/v2.0/token", authority.trim_end_matches('/'));
+        }
         IdentityEndpoint::AppService { url, .. } => (url.clone(), APP_SERVICE_API_VERSION),
         IdentityEndpoint::Imds { authority } => {
             (format!("{}{IMDS_TOKEN_PATH}", authority.trim_end_matches('/')), IMDS_API_VERSION)
@@ -158,14 +178,44 @@ pub(crate) fn token_url(identity: &ManagedIdentity) -> String {
     format!("{base}{separator}{}", query_string(&params))
 }
 
-fn token_request(endpoint: &IdentityEndpoint, url: &str) -> Request {
-    let request = Request::new("GET", url).header("Accept", "application/json");
-    match endpoint {
-        IdentityEndpoint::AppService { header, .. } => request.header("X-IDENTITY-HEADER", header.as_str()),
+/// The token request; `assertion` is the service account token, for workload identity.
+fn token_request(identity: &ManagedIdentity, url: &str, assertion: Option<&str>) -> Request {
+    match &identity.endpoint {
+        IdentityEndpoint::AppService { header, .. } => {
+            Request::new("GET", url).header("Accept", "application/json").header("X-IDENTITY-HEADER", header.as_str())
+        }
         // The metadata service answers over plain http at a link-local address, which the client
         // reaches only for requests that ask to.
-        IdentityEndpoint::Imds { .. } => request.header("Metadata", "true").instance_metadata(),
+        IdentityEndpoint::Imds { .. } => {
+            Request::new("GET", url).header("Accept", "application/json").header("Metadata", "true").instance_metadata()
+        }
+        IdentityEndpoint::Workload { .. } => {
+            let form = query_string(&[
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_id", identity.client_id.clone().unwrap_or_default()),
+                ("scope", STORAGE_SCOPE.to_owned()),
+                ("client_assertion_type", JWT_BEARER.to_owned()),
+                ("client_assertion", assertion.unwrap_or_default().to_owned()),
+            ]);
+            Request::new("POST", url)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(form)
+        }
     }
+}
+
+/// The service account token Kubernetes keeps in the file (read afresh: it is replaced before it
+/// expires). Errors name the file, never its content.
+async fn service_account_token(path: &std::path::Path) -> Result<String, ObjectError> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        ObjectError::Denied(format!("the workload identity token file {} cannot be read: {e}", path.display()))
+    })?;
+    let token = text.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ObjectError::Denied(format!("the workload identity token file {} holds no token", path.display())));
+    }
+    Ok(token.to_owned())
 }
 
 /// The token and its lifetime from a 200 answer. Errors never quote the answer, which may hold

@@ -9,9 +9,12 @@
 //!   `FHIRSIDE_BLOB_SAS`, `FHIRSIDE_BLOB_MANAGED_IDENTITY` (`system`, or a user-assigned
 //!   identity's client id) or `FHIRSIDE_BLOB_TOKEN`. The secrets come first: whoever set one
 //!   meant it. A managed identity comes before a static token, which expires within hours, so
-//!   that a leftover token does not shadow it. The identity's tokens come from App Service's
-//!   endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are both set, else from the Instance
-//!   Metadata Service (`AZURE_POD_IDENTITY_AUTHORITY_HOST` replacing `http://169.254.169.254`);
+//!   that a leftover token does not shadow it. The identity's tokens come from Entra's token
+//!   endpoint for AKS workload identity when `AZURE_FEDERATED_TOKEN_FILE` is set (with
+//!   `AZURE_TENANT_ID`, `AZURE_AUTHORITY_HOST` and, for `system`, `AZURE_CLIENT_ID`), else from
+//!   App Service's endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are both set, else
+//!   from the Instance Metadata Service (`AZURE_POD_IDENTITY_AUTHORITY_HOST` replacing
+//!   `http://169.254.169.254`);
 //!   a managed identity is never used unless asked for, since a VM's identity may have rights
 //!   the operator did not mean Fhirside to use;
 //! - `s3:https://s3.{region}.amazonaws.com?region={region}` (or
@@ -127,6 +130,11 @@ fn managed_identity(which: &str, env: &dyn Fn(&str) -> Option<String>) -> Result
             "FHIRSIDE_BLOB_MANAGED_IDENTITY must be 'system' or a user-assigned identity's client id (a GUID)".into(),
         ));
     };
+    // AKS workload identity, which Azure's SDKs try before a managed identity: the webhook sets
+    // these variables in the pods of a service account that has an identity.
+    if let Some(token_file) = env("AZURE_FEDERATED_TOKEN_FILE") {
+        return workload_identity(client_id, token_file, env);
+    }
     // Which platform this is, told as Azure's SDKs tell it: Service Fabric and Azure Arc set
     // IDENTITY_ENDPOINT with other variables and speak other protocols, so they are refused
     // rather than mistaken for App Service or the metadata service.
@@ -167,6 +175,44 @@ fn managed_identity(which: &str, env: &dyn Fn(&str) -> Option<String>) -> Result
         }
     };
     Ok(ManagedIdentity { client_id, endpoint })
+}
+
+/// The Entra authority workload identity tokens come from unless `AZURE_AUTHORITY_HOST` says.
+const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
+
+/// AKS workload identity: the identity's client id (`FHIRSIDE_BLOB_MANAGED_IDENTITY`'s, or
+/// `AZURE_CLIENT_ID` for `system`, as the pod's service account names it), its tenant, and the
+/// authority to exchange the service account's token at.
+fn workload_identity(
+    client_id: Option<String>,
+    token_file: String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ManagedIdentity, ObjectError> {
+    let client_id = match client_id.or_else(|| env("AZURE_CLIENT_ID")) {
+        Some(id) if is_guid(&id) => id.to_ascii_lowercase(),
+        _ => {
+            return Err(ObjectError::Invalid(
+                "AZURE_FEDERATED_TOKEN_FILE is set (workload identity): FHIRSIDE_BLOB_MANAGED_IDENTITY or \
+                 AZURE_CLIENT_ID must name the identity's client id (a GUID)"
+                    .into(),
+            ))
+        }
+    };
+    let tenant = env("AZURE_TENANT_ID").unwrap_or_default();
+    // A GUID or a domain name: it becomes a segment of the token endpoint's path.
+    if tenant.is_empty() || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(ObjectError::Invalid(
+            "AZURE_FEDERATED_TOKEN_FILE is set (workload identity): AZURE_TENANT_ID must name the tenant".into(),
+        ));
+    }
+    let authority = env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| ENTRA_AUTHORITY.to_owned());
+    let authority = authority.trim_end_matches('/').to_owned();
+    let (_, path) = check_url(&authority, "AZURE_AUTHORITY_HOST", is_loopback, "the loopback interface")?;
+    if !path.is_empty() || authority.contains(['?', '#']) {
+        return Err(ObjectError::Invalid("AZURE_AUTHORITY_HOST must be scheme://host[:port], without a path".into()));
+    }
+    let endpoint = IdentityEndpoint::Workload { authority, tenant, token_file: token_file.into() };
+    Ok(ManagedIdentity { client_id: Some(client_id), endpoint })
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hexadecimal digits: how Entra writes client ids.
@@ -490,6 +536,64 @@ mod tests {
             assert!(matches!(error, ObjectError::Invalid(_)), "{error}");
             assert!(error.to_string().contains(expected), "{vars:?}: {error}");
             assert!(!error.to_string().contains("header-secret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn workload_identity_settings() {
+        const URL: &str = "azure-blob:https://a.blob.core.windows.net";
+        let auth = |vars: &[(&str, &str)]| match parse(URL, &env(vars)) {
+            Ok(Backend::AzureBlob { auth, .. }) => Ok(auth),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let workload = |client_id: &str, authority: &str| {
+            BlobAuth::ManagedIdentity(ManagedIdentity {
+                client_id: Some(client_id.into()),
+                endpoint: IdentityEndpoint::Workload {
+                    authority: authority.into(),
+                    tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+                    token_file: "/var/run/secrets/azure/tokens/azure-identity-token".into(),
+                },
+            })
+        };
+        // What the AKS webhook sets in the pod.
+        let pod = [
+            ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/azure-identity-token"),
+            ("AZURE_CLIENT_ID", "6A1F6E3B-2C4D-4E5F-8A9B-0C1D2E3F4A5B"),
+            ("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/"),
+            // A workload identity is asked before the node's managed identity.
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:2579"),
+        ];
+        let client = "6a1f6e3b-2c4d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(auth(&pod).unwrap(), workload(client, "https://login.microsoftonline.com"));
+        // Without AZURE_AUTHORITY_HOST, Entra's public cloud; a client id of Fhirside's own wins.
+        let other = "0e4ba29c-4112-4a0b-84f8-77dd188a24b5";
+        let mine = [pod[1], pod[2], pod[3], ("FHIRSIDE_BLOB_MANAGED_IDENTITY", other)];
+        assert_eq!(auth(&mine).unwrap(), workload(other, "https://login.microsoftonline.com"));
+        let store = crate::ObjectStore::from_setting(URL, &env(&pod), fhirside_fetch_client()).unwrap();
+        assert_eq!(
+            store.describe(),
+            "Azure Blob Storage at https://a.blob.core.windows.net (workload identity, user-assigned, client id \
+             6a1f6e3b-2c4d-4e5f-8a9b-0c1d2e3f4a5b, tokens from https://login.microsoftonline.com, tenant \
+             72f988bf-86f1-41af-91ab-2d7cd011db47, for the workload token in \
+             /var/run/secrets/azure/tokens/azure-identity-token)"
+        );
+        for (change, expected) in [
+            (("AZURE_CLIENT_ID", ""), "AZURE_CLIENT_ID must name"),
+            (("AZURE_CLIENT_ID", "not-a-guid"), "AZURE_CLIENT_ID must name"),
+            (("AZURE_TENANT_ID", ""), "AZURE_TENANT_ID must name"),
+            (("AZURE_TENANT_ID", "t/../x"), "AZURE_TENANT_ID must name"),
+            (("AZURE_AUTHORITY_HOST", "http://login.example"), "AZURE_AUTHORITY_HOST must use https"),
+            (("AZURE_AUTHORITY_HOST", "https://login.example/tenant"), "without a path"),
+        ] {
+            let vars: Vec<(&str, &str)> =
+                pod.iter().map(|&(name, value)| if name == change.0 { change } else { (name, value) }).collect();
+            let error = auth(&vars).unwrap_err();
+            assert!(matches!(error, ObjectError::Invalid(_)), "{error}");
+            assert!(error.to_string().contains(expected), "{change:?}: {error}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! A managed identity's tokens for the Azure Blob backend. First against a stand-in (one loopback
 //! server playing the platform's identity endpoint, which checks each token request as Azure's
 //! would, and the Blob service, which records what each request carries): the protocols of the
-//! metadata service and of App Service, caching, refreshing and failures. Then against Azurite
+//! metadata service, of App Service and of AKS workload identity (Entra's token endpoint),
+//! caching, refreshing and failures. Then against Azurite
 //! over https with OAuth, which checks the tokens' issuer, audience and lifetime.
 
 use std::collections::VecDeque;
@@ -21,6 +22,11 @@ const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 const APP_SERVICE_PATH: &str = "/msi/token";
 const IDENTITY_HEADER: &str = "identity-header-secret";
 const CLIENT_ID: &str = "6a1f6e3b-2c4d-4e5f-8a9b-0c1d2e3f4a5b";
+/// Workload identity: the tenant, and the client id the pod's service account names
+/// (`AZURE_CLIENT_ID`).
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const WORKLOAD_PATH: &str = "/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token";
+const POD_CLIENT_ID: &str = "0e4ba29c-4112-4a0b-84f8-77dd188a24b5";
 const NDJSON: &str = "application/fhir+ndjson";
 
 /// The identity endpoint the stand-in plays.
@@ -30,6 +36,8 @@ enum Platform {
     Imds,
     /// App Service's endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
     AppService,
+    /// Entra's token endpoint, exchanging the service account token of `AZURE_FEDERATED_TOKEN_FILE`.
+    Workload,
 }
 
 #[derive(Default)]
@@ -54,20 +62,30 @@ struct StandIn {
     platform: Platform,
     client_id: Option<&'static str>,
     log: Arc<Mutex<Log>>,
+    /// Workload identity: the file Kubernetes keeps the service account token in.
+    token_file: std::path::PathBuf,
 }
 
 impl StandIn {
     async fn start(platform: Platform, client_id: Option<&'static str>) -> StandIn {
         let log: Arc<Mutex<Log>> = Arc::default();
         let shared = log.clone();
+        let token_file = std::env::temp_dir().join(format!(
+            "fhirside-service-account-{}-{}.jwt",
+            std::process::id(),
+            TOKEN_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&token_file, "service-account-token-1\n").unwrap();
+        let file = token_file.clone();
         let address = serve(
             Arc::new(move |request: TestRequest| {
                 let path = request.path.split('?').next().unwrap_or("").to_owned();
-                if path == IMDS_PATH || path == APP_SERVICE_PATH {
+                if path == IMDS_PATH || path == APP_SERVICE_PATH || path == WORKLOAD_PATH {
                     let (answer, delay) = {
                         let mut log = shared.lock().unwrap();
                         log.token_requests += 1;
-                        let problems = check_token_request(&request, platform, client_id);
+                        let assertion = std::fs::read_to_string(&file).unwrap_or_default();
+                        let problems = check_token_request(&request, platform, client_id, assertion.trim());
                         let answer = if problems.is_empty() {
                             let n = log.token_requests;
                             log.answers
@@ -101,7 +119,7 @@ impl StandIn {
             None,
         )
         .await;
-        StandIn { port: address.port(), platform, client_id, log }
+        StandIn { port: address.port(), platform, client_id, log, token_file }
     }
 
     /// The variables the platform sets, and the operator's choice of identity.
@@ -115,6 +133,13 @@ impl StandIn {
             Platform::AppService => {
                 vars.push(("IDENTITY_ENDPOINT", format!("http://127.0.0.1:{}{APP_SERVICE_PATH}", self.port)));
                 vars.push(("IDENTITY_HEADER", IDENTITY_HEADER.to_owned()));
+            }
+            // What the AKS webhook sets in the pod.
+            Platform::Workload => {
+                vars.push(("AZURE_FEDERATED_TOKEN_FILE", self.token_file.display().to_string()));
+                vars.push(("AZURE_CLIENT_ID", POD_CLIENT_ID.to_owned()));
+                vars.push(("AZURE_TENANT_ID", TENANT.to_owned()));
+                vars.push(("AZURE_AUTHORITY_HOST", format!("http://127.0.0.1:{}/", self.port)));
             }
         }
         vars
@@ -139,6 +164,7 @@ impl StandIn {
         match self.platform {
             Platform::Imds => format!("http://127.0.0.1:{}{IMDS_PATH}", self.port),
             Platform::AppService => format!("http://127.0.0.1:{}{APP_SERVICE_PATH}", self.port),
+            Platform::Workload => format!("http://127.0.0.1:{}{WORKLOAD_PATH}", self.port),
         }
     }
 
@@ -157,23 +183,68 @@ impl StandIn {
     }
 }
 
-/// What Azure's endpoints insist on: the path, `api-version`, `resource`, the identity asked for,
-/// and the platform's header.
-fn check_token_request(request: &TestRequest, platform: Platform, client_id: Option<&str>) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
-    let params: Vec<(String, String)> = query
-        .split('&')
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.token_file);
+    }
+}
+
+/// Names the stand-ins' token files apart.
+static TOKEN_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `name=value&…`, decoded.
+fn form(text: &str) -> Vec<(String, String)> {
+    text.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(n), percent_decode(v))
+            (percent_decode(&n.replace('+', " ")), percent_decode(&v.replace('+', " ")))
         })
-        .collect();
+        .collect()
+}
+
+/// What Azure's endpoints insist on: the path, `api-version`, `resource`, the identity asked for,
+/// and the platform's header; Entra's token endpoint, the form of a client credentials grant with
+/// the service account token (`assertion`, what the file holds now) as the client's assertion.
+fn check_token_request(
+    request: &TestRequest,
+    platform: Platform,
+    client_id: Option<&str>,
+    assertion: &str,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
+    if platform == Platform::Workload {
+        let params = form(&String::from_utf8_lossy(&request.body));
+        let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let expected = [
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id.unwrap_or(POD_CLIENT_ID)),
+            ("scope", "https://storage.azure.com/.default"),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", assertion),
+        ];
+        for (name, value) in expected {
+            if param(name) != Some(value) {
+                wrong.push(format!("{name} {:?}, expected {value:?}", param(name)));
+            }
+        }
+        if request.method != "POST" || path != WORKLOAD_PATH || !query.is_empty() || params.len() != expected.len() {
+            wrong.push(format!("{} {} with {params:?}", request.method, request.path));
+        }
+        if request.header("content-type") != Some("application/x-www-form-urlencoded") {
+            wrong.push(format!("content-type {:?}", request.header("content-type")));
+        }
+        if request.header("metadata").is_some() || request.header("x-identity-header").is_some() {
+            wrong.push("a platform header sent to Entra".into());
+        }
+        return wrong;
+    }
+    let params = form(query);
     let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let (expected_path, api_version) = match platform {
         Platform::Imds => (IMDS_PATH, "2018-02-01"),
-        Platform::AppService => (APP_SERVICE_PATH, "2019-08-01"),
+        Platform::AppService | Platform::Workload => (APP_SERVICE_PATH, "2019-08-01"),
     };
     if request.method != "GET" {
         wrong.push(format!("method {}", request.method));
@@ -202,7 +273,7 @@ fn check_token_request(request: &TestRequest, platform: Platform, client_id: Opt
                 wrong.push("X-IDENTITY-HEADER sent to the metadata service".into());
             }
         }
-        Platform::AppService => {
+        Platform::AppService | Platform::Workload => {
             if request.header("x-identity-header") != Some(IDENTITY_HEADER) {
                 wrong.push(format!("X-IDENTITY-HEADER {:?}", request.header("x-identity-header")));
             }
@@ -245,6 +316,10 @@ fn token_answer(platform: Platform, token: &str, lifetime: u64) -> TestResponse 
             "access_token": token, "expires_on": expires_on.to_string(),
             "resource": "https://storage.azure.com/", "token_type": "Bearer", "client_id": CLIENT_ID
         }),
+        // Entra's v2 token endpoint: numbers, and no expires_on.
+        Platform::Workload => serde_json::json!({
+            "token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token
+        }),
     })
 }
 
@@ -265,6 +340,8 @@ async fn token_requests_and_the_headers_blob_requests_carry() {
         (Platform::Imds, Some(CLIENT_ID)),
         (Platform::AppService, None),
         (Platform::AppService, Some(CLIENT_ID)),
+        (Platform::Workload, None),
+        (Platform::Workload, Some(CLIENT_ID)),
     ] {
         let stand_in = StandIn::start(platform, client_id).await;
         let store = stand_in.store();
@@ -285,8 +362,9 @@ async fn token_requests_and_the_headers_blob_requests_carry() {
             assert!(request.header("x-identity-header").is_none() && request.header("metadata").is_none(), "{case}");
         }
         let description = store.describe();
-        assert!(description.contains("managed identity") && !description.contains(IDENTITY_HEADER), "{description}");
-        assert!(!format!("{store:?}").contains(IDENTITY_HEADER) && !format!("{store:?}").contains("token-1"));
+        assert!(description.contains(" identity, ") && !description.contains(IDENTITY_HEADER), "{description}");
+        let debug = format!("{store:?}");
+        assert!(!debug.contains(IDENTITY_HEADER) && !debug.contains("token-1"), "{debug}");
     }
 }
 
@@ -328,6 +406,34 @@ async fn a_token_is_replaced_when_half_its_life_has_passed() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     put(&store, "2").await.unwrap();
     assert_eq!(stand_in.tokens_sent(), ["short-lived", "token-2"]);
+}
+
+/// Kubernetes replaces the service account token before it expires: each fetch reads the file
+/// again. A file that cannot be read, or holds no token, is the request's error, naming the file.
+#[tokio::test]
+async fn workload_identity_reads_the_service_account_token_for_each_fetch() {
+    let stand_in = StandIn::start(Platform::Workload, None).await;
+    stand_in.log().answers.push_back(token_answer(Platform::Workload, "short-lived", 2));
+    let store = stand_in.store();
+    put(&store, "1").await.unwrap();
+    std::fs::write(&stand_in.token_file, "service-account-token-2").unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    put(&store, "2").await.unwrap();
+    // The stand-in checked each assertion against what the file held when it was asked.
+    assert_eq!(stand_in.tokens_sent(), ["short-lived", "token-2"]);
+
+    let file = stand_in.token_file.display().to_string();
+    for (content, expected) in [(None, "cannot be read"), (Some(" \n"), "holds no token")] {
+        let stand_in = StandIn::start(Platform::Workload, None).await;
+        match content {
+            None => std::fs::remove_file(&stand_in.token_file).unwrap(),
+            Some(text) => std::fs::write(&stand_in.token_file, text).unwrap(),
+        }
+        let error = put(&stand_in.store(), "k").await.unwrap_err();
+        assert!(matches!(&error, ObjectError::Denied(m) if m.contains(expected)), "{error}");
+        assert!(error.to_string().contains(&stand_in.token_file.display().to_string()), "{error}");
+        assert_eq!(stand_in.log().token_requests, 0, "{file}: nothing asked without a token");
+    }
 }
 
 #[tokio::test]
