@@ -165,10 +165,12 @@ fn import_from_a_plain_http_url() {
 }
 
 /// A stand-in for the platform's managed identity endpoint: the metadata service's path (with
-/// `Metadata: true`) and App Service's (with `X-IDENTITY-HEADER`), each answering a token Azurite
-/// takes for an hour. Each request is recorded as what it asked for (`imds system`,
-/// `app-service user-assigned`), or as `wrong: {target}` (and answered 400) when it lacks what
-/// Azure's endpoints insist on: path, `api-version`, `resource`, `client_id` and the header.
+/// `Metadata: true`), App Service's (with `X-IDENTITY-HEADER`) and Entra's token endpoint for AKS
+/// workload identity (a client credentials grant asserted by the service account token), each
+/// answering a token Azurite takes for an hour. Each request is recorded as what it asked for
+/// (`imds system`, `app-service user-assigned`, `workload`), or as `wrong: {target}` (and answered
+/// 400) when it lacks what Azure's endpoints insist on: path, `api-version`, `resource`,
+/// `client_id` and the header, or the grant's form.
 struct IdentityEndpoint {
     port: u16,
     requests: Arc<Mutex<Vec<String>>>,
@@ -176,6 +178,8 @@ struct IdentityEndpoint {
 
 const IDENTITY_HEADER: &str = "platform-identity-header";
 const CLIENT_ID: &str = "5c4e9d1a-7b3f-4c2e-9a8d-1e2f3a4b5c6d";
+const TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+const SERVICE_ACCOUNT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.service-account.signature";
 
 impl IdentityEndpoint {
     fn start() -> IdentityEndpoint {
@@ -196,8 +200,25 @@ impl IdentityEndpoint {
                 let header = |name: &str| {
                     head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().to_owned()))
                 };
+                let mut body = vec![0u8; header("content-length").and_then(|n| n.parse().ok()).unwrap_or(0)];
+                if stream.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let form: Vec<String> = String::from_utf8_lossy(&body).split('&').map(str::to_owned).collect();
                 let storage = "resource=https%3a%2f%2fstorage.azure.com%2f";
-                let seen = if target.starts_with("/metadata/identity/oauth2/token?api-version=2018-02-01&")
+                let workload = [
+                    "grant_type=client_credentials".to_owned(),
+                    format!("client_id={CLIENT_ID}"),
+                    "scope=https%3A%2F%2Fstorage.azure.com%2F.default".to_owned(),
+                    "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer".to_owned(),
+                    format!("client_assertion={SERVICE_ACCOUNT_TOKEN}"),
+                ];
+                let seen = if head.starts_with("post ") && target == format!("/{TENANT}/oauth2/v2.0/token") {
+                    match form == workload {
+                        true => "workload".to_owned(),
+                        false => format!("wrong: {target} {form:?}"),
+                    }
+                } else if target.starts_with("/metadata/identity/oauth2/token?api-version=2018-02-01&")
                     && target.ends_with(storage)
                     && header("metadata").as_deref() == Some("true")
                 {
@@ -212,10 +233,14 @@ impl IdentityEndpoint {
                     format!("wrong: {target}")
                 };
                 let ok = !seen.starts_with("wrong");
-                log.lock().unwrap().push(seen);
+                log.lock().unwrap().push(seen.clone());
                 let expires_on =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
                 let body = match ok {
+                    true if seen == "workload" => {
+                        json!({"access_token": entra_token(ENTRA_ISSUER, STORAGE_AUDIENCE, 3600),
+                        "expires_in": 3599, "ext_expires_in": 3599, "token_type": "Bearer"})
+                    }
                     true => json!({"access_token": entra_token(ENTRA_ISSUER, STORAGE_AUDIENCE, 3600),
                         "expires_on": expires_on.to_string(), "resource": "https://storage.azure.com/",
                         "token_type": "Bearer"}),
@@ -305,4 +330,22 @@ fn export_and_import_on_blob_storage_with_a_managed_identity() {
     );
     import_and_check(&target, &urls);
     assert_eq!(identity.requests(), ["imds system", "app-service user-assigned"]);
+
+    // On AKS with workload identity: the service account token Kubernetes keeps in a file,
+    // exchanged at Entra's token endpoint for the identity the pod's service account names.
+    let token_file = temp_dir("service-account").join("azure-identity-token");
+    std::fs::write(&token_file, SERVICE_ACCOUNT_TOKEN).unwrap();
+    let target = start(
+        &setting,
+        &[
+            ("FHIRSIDE_BLOB_MANAGED_IDENTITY", "system"),
+            ("AZURE_FEDERATED_TOKEN_FILE", token_file.to_str().unwrap()),
+            ("AZURE_CLIENT_ID", CLIENT_ID),
+            ("AZURE_TENANT_ID", TENANT),
+            ("AZURE_AUTHORITY_HOST", &authority),
+            ("FHIRSIDE_AUTHORITY_CA", ca_path),
+        ],
+    );
+    import_and_check(&target, &urls);
+    assert_eq!(identity.requests(), ["imds system", "app-service user-assigned", "workload"]);
 }
