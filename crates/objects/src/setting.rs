@@ -398,14 +398,18 @@ mod tests {
         }
     }
 
+    const URL: &str = "azure-blob:https://a.blob.core.windows.net";
+
+    /// How the Blob store at [`URL`] is authorized with these variables.
+    fn auth(vars: &[(&str, &str)]) -> Result<BlobAuth, ObjectError> {
+        match parse(URL, &env(vars))? {
+            Backend::AzureBlob { auth, .. } => Ok(auth),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn managed_identity_settings() {
-        const URL: &str = "azure-blob:https://a.blob.core.windows.net";
-        let auth = |vars: &[(&str, &str)]| match parse(URL, &env(vars)) {
-            Ok(Backend::AzureBlob { auth, .. }) => Ok(auth),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e),
-        };
         let imds = |client_id: Option<&str>, authority: &str| {
             BlobAuth::ManagedIdentity(ManagedIdentity {
                 client_id: client_id.map(str::to_owned),
@@ -541,12 +545,6 @@ mod tests {
 
     #[test]
     fn workload_identity_settings() {
-        const URL: &str = "azure-blob:https://a.blob.core.windows.net";
-        let auth = |vars: &[(&str, &str)]| match parse(URL, &env(vars)) {
-            Ok(Backend::AzureBlob { auth, .. }) => Ok(auth),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e),
-        };
         let workload = |client_id: &str, authority: &str| {
             BlobAuth::ManagedIdentity(ManagedIdentity {
                 client_id: Some(client_id.into()),
