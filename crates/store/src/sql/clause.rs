@@ -22,19 +22,20 @@ use crate::query::{
 
 use super::{Builder, Dialect, Param};
 
-/// `INDEXED BY` the row id index of a kind's table, where the dialect has such hints.
+/// `INDEXED BY` the row id order of a kind's table, where the dialect has such hints: on SQLite,
+/// the primary key of the `WITHOUT ROWID` table, by the name SQLite gives it.
 fn by_rid(dialect: Dialect, kind: ValueKind) -> &'static str {
     if dialect == Dialect::Postgres {
         return "";
     }
     match kind {
-        ValueKind::Token => "INDEXED BY token_index_rid",
-        ValueKind::Date => "INDEXED BY date_index_rid",
-        ValueKind::Reference => "INDEXED BY reference_index_rid",
-        ValueKind::String => "INDEXED BY string_index_rid",
-        ValueKind::Number => "INDEXED BY number_index_rid",
-        ValueKind::Quantity => "INDEXED BY quantity_index_rid",
-        ValueKind::Uri => "INDEXED BY uri_index_rid",
+        ValueKind::Token => "INDEXED BY sqlite_autoindex_token_index_1",
+        ValueKind::Date => "INDEXED BY sqlite_autoindex_date_index_1",
+        ValueKind::Reference => "INDEXED BY sqlite_autoindex_reference_index_1",
+        ValueKind::String => "INDEXED BY sqlite_autoindex_string_index_1",
+        ValueKind::Number => "INDEXED BY sqlite_autoindex_number_index_1",
+        ValueKind::Quantity => "INDEXED BY sqlite_autoindex_quantity_index_1",
+        ValueKind::Uri => "INDEXED BY sqlite_autoindex_uri_index_1",
     }
 }
 

@@ -304,9 +304,9 @@ fn sort_expression(b: &mut Builder, key: &SortKey) {
     let SortBy::Param { param, .. } = &key.by else { return };
     let aggregate = if key.descending { "max" } else { "min" };
     let s = b.alias();
-    // Through the row id index: a value index would be scanned whole for every match.
+    // Through the table's row id order: a value index would be scanned whole for every match.
     let hint = match b.dialect {
-        Dialect::Sqlite => format!(" INDEXED BY {table}_rid"),
+        Dialect::Sqlite => format!(" INDEXED BY sqlite_autoindex_{table}_1"),
         Dialect::Postgres => String::new(),
     };
     b.push(&format!(

@@ -4,7 +4,8 @@
 //! current version being the one whose `valid_to` is NULL, and one index table per search
 //! parameter type whose rows point at the current version's `rid`. `valid_to` (the `lastUpdated`
 //! of the version that replaced this one) makes `_at` history queries a range test instead of a
-//! self-join.
+//! self-join. Here the index tables are `WITHOUT ROWID`, ordered by `rid`, so that a version's rows
+//! are found without a separate `rid` index; PostgreSQL keeps heap tables with one.
 
 use rusqlite::Connection;
 
@@ -174,6 +175,104 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX job_ready ON job (kind, created) WHERE status IN ('queued', 'running');
     CREATE UNIQUE INDEX job_singleton ON job (kind) WHERE singleton AND status IN ('queued', 'running');",
+    // 8: index tables clustered by row id (`WITHOUT ROWID`, keyed by `rid`, then `param` and `grp`,
+    // then `n`, the row's ordinal among its version's rows in that table). Each value was stored
+    // twice, in the table and in its covering `rid` index; now the table is that index. A write
+    // inserts into one B-tree instead of two: loading Synthea-120 writes a fifth fewer bytes and
+    // its inserts take a tenth less time. The value indexes are made again as before.
+    "ALTER TABLE token_index RENAME TO token_index_old;
+    CREATE TABLE token_index (
+        rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+        system TEXT, code TEXT NOT NULL,
+        PRIMARY KEY (rid, param, grp, n)
+    ) WITHOUT ROWID;
+    INSERT INTO token_index (rid, param, grp, n, system, code)
+        SELECT rid, param, grp, row_number() OVER (PARTITION BY rid ORDER BY rowid), system, code FROM token_index_old;
+    DROP TABLE token_index_old;
+    CREATE INDEX token_index_value ON token_index (param, code, system, rid);
+
+    ALTER TABLE date_index RENAME TO date_index_old;
+    CREATE TABLE date_index (
+        rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+        low INTEGER NOT NULL, high INTEGER NOT NULL,
+        PRIMARY KEY (rid, param, grp, n)
+    ) WITHOUT ROWID;
+    INSERT INTO date_index (rid, param, grp, n, low, high)
+        SELECT rid, param, grp, row_number() OVER (PARTITION BY rid ORDER BY rowid), low, high FROM date_index_old;
+    DROP TABLE date_index_old;
+    CREATE INDEX date_index_low ON date_index (param, low, high, rid);
+
+    ALTER TABLE reference_index RENAME TO reference_index_old;
+    CREATE TABLE reference_index (
+        rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+        target_type TEXT, target_id TEXT, url TEXT,
+        PRIMARY KEY (rid, param, grp, n)
+    ) WITHOUT ROWID;
+    INSERT INTO reference_index (rid, param, grp, n, target_type, target_id, url)
+        SELECT rid, param, grp, row_number() OVER (PARTITION BY rid ORDER BY rowid), target_type, target_id, url
+        FROM reference_index_old;
+    DROP TABLE reference_index_old;
+    CREATE INDEX reference_index_target ON reference_index (target_id, target_type, param, rid);
+    CREATE INDEX reference_index_url ON reference_index (url, param) WHERE url IS NOT NULL;
+
+    ALTER TABLE string_index RENAME TO string_index_old;
+    CREATE TABLE string_index (
+        rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+        normalized TEXT NOT NULL, exact TEXT NOT NULL,
+        PRIMARY KEY (rid, param, grp, n)
+    ) WITHOUT ROWID;
+    INSERT INTO string_index (rid, param, grp, n, normalized, exact)
+        SELECT rid, param, grp, row_number() OVER (PARTITION BY rid ORDER BY rowid), normalized, exact FROM string_index_old;
+    DROP TABLE string_index_old;
+    CREATE INDEX string_index_value ON string_index (param, normalized, rid);
+
+    ALTER TABLE number_index RENAME TO number_index_old;
+    CREATE TABLE number_index (
+        rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (rid, param, grp, n)
+    ) WITHOUT ROWID;
+    INSERT INTO number_index (rid, param, grp, n, value)
+        SELECT rid, param, grp, row_number() OVER (PARTITION BY rid ORDER BY rowid), value FROM number_index_old;
+    DROP TABLE number_index_old;
+    CREATE INDEX number_index_value ON number_index (param, value, rid);
+
+    ALTER TABLE quantity_index RENAME TO quantity_index_old;
+    CREATE TABLE quantity_index (
+        rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+        system TEXT, code TEXT, low REAL NOT NULL, high REAL NOT NULL,
+        canonical_unit TEXT, canonical_low REAL, canonical_high REAL,
+        PRIMARY KEY (rid, param, grp, n)
+    ) WITHOUT ROWID;
+    INSERT INTO quantity_index (rid, param, grp, n, system, code, low, high, canonical_unit, canonical_low, canonical_high)
+        SELECT rid, param, grp, row_number() OVER (PARTITION BY rid ORDER BY rowid), system, code, low, high,
+            canonical_unit, canonical_low, canonical_high
+        FROM quantity_index_old;
+    DROP TABLE quantity_index_old;
+    CREATE INDEX quantity_index_value ON quantity_index (param, code, low, high, rid);
+    CREATE INDEX quantity_index_canonical ON quantity_index (param, canonical_unit, canonical_low, canonical_high, rid)
+        WHERE canonical_unit IS NOT NULL;
+
+    ALTER TABLE uri_index RENAME TO uri_index_old;
+    CREATE TABLE uri_index (
+        rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+        uri TEXT NOT NULL,
+        PRIMARY KEY (rid, param, grp, n)
+    ) WITHOUT ROWID;
+    INSERT INTO uri_index (rid, param, grp, n, uri)
+        SELECT rid, param, grp, row_number() OVER (PARTITION BY rid ORDER BY rowid), uri FROM uri_index_old;
+    DROP TABLE uri_index_old;
+    CREATE INDEX uri_index_value ON uri_index (param, uri, rid);
+
+    ALTER TABLE compartment_index RENAME TO compartment_index_old;
+    CREATE TABLE compartment_index (
+        rid INTEGER NOT NULL, compartment TEXT NOT NULL, n INTEGER NOT NULL, id TEXT NOT NULL,
+        PRIMARY KEY (rid, compartment, n)
+    ) WITHOUT ROWID;
+    INSERT INTO compartment_index (rid, compartment, n, id)
+        SELECT rid, compartment, row_number() OVER (PARTITION BY rid ORDER BY rowid), id FROM compartment_index_old;
+    DROP TABLE compartment_index_old;
+    CREATE INDEX compartment_index_member ON compartment_index (id, compartment, rid);",
 ];
 
 /// Every table whose rows belong to one resource version by `rid`.
@@ -191,8 +290,8 @@ pub(super) const INDEX_TABLES: &[&str] = &[
 /// The index tables' value indexes, as the migrations leave them: what searches look values up in.
 /// An `InitialLoad` into an empty store drops them and builds them again when it ends
 /// ([`build_deferred`]), since appending rows and sorting once is several times cheaper than
-/// inserting each row into these B-trees at random places. The `rid` indexes stay: writes that
-/// replace a version find its rows through them.
+/// inserting each row into these B-trees at random places. The tables themselves stay ordered by
+/// `rid` (migration 8): writes that replace a version find its rows through that order.
 pub(super) const DEFERRABLE_INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS token_index_value ON token_index (param, code, system, rid)",
     "CREATE INDEX IF NOT EXISTS date_index_low ON date_index (param, low, high, rid)",
@@ -231,6 +330,11 @@ pub(super) fn build_deferred(conn: &Connection) -> Result<(), StoreError> {
 
 /// Brings the database to the newest schema, refusing one written by a newer Fhirside.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Brings the database to schema version `version` (tests start older databases with it).
+pub(super) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let newest = MIGRATIONS.len() as i64;
     if current > newest {
@@ -239,7 +343,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
              upgrade Fhirside instead of downgrading it"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;

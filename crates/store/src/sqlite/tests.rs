@@ -109,6 +109,94 @@ fn compiled_statements_run() {
     }
 }
 
+/// Migration 8 moves each index table's rows into its `rid`-ordered table, numbering the rows of a
+/// version (repeated values included) and keeping every column; searches then find them through
+/// both the value indexes and the primary key.
+#[test]
+fn index_rows_survive_the_move_to_rid_ordered_tables() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    super::schema::migrate_to(&mut conn, 7).unwrap();
+    conn.execute_batch(
+        "INSERT INTO token_index (rid, param, system, code, grp) VALUES
+            (2, 'code', 'http://loinc.org', '1234-5', 0), (1, 'code', NULL, 'x', 0),
+            (2, 'code', 'http://loinc.org', '1234-5', 0), (2, 'combo-code', NULL, 'y', 1);
+        INSERT INTO date_index (rid, param, low, high, grp) VALUES (1, 'date', 10, 20, 0);
+        INSERT INTO reference_index (rid, param, target_type, target_id, url, grp) VALUES
+            (1, 'subject', 'Patient', 'p1', NULL, 0), (1, 'subject', NULL, NULL, 'http://x/Patient/9', 0);
+        INSERT INTO string_index (rid, param, grp, normalized, exact) VALUES (3, 'name', 0, 'eve', 'Eve');
+        INSERT INTO number_index (rid, param, grp, value) VALUES (3, 'probability', 0, 0.5);
+        INSERT INTO quantity_index (rid, param, grp, system, code, low, high, canonical_unit, canonical_low,
+            canonical_high) VALUES (3, 'value-quantity', 0, 'http://unitsofmeasure.org', 'mg', 1.5, 2.5, 'g', 0.0015, 0.0025);
+        INSERT INTO uri_index (rid, param, grp, uri) VALUES (3, 'url', 0, 'http://example.org/a');
+        INSERT INTO compartment_index (rid, compartment, id) VALUES (1, 'Patient', 'p1'), (1, 'Patient', 'p1');",
+    )
+    .unwrap();
+    super::schema::migrate(&mut conn).unwrap();
+    let rows = |sql: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let columns = stmt.column_count();
+        stmt.query_map([], |row| {
+            Ok((0..columns)
+                .map(|i| match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => "-".to_owned(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Text(v) => String::from_utf8_lossy(v).into_owned(),
+                    rusqlite::types::ValueRef::Blob(_) => "blob".to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    assert_eq!(
+        rows("SELECT rid, param, grp, n, system, code FROM token_index ORDER BY rid, param, grp, n"),
+        [
+            "1 code 0 1 - x",
+            "2 code 0 1 http://loinc.org 1234-5",
+            "2 code 0 2 http://loinc.org 1234-5",
+            "2 combo-code 1 3 - y"
+        ]
+    );
+    assert_eq!(rows("SELECT rid, param, grp, n, low, high FROM date_index"), ["1 date 0 1 10 20"]);
+    assert_eq!(
+        rows("SELECT rid, param, grp, n, target_type, target_id, url FROM reference_index ORDER BY n"),
+        ["1 subject 0 1 Patient p1 -", "1 subject 0 2 - - http://x/Patient/9"]
+    );
+    assert_eq!(rows("SELECT rid, param, grp, n, normalized, exact FROM string_index"), ["3 name 0 1 eve Eve"]);
+    assert_eq!(rows("SELECT rid, param, grp, n, value FROM number_index"), ["3 probability 0 1 0.5"]);
+    assert_eq!(
+        rows(
+            "SELECT rid, param, grp, n, system, code, low, high, canonical_unit, canonical_low, canonical_high \
+              FROM quantity_index"
+        ),
+        ["3 value-quantity 0 1 http://unitsofmeasure.org mg 1.5 2.5 g 0.0015 0.0025"]
+    );
+    assert_eq!(rows("SELECT rid, param, grp, n, uri FROM uri_index"), ["3 url 0 1 http://example.org/a"]);
+    assert_eq!(
+        rows("SELECT rid, compartment, n, id FROM compartment_index ORDER BY n"),
+        ["1 Patient 1 p1", "1 Patient 2 p1"]
+    );
+    // No table keeps a row id, and no table of the old layout is left behind.
+    let tables = rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%index%' ORDER BY name");
+    assert!(tables.iter().all(|t| !t.ends_with("_old")), "{tables:?}");
+    for table in super::schema::INDEX_TABLES {
+        let error = conn.prepare(&format!("SELECT rowid FROM {table}")).err();
+        assert!(error.is_some(), "{table} still has a row id");
+    }
+    // Both ways into the moved rows: a value index, and the primary key the probes name.
+    assert_eq!(
+        rows("SELECT rid FROM token_index INDEXED BY token_index_value WHERE param = 'code' AND code = '1234-5'"),
+        ["2", "2"]
+    );
+    assert_eq!(
+        rows("SELECT code FROM token_index INDEXED BY sqlite_autoindex_token_index_1 WHERE rid = 1 AND param = 'code'"),
+        ["x"]
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn job_table_protocol() {
     let store = store_named("jobs");
@@ -146,7 +234,7 @@ fn deferrable_indexes_are_the_value_indexes_the_migrations_make() {
     let mut migrated: Vec<(String, String)> = conn
         .prepare(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
-             AND tbl_name IN (SELECT value FROM json_each(?1)) AND name NOT LIKE '%\\_rid' ESCAPE '\\' ORDER BY name",
+             AND tbl_name IN (SELECT value FROM json_each(?1)) ORDER BY name",
         )
         .unwrap()
         .query_map([serde_json::to_string(super::schema::INDEX_TABLES).unwrap()], |row| {

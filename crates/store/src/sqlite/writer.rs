@@ -286,15 +286,17 @@ impl Writer {
     }
 
     fn write_index(&self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
-        self.insert_rows(rid, 0, index)?;
+        let mut n = Ordinals::default();
+        self.insert_rows(rid, 0, index, &mut n)?;
         for (group, composite) in index.composites.iter().enumerate() {
-            self.insert_rows(rid, group as i64 + 1, composite)?;
+            self.insert_rows(rid, group as i64 + 1, composite, &mut n)?;
         }
         if !index.compartments.is_empty() {
-            let mut stmt =
-                self.conn.prepare_cached("INSERT INTO compartment_index (rid, compartment, id) VALUES (?1, ?2, ?3)")?;
-            for c in &index.compartments {
-                stmt.execute((rid, &c.compartment, &c.id))?;
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO compartment_index (rid, compartment, n, id) VALUES (?1, ?2, ?3, ?4)")?;
+            for (c, n) in index.compartments.iter().zip(1i64..) {
+                stmt.execute((rid, &c.compartment, n, &c.id))?;
             }
         }
         if let Some(text) = &index.text {
@@ -305,60 +307,63 @@ impl Writer {
         Ok(())
     }
 
-    /// The parameter rows of `index` (not its composites, compartments or text) in group `grp`.
-    fn insert_rows(&self, rid: i64, grp: i64, index: &IndexEntries) -> Result<(), StoreError> {
+    /// The parameter rows of `index` (not its composites, compartments or text) in group `grp`,
+    /// numbered on from `n`.
+    fn insert_rows(&self, rid: i64, grp: i64, index: &IndexEntries, n: &mut Ordinals) -> Result<(), StoreError> {
         if !index.tokens.is_empty() {
             let mut stmt = self.conn.prepare_cached(
-                "INSERT INTO token_index (rid, param, system, code, grp) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO token_index (rid, param, grp, n, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for t in &index.tokens {
-                stmt.execute((rid, &t.param, &t.system, &t.code, grp))?;
+                stmt.execute((rid, &t.param, grp, next(&mut n.token), &t.system, &t.code))?;
             }
         }
         if !index.dates.is_empty() {
-            let mut stmt = self
-                .conn
-                .prepare_cached("INSERT INTO date_index (rid, param, low, high, grp) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO date_index (rid, param, grp, n, low, high) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
             for d in &index.dates {
-                stmt.execute((rid, &d.param, d.low, d.high, grp))?;
+                stmt.execute((rid, &d.param, grp, next(&mut n.date), d.low, d.high))?;
             }
         }
         if !index.references.is_empty() {
             let mut stmt = self.conn.prepare_cached(
-                "INSERT INTO reference_index (rid, param, target_type, target_id, url, grp) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO reference_index (rid, param, grp, n, target_type, target_id, url) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for r in &index.references {
-                stmt.execute((rid, &r.param, &r.target_type, &r.target_id, &r.url, grp))?;
+                stmt.execute((rid, &r.param, grp, next(&mut n.reference), &r.target_type, &r.target_id, &r.url))?;
             }
         }
         if !index.strings.is_empty() {
             let mut stmt = self.conn.prepare_cached(
-                "INSERT INTO string_index (rid, param, normalized, exact, grp) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO string_index (rid, param, grp, n, normalized, exact) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for s in &index.strings {
-                stmt.execute((rid, &s.param, &s.normalized, &s.exact, grp))?;
+                stmt.execute((rid, &s.param, grp, next(&mut n.string), &s.normalized, &s.exact))?;
             }
         }
         if !index.numbers.is_empty() {
             let mut stmt = self
                 .conn
-                .prepare_cached("INSERT INTO number_index (rid, param, value, grp) VALUES (?1, ?2, ?3, ?4)")?;
-            for n in &index.numbers {
-                stmt.execute((rid, &n.param, n.value, grp))?;
+                .prepare_cached("INSERT INTO number_index (rid, param, grp, n, value) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for v in &index.numbers {
+                stmt.execute((rid, &v.param, grp, next(&mut n.number), v.value))?;
             }
         }
         if !index.quantities.is_empty() {
             let mut stmt = self.conn.prepare_cached(
-                "INSERT INTO quantity_index (rid, param, system, code, low, high, \
-                 canonical_unit, canonical_low, canonical_high, grp) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO quantity_index (rid, param, grp, n, system, code, low, high, \
+                 canonical_unit, canonical_low, canonical_high) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for q in &index.quantities {
                 let canonical = q.canonical.as_ref();
                 stmt.execute((
                     rid,
                     &q.param,
+                    grp,
+                    next(&mut n.quantity),
                     &q.system,
                     &q.code,
                     q.low,
@@ -366,15 +371,15 @@ impl Writer {
                     canonical.map(|c| &c.unit),
                     canonical.map(|c| c.low),
                     canonical.map(|c| c.high),
-                    grp,
                 ))?;
             }
         }
         if !index.uris.is_empty() {
-            let mut stmt =
-                self.conn.prepare_cached("INSERT INTO uri_index (rid, param, uri, grp) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO uri_index (rid, param, grp, n, uri) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for u in &index.uris {
-                stmt.execute((rid, &u.param, &u.uri, grp))?;
+                stmt.execute((rid, &u.param, grp, next(&mut n.uri), &u.uri))?;
             }
         }
         Ok(())
@@ -451,6 +456,25 @@ impl Writer {
         self.touched.push((v.resource_type.to_owned(), v.id.to_owned()));
         Ok(self.conn.last_insert_rowid())
     }
+}
+
+/// The last `n` given to a version's rows in each parameter table: with `rid`, `param` and `grp`
+/// it makes each row's key unique, including for values a resource repeats.
+#[derive(Default)]
+struct Ordinals {
+    token: i64,
+    date: i64,
+    reference: i64,
+    string: i64,
+    number: i64,
+    quantity: i64,
+    uri: i64,
+}
+
+/// Counts one more row on `last`, and returns its `n`.
+fn next(last: &mut i64) -> i64 {
+    *last += 1;
+    *last
 }
 
 /// The writer is the only one: it needs no locks, and its clock is already strictly increasing
