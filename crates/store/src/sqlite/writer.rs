@@ -49,7 +49,7 @@ pub(super) enum BulkLoadStep {
     /// Builds one deferred index (its `CREATE INDEX IF NOT EXISTS`). One at a time, so that other
     /// writers (a job renewing its lease) get their turn between them.
     Build(&'static str),
-    /// The indexes are built: the writer's cache shrinks back.
+    /// The indexes are built: the writer checkpoints at the ordinary threshold again.
     Finish,
 }
 
@@ -106,9 +106,6 @@ impl Done {
     }
 }
 
-/// The writer's page cache during a bulk load, in KiB (negative, as `PRAGMA cache_size` takes it).
-const BULK_LOAD_CACHE_KIB: i64 = -262_144;
-
 /// WAL pages (of 4 KiB) past which a commit of a bulk load checkpoints on the writer thread.
 const BULK_LOAD_WAL_AUTOCHECKPOINT_PAGES: i64 = 65_536;
 
@@ -159,6 +156,20 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
+        let builds = group.iter().any(|job| matches!(job, Job::BulkLoad { step: BulkLoadStep::Build(_), .. }));
+        // Outside the transaction, where SQLite allows the change (`super::sort_in_files`). These
+        // settings only make the build, or ordinary writes, faster: should one not take, the work
+        // is done all the same.
+        if builds {
+            let _ = super::sort_in_files(&self.conn, true);
+        }
+        self.commit_group_of(group);
+        if builds {
+            let _ = super::sort_in_files(&self.conn, false);
+        }
+    }
+
+    fn commit_group_of(&mut self, group: &mut Vec<Job>) {
         if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let message = error.to_string();
             for job in group.drain(..) {
@@ -202,7 +213,6 @@ impl Writer {
                             Ok(true)
                         }
                         BulkLoadStep::Finish => {
-                            writer.conn.pragma_update(None, "cache_size", super::WRITER_CACHE_KIB)?;
                             writer.conn.pragma_update(None, "wal_autocheckpoint", super::WAL_AUTOCHECKPOINT_PAGES)?;
                             Ok(false)
                         }
@@ -418,8 +428,6 @@ impl Writer {
         let empty: bool = self.conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM resource)", [], |row| row.get(0))?;
         if empty {
             schema::defer(&self.conn)?;
-            // The sorts that build the indexes at the end keep their runs in this memory.
-            self.conn.pragma_update(None, "cache_size", BULK_LOAD_CACHE_KIB)?;
             // A load commits tens of MB a second: at the ordinary threshold many commits would
             // checkpoint on this thread, the load's bottleneck, while the checkpoint thread can
             // copy the pages on another core (about 5 % of an import's time). The WAL may grow to
