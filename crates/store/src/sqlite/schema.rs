@@ -176,10 +176,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX job_ready ON job (kind, created) WHERE status IN ('queued', 'running');
     CREATE UNIQUE INDEX job_singleton ON job (kind) WHERE singleton AND status IN ('queued', 'running');",
     // 8: index tables clustered by row id (`WITHOUT ROWID`, keyed by `rid`, then `param` and `grp`,
-    // then `n`, the row's ordinal among its version's rows in that table). Each value was stored
-    // twice, in the table and in its covering `rid` index; now the table is that index. A write
-    // inserts into one B-tree instead of two: loading Synthea-120 writes a fifth fewer bytes and
-    // its inserts take a tenth less time. The value indexes are made again as before.
+    // then `n`, unique among a version's rows; this migration numbers them per table). Each value
+    // was stored twice, in the table and in its covering `rid` index; now the table is that index.
+    // A write inserts into one B-tree instead of two: loading Synthea-120 writes a fifth fewer bytes
+    // and its inserts take a tenth less time. The value indexes are made again as before.
     "ALTER TABLE token_index RENAME TO token_index_old;
     CREATE TABLE token_index (
         rid INTEGER NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,

@@ -296,7 +296,7 @@ impl Writer {
     }
 
     fn write_index(&self, rid: i64, index: &IndexEntries) -> Result<(), StoreError> {
-        let mut n = Ordinals::default();
+        let mut n = 0;
         self.insert_rows(rid, 0, index, &mut n)?;
         for (group, composite) in index.composites.iter().enumerate() {
             self.insert_rows(rid, group as i64 + 1, composite, &mut n)?;
@@ -319,13 +319,13 @@ impl Writer {
 
     /// The parameter rows of `index` (not its composites, compartments or text) in group `grp`,
     /// numbered on from `n`.
-    fn insert_rows(&self, rid: i64, grp: i64, index: &IndexEntries, n: &mut Ordinals) -> Result<(), StoreError> {
+    fn insert_rows(&self, rid: i64, grp: i64, index: &IndexEntries, n: &mut i64) -> Result<(), StoreError> {
         if !index.tokens.is_empty() {
             let mut stmt = self.conn.prepare_cached(
                 "INSERT INTO token_index (rid, param, grp, n, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for t in &index.tokens {
-                stmt.execute((rid, &t.param, grp, next(&mut n.token), &t.system, &t.code))?;
+                stmt.execute((rid, &t.param, grp, next(n), &t.system, &t.code))?;
             }
         }
         if !index.dates.is_empty() {
@@ -333,7 +333,7 @@ impl Writer {
                 "INSERT INTO date_index (rid, param, grp, n, low, high) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for d in &index.dates {
-                stmt.execute((rid, &d.param, grp, next(&mut n.date), d.low, d.high))?;
+                stmt.execute((rid, &d.param, grp, next(n), d.low, d.high))?;
             }
         }
         if !index.references.is_empty() {
@@ -342,7 +342,7 @@ impl Writer {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for r in &index.references {
-                stmt.execute((rid, &r.param, grp, next(&mut n.reference), &r.target_type, &r.target_id, &r.url))?;
+                stmt.execute((rid, &r.param, grp, next(n), &r.target_type, &r.target_id, &r.url))?;
             }
         }
         if !index.strings.is_empty() {
@@ -350,7 +350,7 @@ impl Writer {
                 "INSERT INTO string_index (rid, param, grp, n, normalized, exact) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for s in &index.strings {
-                stmt.execute((rid, &s.param, grp, next(&mut n.string), &s.normalized, &s.exact))?;
+                stmt.execute((rid, &s.param, grp, next(n), &s.normalized, &s.exact))?;
             }
         }
         if !index.numbers.is_empty() {
@@ -358,7 +358,7 @@ impl Writer {
                 .conn
                 .prepare_cached("INSERT INTO number_index (rid, param, grp, n, value) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for v in &index.numbers {
-                stmt.execute((rid, &v.param, grp, next(&mut n.number), v.value))?;
+                stmt.execute((rid, &v.param, grp, next(n), v.value))?;
             }
         }
         if !index.quantities.is_empty() {
@@ -373,7 +373,7 @@ impl Writer {
                     rid,
                     &q.param,
                     grp,
-                    next(&mut n.quantity),
+                    next(n),
                     &q.system,
                     &q.code,
                     q.low,
@@ -389,7 +389,7 @@ impl Writer {
                 .conn
                 .prepare_cached("INSERT INTO uri_index (rid, param, grp, n, uri) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for u in &index.uris {
-                stmt.execute((rid, &u.param, grp, next(&mut n.uri), &u.uri))?;
+                stmt.execute((rid, &u.param, grp, next(n), &u.uri))?;
             }
         }
         Ok(())
@@ -466,20 +466,8 @@ impl Writer {
     }
 }
 
-/// The last `n` given to a version's rows in each parameter table: with `rid`, `param` and `grp`
-/// it makes each row's key unique, including for values a resource repeats.
-#[derive(Default)]
-struct Ordinals {
-    token: i64,
-    date: i64,
-    reference: i64,
-    string: i64,
-    number: i64,
-    quantity: i64,
-    uri: i64,
-}
-
-/// Counts one more row on `last`, and returns its `n`.
+/// The next `n` of a version's parameter rows: with `rid`, `param` and `grp` it makes each row's
+/// key unique, including for values a resource repeats. One count serves every table.
 fn next(last: &mut i64) -> i64 {
     *last += 1;
     *last
