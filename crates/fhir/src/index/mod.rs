@@ -31,7 +31,7 @@ pub use values::parse_reference;
 
 /// Bump when extraction changes what it produces for the same resource: stores built with another
 /// version are reindexed at startup.
-pub const EXTRACTION_VERSION: u32 = 5;
+pub const EXTRACTION_VERSION: u32 = 6;
 
 /// Index values of one resource.
 #[derive(Debug, Default, Clone, PartialEq)]
