@@ -64,6 +64,39 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Outcome<T>, Sto
 /// Work to run inside one store transaction; see [`ResourceStore::transaction`].
 pub type TransactionWork = Box<dyn FnOnce(&mut dyn Transaction) -> Result<(), StoreError> + Send>;
 
+/// Transaction work that writes a batch of `$import` lines one by one, and where its results will
+/// be once the transaction has committed.
+pub(crate) fn import_work(lines: Vec<ImportLine>) -> (TransactionWork, ImportResults) {
+    let slot = Arc::new(Mutex::new(None));
+    let filled = Arc::clone(&slot);
+    let work: TransactionWork = Box::new(move |tx| {
+        let mut results = Vec::with_capacity(lines.len());
+        for line in lines {
+            match tx.write(WriteOp::Import(line)) {
+                Err(error) if !error.refuses_one_line() => return Err(error),
+                result => results.push(result),
+            }
+        }
+        *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(results);
+        Ok(())
+    });
+    (work, ImportResults(slot))
+}
+
+/// Each line's result of an import batch, in order.
+type LineResults = Vec<Result<WriteResult, StoreError>>;
+
+/// The per-line results of [`import_work`].
+pub(crate) struct ImportResults(Arc<Mutex<Option<LineResults>>>);
+
+impl ImportResults {
+    /// The results, once the work has run and committed.
+    pub(crate) fn take(self) -> Result<LineResults, StoreError> {
+        let results = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        results.ok_or_else(|| StoreError::Backend("the import batch left no results".into()))
+    }
+}
+
 /// What work inside a transaction can do. Reads see the transaction's own earlier writes.
 pub trait Transaction {
     /// Up to `limit` current, non-deleted matches of `query` (its `count` is ignored).
@@ -157,27 +190,18 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// then (a store may write a batch in parts, side by side) is found unchanged when the batch
     /// is written again.
     ///
+    /// A store may answer before the batch is durable, provided that any durable write it commits
+    /// later (the import job's checkpoint, which records the lines done) makes the batch durable
+    /// too: a crash then loses only batches that the job, resumed from its checkpoint, writes again.
+    ///
     /// This default writes the lines one by one inside [`ResourceStore::transaction`], which suits
     /// a store whose writer runs in-process; a networked store writes the batch set-based.
     fn import_batch(&self, lines: Vec<ImportLine>) -> StoreFuture<'_, Vec<Result<WriteResult, StoreError>>> {
-        let slot = Arc::new(Mutex::new(None));
-        let filled = Arc::clone(&slot);
-        let stored = self.transaction(Box::new(move |tx| {
-            let mut results = Vec::with_capacity(lines.len());
-            for line in lines {
-                match tx.write(WriteOp::Import(line)) {
-                    Err(error) if !error.refuses_one_line() => return Err(error),
-                    result => results.push(result),
-                }
-            }
-            *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(results);
-            Ok(())
-        }));
+        let (work, results) = import_work(lines);
+        let stored = self.transaction(work);
         Box::pin(async move {
             let cost = stored.await?.cost;
-            let results = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-            let value = results.ok_or_else(|| StoreError::Backend("the import batch left no results".into()))?;
-            Ok(Outcome { value, cost })
+            Ok(Outcome { value: results.take()?, cost })
         })
     }
 

@@ -29,6 +29,8 @@ pub(super) enum Job {
     },
     Transaction {
         work: TransactionWork,
+        /// Whether the commit must reach the disk before the reply; see [`Job::durable`].
+        durable: bool,
         reply: oneshot::Sender<Result<Outcome<()>, StoreError>>,
     },
     Maintain {
@@ -40,6 +42,21 @@ pub(super) enum Job {
         step: BulkLoadStep,
         reply: oneshot::Sender<Result<Outcome<bool>, StoreError>>,
     },
+}
+
+impl Job {
+    /// Whether the job's commit must reach the disk before it is answered. Not for an import's
+    /// batches and a bulk load's index builds: the job's checkpoint and its end, durable commits
+    /// to the same write-ahead log, make them durable after the fact, and a crash before then
+    /// loses only work that is done again (the import resumes from its checkpoint; missing
+    /// deferred indexes are built at open).
+    fn durable(&self) -> bool {
+        match self {
+            Job::Transaction { durable, .. } => *durable,
+            Job::BulkLoad { step: BulkLoadStep::Build(_), .. } => false,
+            _ => true,
+        }
+    }
 }
 
 /// The steps of a bulk load, each in a group of its own.
@@ -157,13 +174,21 @@ impl Writer {
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
         let builds = group.iter().any(|job| matches!(job, Job::BulkLoad { step: BulkLoadStep::Build(_), .. }));
-        // Outside the transaction, where SQLite allows the change (`super::sort_in_files`). These
-        // settings only make the build, or ordinary writes, faster: should one not take, the work
-        // is done all the same.
+        let deferred = !group.iter().any(Job::durable);
+        // Outside the transaction, where SQLite allows the change (`super::sort_in_files`). The
+        // sort settings only make the build, or ordinary writes, faster: should one not take, the
+        // work is done all the same. A durability setting that does not take leaves the group
+        // durable, which is only slower; one that cannot be restored fails the next group.
         if builds {
             let _ = super::sort_in_files(&self.conn, true);
         }
+        let relaxed = deferred && self.conn.pragma_update(None, "synchronous", "NORMAL").is_ok();
         self.commit_group_of(group);
+        if relaxed {
+            if let Err(error) = self.conn.pragma_update(None, "synchronous", "FULL") {
+                eprintln!("fhirside: the store could not go back to synchronous commits: {error}");
+            }
+        }
         if builds {
             let _ = super::sort_in_files(&self.conn, false);
         }
@@ -193,7 +218,7 @@ impl Writer {
                 Job::Write { op, reply } => {
                     Done::Write(reply, self.isolated(isolation, |writer, cost| write::apply(writer, *op, cost)))
                 }
-                Job::Transaction { work, reply } => Done::Transaction(
+                Job::Transaction { work, reply, .. } => Done::Transaction(
                     reply,
                     self.isolated(isolation, |writer, cost| work(&mut InTransaction { writer, cost })),
                 ),
@@ -541,5 +566,29 @@ impl Transaction for InTransaction<'_> {
 
     fn write(&mut self, op: WriteOp) -> Result<WriteResult, StoreError> {
         write::apply(&mut *self.writer, op, self.cost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only an import's batches and a bulk load's index builds may leave their sync to a later
+    /// durable commit; a group with any other job in it is synced (`Writer::commit_group`).
+    #[test]
+    fn only_import_batches_and_index_builds_wait_for_a_later_sync() {
+        let transaction =
+            |durable| Job::Transaction { work: Box::new(|_| Ok(())), durable, reply: oneshot::channel().0 };
+        let step = |step| Job::BulkLoad { step, reply: oneshot::channel().0 };
+        assert!(!transaction(false).durable());
+        assert!(!step(BulkLoadStep::Build("CREATE INDEX …")).durable());
+        assert!(transaction(true).durable());
+        assert!(step(BulkLoadStep::Begin).durable(), "it drops indexes");
+        assert!(step(BulkLoadStep::Finish).durable(), "it makes the builds before it durable");
+        let write = Job::Maintain {
+            work: Maintenance::SetSetting { key: "k".into(), value: "v".into() },
+            reply: oneshot::channel().0,
+        };
+        assert!(write.durable());
     }
 }
