@@ -1,5 +1,5 @@
 //! The import job: each input's lines, in batches. Batches are parsed, validated and indexed on
-//! blocking threads, up to [`AHEAD`] of them ahead of the one being written in one store
+//! blocking threads, up to [`AHEAD_KIB`] of input ahead of the one being written in one store
 //! transaction, so that the cores share the work and the store's writer is never kept waiting.
 //! Lines a write refuses (a bad resource, a version conflict) go to an error file; the rest of the
 //! batch commits.
@@ -140,9 +140,12 @@ pub(crate) async fn run(lease: &Lease<'_>) -> Result<String, Stop> {
     loaded
 }
 
-/// Prepared batches waiting for the writer: enough that it never waits for one while the
-/// preparing threads have work.
-const AHEAD: usize = 2;
+/// The input (in KiB) of the prepared batches waiting for the writer, at most. Inputs differ in
+/// what they cost whom: a claim takes longer to prepare than to write, an observation the other
+/// way round. Sixty-four MiB (a few tens of batches of typical resources) lets the preparing thread
+/// run ahead through the cheap ones, so that the writer rarely waits for a batch; two batches
+/// ahead, it waited for a tenth of a Synthea import, and the preparing thread as long for room.
+const AHEAD_KIB: u32 = 64 * 1024;
 
 /// How often the checkpoint is written while an input is read. Each is a durable write of its
 /// own, on the store the batches are written to; a resumed job redoes at most this much, and
@@ -154,10 +157,12 @@ async fn load(lease: &Lease<'_>, definition: &ImportDefinition) -> Result<String
     let mut progress: ImportProgress =
         lease.job.checkpoint.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
     progress.imported.resize(definition.input.len(), BTreeMap::new());
-    let (batches, mut prepared) = tokio::sync::mpsc::channel(AHEAD);
+    // The semaphore bounds what waits; the channel only carries it.
+    let (batches, mut prepared) = tokio::sync::mpsc::channel(256);
     // One reader goes through all the inputs, so that the next input's first batches are prepared
     // while the last ones of this input are written.
-    let reader = read_inputs(lease, definition, progress.input_index, progress.lines, batches);
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(AHEAD_KIB as usize));
+    let reader = read_inputs(lease, definition, progress.input_index, progress.lines, room, batches);
     let writer = async {
         // The first batch is checkpointed at once: the status shows progress from the start.
         let mut checkpointed: Option<std::time::Instant> = None;
@@ -165,8 +170,9 @@ async fn load(lease: &Lease<'_>, definition: &ImportDefinition) -> Result<String
         let every = CHECKPOINT_EVERY.min(state.jobs.lease() / 4);
         while let Some(item) = prepared.recv().await {
             match item {
-                Read::Batch { input, last_line, prepared: batch } => {
+                Read::Batch { input, last_line, prepared: batch, room } => {
                     let refused = write(state, batch, &mut progress.imported[input]).await?;
+                    drop(room);
                     if !refused.is_empty() {
                         report(state, definition, &mut progress, input, refused).await?;
                     }
@@ -195,8 +201,9 @@ async fn load(lease: &Lease<'_>, definition: &ImportDefinition) -> Result<String
 
 /// What the reader hands the writer, in input order.
 enum Read {
-    /// A prepared batch: the number of its last line, and its lines ready to write or refused.
-    Batch { input: usize, last_line: u64, prepared: Vec<Prepared> },
+    /// A prepared batch: the number of its last line, its lines ready to write or refused, and
+    /// the room it takes ahead of the writer, given back once it is written.
+    Batch { input: usize, last_line: u64, prepared: Vec<Prepared>, room: tokio::sync::OwnedSemaphorePermit },
     /// Every line of this input has been handed on.
     End { input: usize },
 }
@@ -208,6 +215,7 @@ async fn read_inputs(
     definition: &ImportDefinition,
     first: usize,
     mut done: u64,
+    room: std::sync::Arc<tokio::sync::Semaphore>,
     batches: tokio::sync::mpsc::Sender<Read>,
 ) -> Result<(), Stop> {
     for (index, input) in definition.input.iter().enumerate().skip(first) {
@@ -234,10 +242,15 @@ async fn read_inputs(
             let item = if batch.is_empty() {
                 Read::End { input: index }
             } else {
+                // A batch larger than all the room waits until the writer has nothing else.
+                let size = batch.iter().map(|(_, line)| line.len()).sum::<usize>() / 1024;
+                let Ok(room) = room.clone().acquire_many_owned((size as u32).clamp(1, AHEAD_KIB)).await else {
+                    return Ok(());
+                };
                 let (last_line, prepared) = prepare_batch(&context, batch)
                     .await
                     .map_err(|e| Stop::Failed(format!("a batch could not be prepared: {e}")))?;
-                Read::Batch { input: index, last_line, prepared }
+                Read::Batch { input: index, last_line, prepared, room }
             };
             let end = matches!(item, Read::End { .. });
             if batches.send(item).await.is_err() {
