@@ -35,11 +35,12 @@ const WRITER_CACHE_KIB: i64 = -65_536;
 
 /// The writer's page cache while it builds indexes, in KiB. SQLite's sorter sorts runs of up to
 /// the cache's size and merges them; with `PRAGMA threads` and temporary files it sorts each run on
-/// a helper thread while the writer goes on scanning the table. One run the size of the ordinary
-/// cache is sorted on the writer thread alone, and more slowly: building Synthea-120's deferred
-/// indexes took 1.2 s with 16 MiB runs sorted on a helper thread, 1.5 s with the same runs sorted
-/// in memory on the writer thread, and 1.9 s in one run.
-const BUILD_CACHE_KIB: i64 = -16_384;
+/// a helper thread while the writer goes on scanning the table, but the last run of an index on
+/// the writer thread. Small runs leave the writer little of the sorting: Synthea-120's deferred
+/// indexes built in 1.55-1.6 s with 2 MiB runs, 1.7 s with 4 MiB, 1.8 s with 16 MiB and 2.2-2.3 s
+/// in one run in memory (the same database, rebuilt five ways, twice each); 512 KiB and 1 MiB
+/// runs were no faster than 2 MiB.
+const BUILD_CACHE_KIB: i64 = -2_048;
 
 /// Switches the connection between building indexes (`true`) and its ordinary work. SQLite's sorter
 /// uses no helper thread while temporary files are kept in memory (`temp_store = MEMORY`), which
