@@ -159,6 +159,8 @@ print(json.dumps(parts))')
         IMPORT_ROWS+=("| $(store_label "$store" 1) | $mode | $imported | $errors | $wall | $(awk -v r="$imported" -v w="$wall" 'BEGIN { printf "%.0f", r / w }') | $cpu | $pg_cpu | $(awk -v c="$cpu" -v p="$pg_cpu" -v r="$imported" 'BEGIN { printf "%.1f", 1000000 * (c + p) / r }') |")
         log "$store $mode: $imported resources in $wall s"
         stop_server "$ipid"
+        # Nothing reads the imported store again (at ten times it is about 5 GB).
+        rm -rf "$target"
         if [ -n "$import_schema" ]; then pg_done_schema "$PG_BASE" "$import_schema"; fi
     done
     if [ -n "$schema" ]; then pg_done_schema "$PG_BASE" "$schema"; fi
