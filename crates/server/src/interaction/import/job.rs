@@ -158,12 +158,17 @@ async fn load(lease: &Lease<'_>, definition: &ImportDefinition) -> Result<String
         lease.job.checkpoint.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
     progress.imported.resize(definition.input.len(), BTreeMap::new());
     // The semaphore bounds what waits; the channel only carries it.
-    let (batches, mut prepared) = tokio::sync::mpsc::channel(256);
+    let (batches, prepared) = tokio::sync::mpsc::channel(256);
     // One reader goes through all the inputs, so that the next input's first batches are prepared
     // while the last ones of this input are written.
     let room = std::sync::Arc::new(tokio::sync::Semaphore::new(AHEAD_KIB as usize));
     let reader = read_inputs(lease, definition, progress.input_index, progress.lines, room, batches);
     let writer = async {
+        // Owned by this future, so that a writer that stops (a failed batch, a cancel) drops it
+        // there and then: the batches waiting in the channel give their room back and the reader
+        // finds the channel closed. Borrowed, it lived until both had ended, and a reader waiting
+        // for room waited for ever: a cancelled import never ended and held up the jobs after it.
+        let mut prepared = prepared;
         // The first batch is checkpointed at once: the status shows progress from the start.
         let mut checkpointed: Option<std::time::Instant> = None;
         // Within a quarter of the lease, too, which the checkpoint renews.
