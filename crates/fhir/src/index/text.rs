@@ -122,13 +122,11 @@ impl Words {
         let Value::Array(items) = extensions else { return self.add_value(extensions) };
         for item in items {
             match item {
-                Value::Object(map) => {
-                    map.iter().filter(|(key, _)| *key != "url").for_each(|(key, v)| match key.as_str() {
-                        "id" => {}
-                        "extension" | "modifierExtension" => self.add_extensions(v),
-                        _ => self.add_value(v),
-                    })
-                }
+                Value::Object(map) => map.iter().for_each(|(key, v)| match key.as_str() {
+                    "url" | "id" => {}
+                    "extension" | "modifierExtension" => self.add_extensions(v),
+                    _ => self.add_value(v),
+                }),
                 other => self.add_value(other),
             }
         }
