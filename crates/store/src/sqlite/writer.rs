@@ -138,7 +138,7 @@ pub(super) fn spawn(
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            let mut writer = Writer { conn, last_updated, cache, touched: Vec::new(), seal };
+            let mut writer = Writer { conn, last_updated, cache, touched: Vec::new(), seal, synchronous_full: true };
             writer.run(receiver, max_group.max(1));
         })
         .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -155,6 +155,8 @@ struct Writer {
     touched: Vec<(String, String)>,
     /// Seals bodies on their way in and opens them for the reads writes depend on.
     seal: Seal,
+    /// Whether `synchronous` is FULL (as the store opens it) rather than NORMAL.
+    synchronous_full: bool,
 }
 
 impl Writer {
@@ -174,28 +176,21 @@ impl Writer {
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
         let builds = group.iter().any(|job| matches!(job, Job::BulkLoad { step: BulkLoadStep::Build(_), .. }));
-        let deferred = !group.iter().any(Job::durable);
-        // Outside the transaction, where SQLite allows the change (`super::sort_in_files`). The
-        // sort settings only make the build, or ordinary writes, faster: should one not take, the
-        // work is done all the same. A durability setting that does not take leaves the group
-        // durable, which is only slower; one that cannot be restored fails the next group.
+        // Outside the transaction, where SQLite allows the change (`super::sort_in_files`). These
+        // settings only make the build, or ordinary writes, faster: should one not take, the work
+        // is done all the same.
         if builds {
             let _ = super::sort_in_files(&self.conn, true);
         }
-        let relaxed = deferred && self.conn.pragma_update(None, "synchronous", "NORMAL").is_ok();
         self.commit_group_of(group);
-        if relaxed {
-            if let Err(error) = self.conn.pragma_update(None, "synchronous", "FULL") {
-                eprintln!("fhirside: the store could not go back to synchronous commits: {error}");
-            }
-        }
         if builds {
             let _ = super::sort_in_files(&self.conn, false);
         }
     }
 
     fn commit_group_of(&mut self, group: &mut Vec<Job>) {
-        if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        let durable = group.iter().any(Job::durable);
+        if let Err(error) = self.synchronous(durable).and_then(|()| self.conn.execute_batch("BEGIN IMMEDIATE")) {
             let message = error.to_string();
             for job in group.drain(..) {
                 match job {
@@ -262,6 +257,20 @@ impl Writer {
             return;
         }
         done.into_iter().for_each(Done::send);
+    }
+
+    /// Sets `synchronous` to FULL for a group that must reach the disk, NORMAL for one that may
+    /// wait for a later sync ([`Job::durable`]), when it is not that already. A durable group
+    /// fails if FULL cannot be set; a relaxed one goes on at FULL if NORMAL cannot, only slower.
+    fn synchronous(&mut self, full: bool) -> rusqlite::Result<()> {
+        if self.synchronous_full != full {
+            match self.conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" }) {
+                Ok(()) => self.synchronous_full = full,
+                Err(error) if full => return Err(error),
+                Err(_) => {}
+            }
+        }
+        Ok(())
     }
 
     fn isolated<T>(
@@ -574,7 +583,7 @@ mod tests {
     use super::*;
 
     /// Only an import's batches and a bulk load's index builds may leave their sync to a later
-    /// durable commit; a group with any other job in it is synced (`Writer::commit_group`).
+    /// durable commit; a group with any other job in it is synced (`Writer::synchronous`).
     #[test]
     fn only_import_batches_and_index_builds_wait_for_a_later_sync() {
         let transaction =
